@@ -1,0 +1,1 @@
+"""netvigil alerts: alert model, sinks, routing and durable delivery."""

@@ -1,0 +1,1 @@
+"""netvigil rules: Falco-language rule loader, condition compiler and engine."""

@@ -1,0 +1,5 @@
+"""Typed errors of the rules package."""
+
+
+class RulesError(Exception):
+    """Base of every error the rules package reports to a user."""
