@@ -11,6 +11,8 @@ import rules.cli
 from alerts.errors import AlertsError
 from rules.errors import RulesError
 from sensor import doctor, run_command
+from sensor.enforcement import cli as enforce_cli
+from sensor.replay import cli as replay_cli
 from sensor.errors import SensorError
 
 USER_ERRORS = (SensorError, RulesError, AlertsError)
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_command.register(sub)
     rules.cli.register(sub)
+    replay_cli.register(sub)
+    enforce_cli.register(sub)
     alerts.cli.register(sub)
     doctor.register(sub)
     return parser
