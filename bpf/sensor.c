@@ -1,0 +1,729 @@
+/* netvigil sensor: process and network activity from tracepoints only.
+ *
+ * One ring buffer (`events`), in-kernel per-CPU counters of lost events (`lost`).
+ * Syscall enter/exit pairs share one per-thread scratch (`inflight`); sockets are
+ * tracked per (tgid, fd) in `socks` so later syscalls (listen, sendto, dup2) know
+ * what they act on; a TCP socket is tied to its process in `sk_owner`, keyed by the
+ * socket address as an opaque number, so state changes seen in softirq context are
+ * attributed to the process that made the connect, never to whoever was on the CPU.
+ *
+ * Build-time knobs (-D): NV_RINGBUF_PAGES (ring buffer size in pages).
+ */
+#include <uapi/linux/in.h>
+#include <uapi/linux/in6.h>
+#include <uapi/linux/socket.h>
+#include <uapi/linux/errno.h>
+#include <linux/socket.h>
+#include "sensor.h"
+
+#ifndef NV_RINGBUF_PAGES
+#define NV_RINGBUF_PAGES 2048
+#endif
+
+#define NV_AF_INET 2
+#define NV_AF_INET6 10
+#define NV_AF_PACKET 17
+#define NV_SOCK_STREAM 1
+#define NV_SOCK_DGRAM 2
+#define NV_CLONE_THREAD 0x00010000
+#define NV_TCP_ESTABLISHED 1
+#define NV_TCP_SYN_SENT 2
+#define NV_TCP_SYN_RECV 3
+#define NV_TCP_CLOSE 7
+#define NV_EINPROGRESS 115
+
+BPF_RINGBUF_OUTPUT(events, NV_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 1);
+
+struct nv_inflight {
+    u32 op;
+    s32 fd;
+    u64 uptr;           /* user pointer kept from enter to exit (sockaddr) */
+    u32 aux;
+    u32 seen_syn;       /* connect: the kernel moved the socket to SYN_SENT */
+    u64 skaddr;
+    struct nv_sock s;
+};
+
+struct nv_owner {
+    struct nv_header h;     /* identity of the process that connected */
+    s32 fd;
+    u32 returned;           /* connect() returned EINPROGRESS already */
+    s32 result;             /* final result seen before connect() returned, or 1 */
+    u32 pad;
+    struct nv_sock s;
+};
+
+struct nv_peer_key {
+    u8 raddr[16];
+    u16 rport;
+    u16 family;
+    u32 pad;
+};
+
+struct nv_peer_val {
+    u8 laddr[16];
+    u16 lport;
+    u16 pad[3];
+};
+
+struct nv_udp_key {
+    u64 id;             /* tgid << 32 | fd */
+    u64 gen;
+    u8 raddr[16];
+    u16 rport;
+    u16 family;
+    u32 pad;
+};
+
+BPF_HASH(inflight, u32, struct nv_inflight, 16384);
+BPF_TABLE("lru_hash", u64, struct nv_sock, socks, 65536);
+BPF_TABLE("lru_hash", u64, struct nv_owner, sk_owner, 16384);
+BPF_TABLE("lru_hash", struct nv_peer_key, struct nv_peer_val, peers, 16384);
+BPF_TABLE("lru_hash", struct nv_udp_key, u8, udp_seen, 65536);
+BPF_TABLE("lru_hash", u32, u64, clone_flags, 8192);
+BPF_HASH(exit_codes, u32, s32, 16384);
+BPF_PERCPU_ARRAY(exec_scratch, struct nv_exec_event, 1);
+BPF_TABLE("lru_hash", u32, struct nv_exec_event, exec_args, 1024);
+
+static __always_inline void count_lost(void)
+{
+    int zero = 0;
+    u64 *n = lost.lookup(&zero);
+    if (n)
+        (*n)++;
+}
+
+static __always_inline void fill_header(struct nv_header *h, u32 kind)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    h->ts_boot_ns = bpf_ktime_get_boot_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->kind = kind;
+    h->tgid = id >> 32;
+    h->tid = (u32)id;
+    h->uid = (u32)ug;
+    h->gid = ug >> 32;
+    h->pad = 0;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+static __always_inline u64 sock_id(u32 tgid, s32 fd)
+{
+    return ((u64)tgid << 32) | (u32)fd;
+}
+
+/* Read a user sockaddr into addr/port; returns the family, 0 when not IP. */
+static __always_inline u16 read_sockaddr(u64 uptr, u8 *addr, u16 *port)
+{
+    u16 family = 0;
+    if (!uptr)
+        return 0;
+    if (bpf_probe_read_user(&family, sizeof(family), (void *)uptr))
+        return 0;
+    if (family == NV_AF_INET) {
+        struct sockaddr_in sin = {};
+        if (bpf_probe_read_user(&sin, sizeof(sin), (void *)uptr))
+            return 0;
+        __builtin_memcpy(addr, &sin.sin_addr.s_addr, 4);
+        *port = __builtin_bswap16(sin.sin_port);
+        return family;
+    }
+    if (family == NV_AF_INET6) {
+        struct sockaddr_in6 sin6 = {};
+        if (bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uptr))
+            return 0;
+        __builtin_memcpy(addr, &sin6.sin6_addr, 16);
+        *port = __builtin_bswap16(sin6.sin6_port);
+        return family;
+    }
+    return 0;
+}
+
+static __always_inline void emit_net(struct nv_inflight *f, s32 ret, s32 fd, u32 op)
+{
+    struct nv_net_event *e = events.ringbuf_reserve(sizeof(struct nv_net_event));
+    if (!e) {
+        count_lost();
+        return;
+    }
+    fill_header(&e->h, NV_NET);
+    e->ret = ret;
+    e->fd = fd;
+    e->op = op;
+    e->aux = f->aux;
+    __builtin_memcpy(&e->s, &f->s, sizeof(e->s));
+    events.ringbuf_submit(e, 0);
+}
+
+/* ---------------------------------------------------------------- processes */
+
+static __always_inline int stash_exec_args(const char *const *argv)
+{
+    int zero = 0;
+    struct nv_exec_event *e = exec_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 off = 0;
+    u32 count = 0;
+    e->flags = 0;
+#pragma unroll
+    for (int i = 0; i < NV_MAX_ARGS; i++) {
+        const char *arg = NULL;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+            goto done;
+        if (off >= NV_ARGS_SIZE) {
+            e->flags = 1;
+            goto done;
+        }
+        int n = bpf_probe_read_user_str(&e->args[off & (NV_ARGS_SIZE - 1)], NV_ARG_LEN, arg);
+        if (n <= 0)
+            goto done;
+        off += n;
+        count++;
+    }
+    e->flags = 1;   /* more than NV_MAX_ARGS arguments */
+done:
+    e->args_len = off > NV_ARGS_SIZE ? NV_ARGS_SIZE : off;
+    e->args_count = count;
+    exec_args.update(&tid, e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    return stash_exec_args((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    return stash_exec_args((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 old = args->old_pid;
+    struct nv_exec_event *stash = exec_args.lookup(&old);
+    int zero = 0;
+    struct nv_exec_event *e = stash ? stash : exec_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    if (!stash) {
+        e->args_len = 0;
+        e->args_count = 0;
+        e->flags = 0;
+    }
+    fill_header(&e->h, NV_EXEC);
+    e->old_pid = old;
+    u32 loc = args->data_loc_filename;
+    int n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), (void *)args + (loc & 0xFFFF));
+    e->path_len = n > 0 ? n : 0;
+    u32 len = offsetof(struct nv_exec_event, args) + (e->args_len & (NV_ARGS_SIZE - 1));
+    if (e->args_len >= NV_ARGS_SIZE)
+        len = offsetof(struct nv_exec_event, args) + NV_ARGS_SIZE;
+    if (events.ringbuf_output(e, len, 0))
+        count_lost();
+    if (stash)
+        exec_args.delete(&old);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = args->clone_flags;
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 flags = 0;
+    bpf_probe_read_user(&flags, sizeof(flags), (void *)args->uargs);  /* clone_args.flags */
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 *flags = clone_flags.lookup(&tid);
+    if (flags) {
+        u64 f = *flags;
+        clone_flags.delete(&tid);
+        if (f & NV_CLONE_THREAD)
+            return 0;
+    }
+    struct nv_fork_event *e = events.ringbuf_reserve(sizeof(*e));
+    if (!e) {
+        count_lost();
+        return 0;
+    }
+    fill_header(&e->h, NV_FORK);
+    e->child_pid = args->child_pid;
+    e->pad = 0;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 code = args->error_code;
+    exit_codes.update(&tgid, &code);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    if (!args->group_dead)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 *code = exit_codes.lookup(&tgid);
+    struct nv_exit_event *e = events.ringbuf_reserve(sizeof(*e));
+    if (!e) {
+        count_lost();
+    } else {
+        fill_header(&e->h, NV_EXIT);
+        e->code = code ? *code : -1;
+        e->pad = 0;
+        events.ringbuf_submit(e, 0);
+    }
+    if (code)
+        exit_codes.delete(&tgid);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+static __always_inline struct nv_inflight *begin(u32 op, s32 fd, u64 uptr, u32 aux)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct nv_inflight f = {};
+    f.op = op;
+    f.fd = fd;
+    f.uptr = uptr;
+    f.aux = aux;
+    inflight.update(&tid, &f);
+    return inflight.lookup(&tid);
+}
+
+static __always_inline struct nv_inflight *finish(u32 op)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct nv_inflight *f = inflight.lookup(&tid);
+    if (!f || f->op != op)
+        return NULL;
+    return f;
+}
+
+static __always_inline void finish_done(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight.delete(&tid);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+    begin(NV_OP_SOCKET, -1, 0, ((u32)args->family << 16) | ((u32)args->type & 0xFFFF));
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+    struct nv_inflight *f = finish(NV_OP_SOCKET);
+    if (!f)
+        return 0;
+    s32 ret = args->ret;
+    u16 family = f->aux >> 16;
+    u16 type = f->aux & 0xF;   /* strip SOCK_NONBLOCK / SOCK_CLOEXEC */
+    if (ret >= 0 && (family == NV_AF_INET || family == NV_AF_INET6 || family == NV_AF_PACKET)) {
+        struct nv_sock s = {};
+        s.gen = bpf_ktime_get_ns();
+        s.family = family;
+        s.type = type;
+        u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, ret);
+        socks.update(&key, &s);
+        if (family == NV_AF_PACKET) {
+            __builtin_memcpy(&f->s, &s, sizeof(s));
+            emit_net(f, ret, ret, NV_OP_SOCKET);
+        }
+    }
+    finish_done();
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, args->fd);
+    socks.delete(&key);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u8 addr[16] = {};
+    u16 port = 0;
+    u16 family = read_sockaddr((u64)args->uservaddr, addr, &port);
+    if (!family)
+        return 0;
+    struct nv_inflight *f = begin(NV_OP_CONNECT, args->fd, 0, 0);
+    if (!f)
+        return 0;
+    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, args->fd);
+    struct nv_sock *known = socks.lookup(&key);
+    if (known)
+        __builtin_memcpy(&f->s, known, sizeof(f->s));
+    f->s.family = family;
+    f->s.rport = port;
+    __builtin_memcpy(f->s.raddr, addr, 16);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    u64 skaddr = (u64)args->skaddr;
+    if (args->newstate == NV_TCP_SYN_SENT) {
+        /* process context: tcp_v{4,6}_connect inside connect() */
+        u32 tid = (u32)bpf_get_current_pid_tgid();
+        struct nv_inflight *f = inflight.lookup(&tid);
+        if (!f || f->op != NV_OP_CONNECT)
+            return 0;
+        f->seen_syn = 1;
+        f->skaddr = skaddr;
+        f->s.lport = args->sport;
+        if (args->family == NV_AF_INET6)
+            __builtin_memcpy(f->s.laddr, args->saddr_v6, 16);
+        else
+            __builtin_memcpy(f->s.laddr, args->saddr, 4);
+        struct nv_owner o = {};
+        fill_header(&o.h, NV_NET);
+        o.fd = f->fd;
+        o.result = 1;
+        __builtin_memcpy(&o.s, &f->s, sizeof(o.s));
+        o.s.type = NV_SOCK_STREAM;
+        sk_owner.update(&skaddr, &o);
+        return 0;
+    }
+    if (args->oldstate == NV_TCP_SYN_RECV && args->newstate == NV_TCP_ESTABLISHED) {
+        /* passive open, usually softirq: remember the local end by peer for accept() */
+        struct nv_peer_key k = {};
+        struct nv_peer_val v = {};
+        k.family = args->family;
+        k.rport = args->dport;
+        v.lport = args->sport;
+        if (args->family == NV_AF_INET6) {
+            __builtin_memcpy(k.raddr, args->daddr_v6, 16);
+            __builtin_memcpy(v.laddr, args->saddr_v6, 16);
+        } else {
+            __builtin_memcpy(k.raddr, args->daddr, 4);
+            __builtin_memcpy(v.laddr, args->saddr, 4);
+        }
+        peers.update(&k, &v);
+        return 0;
+    }
+    if (args->oldstate != NV_TCP_SYN_SENT)
+        return 0;
+    /* outcome of an active open: any context, attributed through sk_owner */
+    struct nv_owner *o = sk_owner.lookup(&skaddr);
+    if (!o)
+        return 0;
+    s32 result = args->newstate == NV_TCP_ESTABLISHED ? 0 : -ECONNREFUSED;
+    o->s.lport = args->sport;   /* the port is chosen after SYN_SENT is set */
+    if (!o->returned) {
+        o->result = result;    /* connect() still running: it reports the outcome */
+        return 0;
+    }
+    struct nv_net_event *e = events.ringbuf_reserve(sizeof(*e));
+    if (!e) {
+        count_lost();
+    } else {
+        __builtin_memcpy(&e->h, &o->h, sizeof(e->h));
+        e->h.ts_boot_ns = bpf_ktime_get_boot_ns();
+        e->ret = result;
+        e->fd = o->fd;
+        e->op = NV_OP_CONNECT_RESULT;
+        e->aux = 0;
+        __builtin_memcpy(&e->s, &o->s, sizeof(e->s));
+        events.ringbuf_submit(e, 0);
+    }
+    sk_owner.delete(&skaddr);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    struct nv_inflight *f = finish(NV_OP_CONNECT);
+    if (!f)
+        return 0;
+    s32 ret = args->ret;
+    u64 skaddr = f->skaddr;
+    if (f->seen_syn) {
+        f->s.type = NV_SOCK_STREAM;
+        struct nv_owner *known = sk_owner.lookup(&skaddr);
+        if (known)
+            f->s.lport = known->s.lport;
+    }
+    else if (!f->s.type)
+        f->s.type = NV_SOCK_DGRAM;   /* no SYN: UDP, or a TCP connect refused early */
+    emit_net(f, ret, f->fd, NV_OP_CONNECT);
+    if (ret == 0 || ret == -NV_EINPROGRESS) {
+        u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
+        struct nv_sock s = f->s;
+        if (!s.gen)
+            s.gen = bpf_ktime_get_ns();
+        socks.update(&key, &s);
+    }
+    if (f->seen_syn) {
+        struct nv_owner *o = sk_owner.lookup(&skaddr);
+        if (o) {
+            if (ret == -NV_EINPROGRESS && o->result == 1) {
+                o->returned = 1;                /* outcome comes later, from softirq */
+            } else {
+                if (ret == -NV_EINPROGRESS)     /* completed before connect() returned */
+                    emit_net(f, o->result, f->fd, NV_OP_CONNECT_RESULT);
+                sk_owner.delete(&skaddr);
+            }
+        }
+    }
+    finish_done();
+    return 0;
+}
+
+static __always_inline int accept_enter(u32 op, s32 fd, u64 uaddr)
+{
+    begin(op, fd, uaddr, 0);
+    return 0;
+}
+
+static __always_inline int accept_exit(u32 op, s32 ret)
+{
+    struct nv_inflight *f = finish(op);
+    if (!f)
+        return 0;
+    if (ret < 0) {
+        finish_done();
+        return 0;
+    }
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 lkey = sock_id(tgid, f->fd);
+    struct nv_sock *listener = socks.lookup(&lkey);
+    if (listener) {
+        f->s.family = listener->family;
+        f->s.lport = listener->lport;
+        __builtin_memcpy(f->s.laddr, listener->laddr, 16);
+    }
+    u16 family = read_sockaddr(f->uptr, f->s.raddr, &f->s.rport);
+    if (family) {
+        f->s.family = family;
+        struct nv_peer_key k = {};
+        k.family = family;
+        k.rport = f->s.rport;
+        __builtin_memcpy(k.raddr, f->s.raddr, 16);
+        struct nv_peer_val *v = peers.lookup(&k);
+        if (v) {
+            f->s.lport = v->lport;
+            __builtin_memcpy(f->s.laddr, v->laddr, 16);
+            peers.delete(&k);
+        }
+    }
+    if (!f->s.family) {
+        finish_done();
+        return 0;   /* not an IP socket (unix) */
+    }
+    f->s.type = NV_SOCK_STREAM;
+    f->s.gen = bpf_ktime_get_ns();
+    u64 key = sock_id(tgid, ret);
+    socks.update(&key, &f->s);
+    emit_net(f, ret, f->fd, op);
+    finish_done();
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept)
+{
+    return accept_enter(NV_OP_ACCEPT, args->fd, (u64)args->upeer_sockaddr);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept)
+{
+    return accept_exit(NV_OP_ACCEPT, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
+{
+    return accept_enter(NV_OP_ACCEPT4, args->fd, (u64)args->upeer_sockaddr);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
+{
+    return accept_exit(NV_OP_ACCEPT4, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_bind)
+{
+    u8 addr[16] = {};
+    u16 port = 0;
+    u16 family = read_sockaddr((u64)args->umyaddr, addr, &port);
+    if (!family)
+        return 0;
+    struct nv_inflight *f = begin(NV_OP_BIND, args->fd, 0, 0);
+    if (!f)
+        return 0;
+    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, args->fd);
+    struct nv_sock *known = socks.lookup(&key);
+    if (known)
+        __builtin_memcpy(&f->s, known, sizeof(f->s));
+    f->s.family = family;
+    f->s.lport = port;
+    __builtin_memcpy(f->s.laddr, addr, 16);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_bind)
+{
+    struct nv_inflight *f = finish(NV_OP_BIND);
+    if (!f)
+        return 0;
+    s32 ret = args->ret;
+    if (ret == 0) {
+        u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
+        if (!f->s.gen)
+            f->s.gen = bpf_ktime_get_ns();
+        socks.update(&key, &f->s);
+    }
+    emit_net(f, ret, f->fd, NV_OP_BIND);
+    finish_done();
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_listen)
+{
+    begin(NV_OP_LISTEN, args->fd, 0, args->backlog);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_listen)
+{
+    struct nv_inflight *f = finish(NV_OP_LISTEN);
+    if (!f)
+        return 0;
+    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
+    struct nv_sock *known = socks.lookup(&key);
+    if (known)
+        __builtin_memcpy(&f->s, known, sizeof(f->s));
+    f->s.type = NV_SOCK_STREAM;
+    emit_net(f, args->ret, f->fd, NV_OP_LISTEN);
+    finish_done();
+    return 0;
+}
+
+/* UDP: report the first datagram per (process, socket, destination) */
+static __always_inline int udp_enter(u32 op, s32 fd, u64 uaddr)
+{
+    u8 addr[16] = {};
+    u16 port = 0;
+    u16 family = read_sockaddr(uaddr, addr, &port);
+    if (!family)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 key = sock_id(tgid, fd);
+    struct nv_sock *known = socks.lookup(&key);
+    if (known && known->type != NV_SOCK_DGRAM)
+        return 0;
+    struct nv_udp_key uk = {};
+    uk.id = key;
+    uk.gen = known ? known->gen : 0;
+    uk.rport = port;
+    uk.family = family;
+    __builtin_memcpy(uk.raddr, addr, 16);
+    if (udp_seen.lookup(&uk))
+        return 0;
+    struct nv_inflight *f = begin(op, fd, 0, 0);
+    if (!f)
+        return 0;
+    if (known)
+        __builtin_memcpy(&f->s, known, sizeof(f->s));
+    f->s.family = family;
+    f->s.type = NV_SOCK_DGRAM;
+    f->s.rport = port;
+    __builtin_memcpy(f->s.raddr, addr, 16);
+    return 0;
+}
+
+static __always_inline int udp_exit(u32 op, s64 ret)
+{
+    struct nv_inflight *f = finish(op);
+    if (!f)
+        return 0;
+    if (ret >= 0) {
+        struct nv_udp_key uk = {};
+        uk.id = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
+        uk.gen = f->s.gen;
+        uk.rport = f->s.rport;
+        uk.family = f->s.family;
+        __builtin_memcpy(uk.raddr, f->s.raddr, 16);
+        u8 one = 1;
+        udp_seen.update(&uk, &one);
+    }
+    emit_net(f, ret < 0 ? (s32)ret : 0, f->fd, op);
+    finish_done();
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+    return udp_enter(NV_OP_SENDTO, args->fd, (u64)args->addr);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto)
+{
+    return udp_exit(NV_OP_SENDTO, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    struct user_msghdr m = {};
+    if (bpf_probe_read_user(&m, sizeof(m), (void *)args->msg))
+        return 0;
+    return udp_enter(NV_OP_SENDMSG, args->fd, (u64)m.msg_name);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
+{
+    return udp_exit(NV_OP_SENDMSG, args->ret);
+}
+
+/* a socket duplicated onto stdin/stdout/stderr: the reverse-shell signal */
+static __always_inline int dup_enter(u32 op, s32 oldfd, s32 newfd)
+{
+    if (newfd < 0 || newfd > 2)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 key = sock_id(tgid, oldfd);
+    struct nv_sock *known = socks.lookup(&key);
+    if (!known || known->family == NV_AF_PACKET)
+        return 0;
+    struct nv_inflight f = {};
+    __builtin_memcpy(&f.s, known, sizeof(f.s));
+    f.aux = newfd;
+    u64 nkey = sock_id(tgid, newfd);
+    socks.update(&nkey, &f.s);
+    emit_net(&f, newfd, oldfd, op);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2)
+{
+    return dup_enter(NV_OP_DUP2, args->oldfd, args->newfd);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
+{
+    return dup_enter(NV_OP_DUP3, args->oldfd, args->newfd);
+}

@@ -1,0 +1,109 @@
+"""The live sensor: process table seeded from /proc, BPF program, decoder, consumers."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sensor.bpf_program import DEFAULT_RINGBUF_PAGES, SensorProgram
+from sensor.container_identity import CgroupResolver, find_cgroup2_mount
+from sensor.decoding import EventDecoder
+from sensor.process_table import ProcessTable
+from sensor.procfs import ProcReader, boot_to_wall_offset_ns, cgroup2_id_of_pid, read_boot_id
+
+log = logging.getLogger(__name__)
+EventConsumer = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SensorOptions:
+    """Knobs of the live sensor."""
+
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+    proc_root: str = "/proc"
+    exited_retention_s: float = 30.0
+
+
+@dataclass
+class SensorStats:
+    """Counters shown in the status line and on exit."""
+
+    events: int = 0
+    lost: int = 0
+    decode_errors: int = 0
+    processes: int = 0
+    start_s: float = field(default_factory=time.monotonic)
+
+
+class Sensor:
+    """Everything between the kernel and the first consumer of events.
+
+    `start()` seeds the process table and loads the programs, `poll()` drains the ring
+    buffer into `on_event`, `close()` detaches everything. Usable as a context manager.
+    """
+
+    def __init__(self, on_event: EventConsumer, options: SensorOptions | None = None) -> None:
+        self.options = options or SensorOptions()
+        self.on_event = on_event
+        self.boot_id = read_boot_id()
+        self.boot_offset_ns = boot_to_wall_offset_ns()
+        mount = find_cgroup2_mount()
+        self.cgroups = CgroupResolver(mount)
+        self.reader = ProcReader(self.boot_id, self.boot_offset_ns, self.options.proc_root,
+                                 cgroup2_id_of_pid(mount, self.options.proc_root))
+        self.table = ProcessTable(self.reader.read,
+                                  exited_retention_ns=int(self.options.exited_retention_s * 1e9))
+        self.decoder = EventDecoder(self.table, self.boot_id, self.boot_offset_ns, self.cgroups,
+                                    self._container_of_pid)
+        self.program: SensorProgram | None = None
+        self._events = 0
+
+    def _container_of_pid(self, pid: int) -> str:
+        from sensor.container_identity import identity_from_proc  # noqa: PLC0415
+        return identity_from_proc(pid, self.options.proc_root).container_id
+
+    def start(self) -> None:
+        """Seed the process table from /proc, then load and attach the programs."""
+        for record in self.reader.snapshot():
+            self.table.add(record)
+        log.debug("seeded %d processes", len(self.table))
+        self.program = SensorProgram(self._on_record, self.options.ringbuf_pages)
+
+    def _on_record(self, raw: bytes) -> None:
+        event = self.decoder.decode(raw)
+        if event is not None:
+            self._events += 1
+            self.on_event(event)
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Deliver pending events (waiting up to timeout_ms for the first)."""
+        assert self.program is not None, "start() first"
+        self.program.poll(timeout_ms)
+
+    def drain(self) -> None:
+        """Deliver every event already buffered, without waiting."""
+        assert self.program is not None, "start() first"
+        self.program.consume()
+
+    def stats(self) -> SensorStats:
+        """Event, loss and process counters so far."""
+        return SensorStats(
+            events=self._events,
+            lost=self.program.lost_events() if self.program else 0,
+            decode_errors=self.decoder.decode_errors,
+            processes=self.table.live_count,
+        )
+
+    def close(self) -> None:
+        """Detach all programs (safe to call twice)."""
+        if self.program is not None:
+            self.program.close()
+
+    def __enter__(self) -> Sensor:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,93 @@
+"""The sensor's BPF object: compile bpf/sensor.c with BCC, attach, drain, detach."""
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from sensor.errors import BPFUnavailableError
+
+RecordCallback = Callable[[bytes], None]
+_RINGBUF_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB with 4 KiB pages
+
+
+def bpf_source_dir() -> Path:
+    """Where the BPF C sources live (NETVIGIL_BPF_DIR overrides the checkout's bpf/)."""
+    override = os.environ.get("NETVIGIL_BPF_DIR")
+    return Path(override) if override else Path(__file__).resolve().parent.parent / "bpf"
+
+
+def load_bcc() -> type:
+    """BCC's BPF class, or a clear error saying how to get it."""
+    try:
+        from bcc import BPF  # noqa: PLC0415 (optional system package)
+    except ImportError as exc:
+        raise BPFUnavailableError(
+            "BCC's Python bindings are missing: install Debian's python3-bpfcc and use a "
+            "venv made with --system-site-packages (run `make run` or scripts/bootstrap.sh)"
+        ) from exc
+    return BPF
+
+
+class SensorProgram:
+    """Compiled and attached tracepoint programs plus their ring buffer.
+
+    Records are handed to `on_record` as bytes from `poll()`; exceptions raised by the
+    callback are re-raised from `poll()` instead of being lost inside ctypes.
+    """
+
+    def __init__(self, on_record: RecordCallback, ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> None:
+        if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
+            raise ValueError("ringbuf_pages must be a power of two")
+        bpf_cls = load_bcc()
+        src = bpf_source_dir() / "sensor.c"
+        if not src.exists():
+            raise BPFUnavailableError(f"BPF source not found: {src}")
+        cflags = [f"-I{src.parent}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
+        try:
+            self.bpf = bpf_cls(src_file=str(src).encode(), cflags=cflags)
+        except Exception as exc:  # BCC raises bare Exception for compile/load failures
+            raise BPFUnavailableError(f"cannot load {src}: {exc} (try `netvigil doctor`)") from exc
+        self._on_record = on_record
+        self._error: BaseException | None = None
+        self._cb = _RINGBUF_CB(self._trampoline)
+        table = self.bpf["events"]
+        self.bpf._open_ring_buffer(table.map_fd, self._cb, None)
+        table._cbs[0] = self._cb
+        self._lost = self.bpf["lost"]
+        self.closed = False
+
+    def _trampoline(self, _ctx: int, data: int, size: int) -> int:
+        try:
+            self._on_record(ctypes.string_at(data, size))
+        except BaseException as exc:  # re-raised from poll(): never lost in ctypes
+            self._error = exc
+            return -1
+        return 0
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Wait up to timeout_ms for records and hand each to the callback."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        self._raise_pending()
+
+    def consume(self) -> None:
+        """Hand every record already in the ring buffer to the callback, without waiting."""
+        self.bpf.ring_buffer_consume()
+        self._raise_pending()
+
+    def lost_events(self) -> int:
+        """Records the kernel could not put in the ring buffer (summed over CPUs)."""
+        return sum(int(getattr(v, "value", v)) for v in self._lost[ctypes.c_int(0)])
+
+    def close(self) -> None:
+        """Detach every program and free the maps (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.bpf.cleanup()

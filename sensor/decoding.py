@@ -1,0 +1,241 @@
+"""Decoding ring-buffer records (layouts of bpf/sensor.h) into enriched flat events.
+
+The hot path: one `struct.unpack_from` per record, cached per-process field dicts
+merged with the event's own fields, address text cached by raw bytes. No BCC
+reflection per event.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from sensor.container_identity import HOST, CgroupResolver
+from sensor.procfs import socket_local_address, user_name
+from sensor.process_table import ProcessRecord, ProcessTable, make_exec_id
+
+# struct nv_header (56 bytes)
+HEADER = struct.Struct("<QQIIIIII16s")
+KIND_OFFSET = 16
+NV_EXEC, NV_FORK, NV_EXIT, NV_NET = 1, 2, 3, 4
+# nv_header + ret, fd, op, aux + struct nv_sock
+NET = struct.Struct("<QQIIIIII16siiIIQHHHH16s16s")
+EXEC_FIXED = struct.Struct("<QQIIIIII16sIHHII256s")
+FORK = struct.Struct("<QQIIIIII16sII")
+EXIT = struct.Struct("<QQIIIIII16siI")
+EXEC_ARGS_OFFSET = EXEC_FIXED.size
+
+AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+SOCK_TYPE_NAMES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 10: "SOCK_PACKET"}
+
+OP_NAMES = {
+    1: "connect", 2: "accept", 3: "accept4", 4: "listen", 5: "bind", 6: "sendto",
+    7: "sendmsg", 8: "dup2", 9: "dup3", 10: "socket", 11: "connect_result",
+}
+OP_CONNECT, OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND = 1, 2, 3, 4, 5
+OP_DUP2, OP_DUP3, OP_SOCKET = 8, 9, 10
+SERVER_SIDE_OPS = frozenset({OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND})
+LOCAL_ONLY_OPS = frozenset({OP_LISTEN, OP_BIND})
+
+
+def errno_name(rawres: int) -> str:
+    """Falco's `evt.res`: SUCCESS, or the errno name of a negative result."""
+    if rawres >= 0:
+        return "SUCCESS"
+    return errno.errorcode.get(-rawres, str(rawres))
+
+
+def _cstr(raw: bytes) -> str:
+    end = raw.find(b"\0")
+    return (raw if end < 0 else raw[:end]).decode("utf-8", "replace")
+
+
+class EventDecoder:
+    """Turns raw records into events, keeping the process table up to date."""
+
+    def __init__(
+        self,
+        table: ProcessTable,
+        boot_id: str,
+        boot_offset_ns: int,
+        cgroups: CgroupResolver,
+        container_of_pid: Callable[[int], str] | None = None,
+    ) -> None:
+        self.table = table
+        self.boot_id = boot_id
+        self.boot_offset_ns = boot_offset_ns
+        self.cgroups = cgroups
+        self._container_of_pid = container_of_pid
+        self._addr_cache: dict[bytes, str] = {}
+        self._seq = 0
+        self.decode_errors = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _addr(self, family: int, raw: bytes) -> str:
+        key = raw if family == AF_INET6 else raw[:4]
+        text = self._addr_cache.get(key)
+        if text is None:
+            if family == AF_INET6:
+                text = socket.inet_ntop(socket.AF_INET6, raw)
+            else:
+                text = socket.inet_ntop(socket.AF_INET, raw[:4])
+            if len(self._addr_cache) > 65536:
+                self._addr_cache.clear()
+            self._addr_cache[key] = text
+        return text
+
+    def _container(self, cgroup_id: int, pid: int) -> tuple[str, str | None]:
+        ident = self.cgroups.identity(cgroup_id)
+        if ident is not None and (ident.container_id != HOST or self._container_of_pid is None):
+            return ident.container_id, ident.pod_uid
+        if self._container_of_pid is not None:
+            return self._container_of_pid(pid), ident.pod_uid if ident else None
+        return HOST, None
+
+    def _process_fields(self, tgid: int) -> dict[str, Any]:
+        record = self.table.by_pid(tgid)
+        if record is None:
+            return {"proc.pid": tgid}
+        return self.table.fields(record.exec_id)
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, raw: bytes) -> dict[str, Any] | None:
+        """One event from one ring-buffer record (None for records that are not events)."""
+        kind = raw[KIND_OFFSET]
+        self._seq += 1
+        try:
+            if kind == NV_NET:
+                return self._net(raw)
+            if kind == NV_EXEC:
+                return self._exec(raw)
+            if kind == NV_FORK:
+                return self._fork(raw)
+            if kind == NV_EXIT:
+                return self._exit(raw)
+        except (struct.error, ValueError, OSError):
+            self.decode_errors += 1
+            return None
+        self.decode_errors += 1
+        return None
+
+    def _net(self, raw: bytes) -> dict[str, Any]:
+        (ts, _cg, _k, tgid, tid, _uid, _gid, _pad, _comm, ret, fd, op, aux,
+         _gen, family, stype, lport, rport, laddr, raddr) = NET.unpack_from(raw)
+        ev = dict(self._process_fields(tgid))
+        ev["evt.num"] = self._seq
+        ev["evt.time"] = ts + self.boot_offset_ns
+        ev["evt.type"] = OP_NAMES.get(op, "unknown")
+        ev["evt.dir"] = "<"
+        ev["thread.tid"] = tid
+        ev["fd.num"] = fd
+        if op in (OP_DUP2, OP_DUP3):
+            ev["evt.rawres"] = ret
+            ev["evt.res"] = "SUCCESS"
+        else:
+            ev["evt.rawres"] = ret
+            ev["evt.res"] = errno_name(ret)
+        if op == OP_SOCKET:
+            ev["evt.arg.domain"] = "AF_PACKET" if family == AF_PACKET else str(family)
+            ev["evt.arg.type"] = SOCK_TYPE_NAMES.get(stype, str(stype))
+            ev["fd.type"] = "packet"
+            return ev
+        if op == OP_LISTEN:
+            ev["evt.arg.backlog"] = aux
+        v6 = family == AF_INET6
+        ev["fd.type"] = "ipv6" if v6 else "ipv4"
+        ev["fd.typechar"] = "6" if v6 else "4"
+        ev["fd.sockfamily"] = "ip"
+        ev["fd.l4proto"] = "tcp" if stype == SOCK_STREAM else "udp"
+        lip = self._addr(family, laddr)
+        ev["fd.lip"] = lip
+        ev["fd.lport"] = lport
+        if op == OP_LISTEN and lport == 0 and ret == 0:
+            found = socket_local_address(tgid, fd)
+            if found is not None:
+                lip, lport = found
+                ev["fd.lip"], ev["fd.lport"] = lip, lport
+        if op in LOCAL_ONLY_OPS:
+            ev["fd.sip"] = lip
+            ev["fd.sport"] = lport
+            ev["fd.name"] = f"{lip}:{lport}"
+            ev["fd.connected"] = False
+            return ev
+        rip = self._addr(family, raddr)
+        ev["fd.rip"] = rip
+        ev["fd.rport"] = rport
+        if op in SERVER_SIDE_OPS:
+            ev["fd.sip"], ev["fd.sport"], ev["fd.cip"], ev["fd.cport"] = lip, lport, rip, rport
+        else:
+            ev["fd.cip"], ev["fd.cport"], ev["fd.sip"], ev["fd.sport"] = lip, lport, rip, rport
+        ev["fd.name"] = f"{ev['fd.cip']}:{ev['fd.cport']}->{ev['fd.sip']}:{ev['fd.sport']}"
+        if op == OP_DUP2 or op == OP_DUP3:
+            ev["evt.arg.newfd"] = aux
+            ev["fd.connected"] = True
+        elif op == 6 or op == 7:  # sendto / sendmsg
+            ev["fd.connected"] = False
+            ev["fd.name_changed"] = True
+        else:
+            ev["fd.connected"] = ret == 0 or op in (OP_ACCEPT, OP_ACCEPT4)
+        return ev
+
+    def _exec(self, raw: bytes) -> dict[str, Any]:
+        (ts, cgroup_id, _k, tgid, tid, uid, gid, _pad, comm, _old_pid, path_len, args_len,
+         _count, flags, path) = EXEC_FIXED.unpack_from(raw)
+        wall = ts + self.boot_offset_ns
+        argv_raw = raw[EXEC_ARGS_OFFSET : EXEC_ARGS_OFFSET + args_len]
+        argv = [a.decode("utf-8", "replace") for a in argv_raw.split(b"\0")]
+        if argv and argv[-1] == "":
+            argv.pop()
+        exepath = _cstr(path)
+        container_id, pod_uid = self._container(cgroup_id, tgid)
+        meta: dict[str, Any] = {"user.name": user_name(uid)}
+        if pod_uid:
+            meta["k8s.pod.uid"] = pod_uid
+        if flags & 1:
+            meta["proc.args_truncated"] = True
+        record = ProcessRecord(
+            exec_id=make_exec_id(self.boot_id, tgid, wall),
+            pid=tgid,
+            ppid=0,
+            parent_exec_id=None,
+            name=_cstr(comm),
+            exe=argv[0] if argv else exepath,
+            exepath=exepath,
+            args=argv[1:],
+            uid=uid,
+            gid=gid,
+            cgroup_id=cgroup_id,
+            container_id=container_id,
+            start_ns=wall,
+            meta=meta,
+        )
+        self.table.exec(record)
+        ev = dict(self.table.fields(record.exec_id))
+        ev.update({"evt.num": self._seq, "evt.time": wall, "evt.type": "execve", "evt.dir": "<",
+                   "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid})
+        return ev
+
+    def _fork(self, raw: bytes) -> dict[str, Any]:
+        ts, _cg, _k, tgid, tid, *_rest, child = FORK.unpack_from(raw)[:-1]
+        wall = ts + self.boot_offset_ns
+        self.table.fork(tgid, child, wall, make_exec_id(self.boot_id, child, wall))
+        ev = dict(self._process_fields(tgid))
+        ev.update({"evt.num": self._seq, "evt.time": wall, "evt.type": "clone", "evt.dir": "<",
+                   "evt.res": "SUCCESS", "evt.rawres": child, "thread.tid": tid})
+        return ev
+
+    def _exit(self, raw: bytes) -> dict[str, Any]:
+        ts, _cg, _k, tgid, tid, *_rest, code, _pad = EXIT.unpack_from(raw)
+        wall = ts + self.boot_offset_ns
+        record = self.table.by_pid(tgid)
+        ev = dict(self.table.fields(record.exec_id)) if record else {"proc.pid": tgid}
+        if record is not None:
+            self.table.exit(tgid, wall, code)
+        status = code & 0xFF if code >= 0 else -1
+        ev.update({"evt.num": self._seq, "evt.time": wall, "evt.type": "procexit", "evt.dir": "<",
+                   "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid,
+                   "evt.arg.status": status, "evt.arg.sig": 0})
+        return ev
