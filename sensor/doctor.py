@@ -1,10 +1,172 @@
-"""`netvigil doctor`: what works on this machine and what to fix."""
+"""`netvigil doctor`: what works on this machine for the sensor, and what to fix."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from sensor.container_identity import find_cgroup2_mount
+
+REQUIRED_TRACEPOINTS = (
+    "sched/sched_process_exec", "sched/sched_process_fork", "sched/sched_process_exit",
+    "sock/inet_sock_set_state", "syscalls/sys_enter_connect", "syscalls/sys_exit_accept4",
+    "syscalls/sys_enter_sendmsg", "syscalls/sys_enter_dup3", "syscalls/sys_enter_clone3",
+)
+TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def _tracefs() -> str | None:
+    for path in TRACEFS_CANDIDATES:
+        if os.path.isdir(f"{path}/events"):
+            return path
+    return None
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("privileges", "ok", "running as root")
+    return Check("privileges", "fail", f"running as uid {os.geteuid()}",
+                 "run as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+
+
+def check_kernel() -> Check:
+    btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    return Check("kernel", "ok", f"{platform.release()}{', BTF present' if btf else ', no BTF'}")
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: PLC0415
+    except ImportError:
+        return Check("BCC", "fail", "python bindings not importable",
+                     "apt-get install python3-bpfcc; use a venv made with --system-site-packages")
+    version = getattr(bcc, "__version__", "unknown version")
+    return Check("BCC", "ok", f"bcc {version} from {os.path.dirname(bcc.__file__)}")
+
+
+def check_headers() -> Check:
+    build = f"/lib/modules/{platform.release()}/build"
+    if not os.path.exists(build):
+        return Check("kernel headers", "fail", f"{build} missing",
+                     "scripts/bootstrap.sh (installs linux-headers-$(uname -r), or "
+                     "linux-headers-cloud-amd64 linked into /lib/modules/$(uname -r)/{build,source})")
+    target = os.path.realpath(build)
+    own = platform.release() in os.path.basename(target)
+    detail = f"{build} -> {target}" + ("" if own else " (generic headers: fine, our BPF reads no kernel structs)")
+    return Check("kernel headers", "ok", detail)
+
+
+def check_tracefs() -> Check:
+    path = _tracefs()
+    if path is None:
+        return Check("tracefs", "fail", "not mounted", "mount -t tracefs tracefs /sys/kernel/tracing")
+    missing = [tp for tp in REQUIRED_TRACEPOINTS if not os.path.isdir(f"{path}/events/{tp}")]
+    if missing:
+        return Check("tracepoints", "fail", f"missing: {', '.join(missing)}",
+                     "a kernel with CONFIG_FTRACE_SYSCALLS and sock tracepoints is required")
+    return Check("tracefs", "ok", f"{path}, all {len(REQUIRED_TRACEPOINTS)} probed tracepoints present")
+
+
+def check_bpffs() -> Check:
+    try:
+        fstype = _fs_type("/sys/fs/bpf")
+    except OSError:
+        fstype = None
+    if fstype != "bpf":
+        return Check("bpffs", "fail", "/sys/fs/bpf is not a bpf filesystem (pinned deny maps need it)",
+                     "mount -t bpf bpf /sys/fs/bpf")
+    return Check("bpffs", "ok", "/sys/fs/bpf mounted")
+
+
+def _fs_type(path: str) -> str | None:
+    best, fstype = "", None
+    with open("/proc/mounts", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) > 2 and path.startswith(parts[1]) and len(parts[1]) >= len(best):
+                best, fstype = parts[1], parts[2]
+    return fstype
+
+
+def check_cgroup2() -> Check:
+    mount = find_cgroup2_mount()
+    if mount is None:
+        return Check("cgroup v2", "fail", "no cgroup2 mount (container identity by cgroup id and "
+                     "sock_addr enforcement need it)", "mount -t cgroup2 none /sys/fs/cgroup")
+    hybrid = mount != "/sys/fs/cgroup"
+    return Check("cgroup v2", "ok", f"{mount}{' (hybrid host)' if hybrid else ''}")
+
+
+def check_optional_hooks() -> Check:
+    tracefs = _tracefs()
+    kprobes = bool(tracefs) and os.path.exists(f"{tracefs}/kprobe_events")
+    return Check("optional hooks", "ok",
+                 "not used: kprobes/fentry/BPF-LSM " + ("present" if kprobes else "absent") +
+                 " (netvigil needs only tracepoints, cgroup sock_addr and tc)")
+
+
+def check_load() -> Check:
+    from sensor.bpf_program import SensorProgram  # noqa: PLC0415
+    from sensor.errors import SensorError  # noqa: PLC0415
+
+    started = time.monotonic()
+    try:
+        program = SensorProgram(lambda _raw: None, ringbuf_pages=16)
+    except SensorError as exc:
+        return Check("BPF load", "fail", str(exc).splitlines()[0][:300], "fix the failures above first")
+    program.close()
+    return Check("BPF load", "ok", f"sensor programs compiled, verified and attached in "
+                 f"{time.monotonic() - started:.1f} s, then detached")
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_root, check_kernel, check_bcc, check_headers, check_tracefs, check_bpffs,
+    check_cgroup2, check_optional_hooks,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `doctor` to the top-level parser."""
-    p = sub.add_parser("doctor", help="check kernel, BCC, headers, mounts")
-    p.set_defaults(func=lambda args: 0)
+    p = sub.add_parser("doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--no-load", action="store_true", help="skip the trial load of the BPF programs")
+    p.set_defaults(func=doctor)
+
+
+def run_checks(load: bool = True) -> list[Check]:
+    """Every check, in order; the trial load only when the basics passed."""
+    results = [check() for check in CHECKS]
+    if load and all(r.status != "fail" for r in results):
+        results.append(check_load())
+    return results
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """Print the report; exit 1 when something the sensor needs is broken."""
+    results = run_checks(load=not args.no_load)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"{r.status.upper():<5} {r.name:<15} {r.detail}")
+            if r.fix:
+                print(f"{'':<5} {'':<15} fix: {r.fix}")
+    failed = [r for r in results if r.status == "fail"]
+    if failed and not args.json:
+        print(f"\n{len(failed)} problem(s): the sensor cannot run until they are fixed", file=sys.stderr)
+    return 1 if failed else 0

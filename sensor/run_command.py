@@ -1,10 +1,154 @@
-"""`netvigil run`: the live sensor."""
+"""`netvigil run`: the live sensor, its rules, alerts and recording, until stopped."""
 from __future__ import annotations
 
 import argparse
+import signal
+import socket
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from sensor import __version__
+from sensor.agent import Sensor, SensorOptions
+from sensor.config import AgentConfig, load_config
+from sensor.event_output import EventPrinter
+from sensor.pipeline import Pipeline
+
+DEFAULT_SPOOL_DIR = "/var/lib/netvigil/spool"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `run` to the top-level parser."""
-    p = sub.add_parser("run", help="run the sensor")
-    p.set_defaults(func=lambda args: 0)
+    p = sub.add_parser("run", help="run the sensor: stream alerts (and events) until stopped")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (sections: sensor, rules, alerts, record, enforce)")
+    p.add_argument("--rules", metavar="PATH", action="append", default=None,
+                   help="rule file or directory (repeatable; default: the shipped library)")
+    p.add_argument("--no-rules", action="store_true", help="evaluate no rules (events only)")
+    p.add_argument("--events", action="store_true", help="print every event, not only alerts")
+    p.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    rec = p.add_mutually_exclusive_group()
+    rec.add_argument("--record", metavar="DIR", help="record everything seen into DIR")
+    rec.add_argument("--no-record", action="store_true", help="do not record")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove every pinned map and attached enforcement program, then exit")
+    p.set_defaults(func=run)
+
+
+def default_rules_dir() -> Path:
+    """The shipped rule library."""
+    import rules  # noqa: PLC0415
+
+    return Path(rules.__file__).resolve().parent / "default"
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT; the poll loop checks it between polls."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+
+
+def _load_ruleset(args: argparse.Namespace, cfg: AgentConfig) -> Any | None:
+    if args.no_rules:
+        return None
+    from rules.loader import load_rules  # noqa: PLC0415
+
+    paths = args.rules or cfg.rules_paths or [str(default_rules_dir())]
+    return load_rules(paths, skip_unsupported=cfg.skip_unsupported,
+                      enforce_mode_override=cfg.enforce_mode)
+
+
+def _record_dir(args: argparse.Namespace, cfg: AgentConfig) -> str | None:
+    if args.no_record:
+        return None
+    return args.record or cfg.record_dir
+
+
+def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None) -> str:
+    st = sensor.stats()
+    line = (f"events={st.events} lost={st.lost} processes={st.processes} "
+            f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
+    if router is not None:
+        from alerts.report import format_stats  # noqa: PLC0415
+
+        line += " " + format_stats(router.stats())
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sensor until SIGINT/SIGTERM or --duration; returns the exit code."""
+    if args.cleanup:
+        from sensor.enforcement.datapath import cleanup  # noqa: PLC0415
+
+        cleanup()
+        print("netvigil: removed pinned maps and enforcement programs", file=sys.stderr)
+        return 0
+    cfg = load_config(args.config)
+    ruleset = _load_ruleset(args, cfg)
+    as_json = args.json or not sys.stdout.isatty()
+    hostname = socket.gethostname()
+    stop = _Stop()
+    with ExitStack() as stack:
+        router = None
+        if ruleset is not None:
+            from alerts.config import parse_alerts_config  # noqa: PLC0415
+            from alerts.router import AlertRouter  # noqa: PLC0415
+
+            alerts_cfg = parse_alerts_config(cfg.alerts, cfg.source)
+            router = AlertRouter(alerts_cfg, Path(DEFAULT_SPOOL_DIR))
+            router.start()
+            stack.callback(router.stop, 5.0)
+        recorder = None
+        record_dir = _record_dir(args, cfg)
+        if record_dir:
+            from sensor.recording.writer import Recorder  # noqa: PLC0415
+            from sensor.procfs import read_boot_id  # noqa: PLC0415
+
+            recorder = Recorder(Path(record_dir), host=hostname, boot_id=read_boot_id(),
+                                version=__version__,
+                                max_segment_bytes=cfg.record_max_segment_bytes,
+                                max_total_bytes=cfg.record_max_total_bytes)
+            stack.callback(recorder.close)
+        printer = EventPrinter(sys.stdout, as_json) if args.events else None
+        pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
+                            recorder=recorder, on_event=printer)
+        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages))
+        if recorder is not None:
+            sensor.table.on_add = recorder.process
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+        sensor.start()
+        stack.callback(sensor.close)
+        if recorder is not None:
+            for record in sensor.table:
+                recorder.process(record)
+        print(f"netvigil {__version__}: sensor running"
+              f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
+              f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops",
+              file=sys.stderr)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        last_status, lost_seen = time.monotonic(), 0
+        tty = sys.stderr.isatty()
+        while not stop.requested and (deadline is None or time.monotonic() < deadline):
+            sensor.poll(100)
+            sys.stdout.flush()
+            now = time.monotonic()
+            if now - last_status >= 1.0:
+                last_status = now
+                lost = sensor.stats().lost
+                if lost > lost_seen:
+                    print(f"\nnetvigil: warning: {lost - lost_seen} events lost (ring buffer full)",
+                          file=sys.stderr)
+                    lost_seen = lost
+                if tty:
+                    print("\r" + _status(sensor, pipeline, router), end="", file=sys.stderr, flush=True)
+        sensor.drain()
+        print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, router),
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,63 @@
+"""The hot path after decoding: record, evaluate rules, hand alerts and enforcement on.
+
+One thread runs it; nothing here blocks on a sink (the alert router queues), on disk
+(the recorder buffers) or on the datapath (enforcement requests are cheap map writes).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class EventRecorder(Protocol):
+    """What the pipeline needs from the recorder."""
+
+    def event(self, event: Mapping[str, Any]) -> None: ...
+    def alert(self, alert: Mapping[str, Any]) -> None: ...
+
+
+class Pipeline:
+    """Consumes enriched events: recorder, optional event printer, rules, alerts."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        ruleset: Any | None = None,
+        router: Any | None = None,
+        recorder: EventRecorder | None = None,
+        enforcement: Any | None = None,
+        on_event: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.ruleset = ruleset
+        self.router = router
+        self.recorder = recorder
+        self.enforcement = enforcement
+        self.on_event = on_event
+        self.alerts = 0
+        self.enforcement_requests = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.recorder is not None:
+            self.recorder.event(event)
+        if self.on_event is not None:
+            self.on_event(event)
+        if self.ruleset is None:
+            return
+        for match in self.ruleset.evaluate(event):
+            self.alerts += 1
+            if self.router is not None or self.recorder is not None:
+                from alerts.model import Alert  # noqa: PLC0415 (only when rules fire)
+
+                alert = Alert.from_match(match, self.hostname)
+                if self.recorder is not None:
+                    self.recorder.alert(alert.to_dict())
+                if self.router is not None:
+                    self.router.submit(alert)
+            if match.enforcement is not None and self.enforcement is not None:
+                self.enforcement_requests += 1
+                self.enforcement.submit(match.enforcement)
