@@ -1,5 +1,90 @@
-"""Typed errors of the rules package."""
+"""Typed errors of the rules package.
+
+Every error a user can cause carries a :class:`Position` when one is known, and its
+``str()`` is ``file:line:col: message`` followed by the offending line and a caret.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in a rules file: 1-based line and column, plus the text of that line."""
+
+    file: str
+    line: int
+    col: int
+    line_text: str = ""
+
+    def prefix(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
 
 
 class RulesError(Exception):
     """Base of every error the rules package reports to a user."""
+
+    def __init__(self, message: str, position: Position | None = None, *, hint: str = "") -> None:
+        self.message = message
+        self.position = position
+        self.hint = hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """`file:line:col: message`, the offending line and a caret under the column."""
+        text = self.message + (f" ({self.hint})" if self.hint else "")
+        pos = self.position
+        if pos is None:
+            return text
+        out = f"{pos.prefix()}: {text}"
+        if pos.line_text:
+            line = pos.line_text.rstrip("\n").expandtabs(1)
+            caret = " " * max(pos.col - 1, 0) + "^"
+            out += f"\n    {line}\n    {caret}"
+        return out
+
+
+class RuleLoadError(RulesError):
+    """A rules file cannot be loaded (YAML, structure, or anything below)."""
+
+
+class RuleSyntaxError(RuleLoadError):
+    """A condition, output or YAML document is malformed."""
+
+
+class RuleTypeError(RuleLoadError):
+    """A comparison does not fit the field's type (e.g. a number field against text)."""
+
+
+class UnknownNameError(RuleLoadError):
+    """A field, macro or list name that is not defined anywhere."""
+
+
+class UnsupportedError(RuleLoadError):
+    """A valid Falco construct that netvigil does not support (field, event type, operator).
+
+    ``rule`` names the rule it was found in (set by the loader), ``feature`` what is missing.
+    """
+
+    def __init__(self, message: str, position: Position | None = None, *, feature: str = "",
+                 rule: str = "", hint: str = "") -> None:
+        self.feature = feature
+        self.rule = rule
+        super().__init__(message, position, hint=hint)
+
+
+class EnforceConfigError(RuleLoadError):
+    """An ``enforce:`` block with an unknown key or a bad value."""
+
+
+class RuleLoadErrors(RuleLoadError):
+    """Several load errors at once (``rules check`` reports them all)."""
+
+    def __init__(self, errors: list[RuleLoadError]) -> None:
+        self.errors = list(errors)
+        RulesError.__init__(self, "\n".join(e.render() for e in self.errors)
+                            + f"\n{len(self.errors)} error(s)")
+
+    def render(self) -> str:  # noqa: D102 - the joined messages
+        return "\n".join(e.render() for e in getattr(self, "errors", [])) + \
+            f"\n{len(getattr(self, 'errors', []))} error(s)"

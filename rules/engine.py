@@ -1,0 +1,198 @@
+"""The rule engine: compiled rules indexed by evt.type; every matching rule fires."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.analysis import equality_fields, required_values
+from rules.checker import CNode
+from rules.codegen import CodeGen
+from rules.enforcement import (EnforcementConsumer, EnforcementRequest, EnforceSpec,
+                               LoggingEnforcementConsumer, request_for_event, static_request)
+from rules.errors import Position
+from rules.match import RuleMatch
+from rules.output import OutputTemplate
+
+log = logging.getLogger(__name__)
+#: A bucket with at least this many rules gets a second-level index on a field.
+SUB_INDEX_MIN_RULES = 12
+SUB_INDEX_MIN_CONSTRAINED = 6
+
+Matcher = Callable[[Mapping[str, Any]], list[int]]
+
+
+@dataclass
+class CompiledRule:
+    """A loaded rule: its checked condition, compiled predicate and alert material."""
+
+    name: str
+    desc: str
+    priority: str
+    tags: tuple[str, ...]
+    output: OutputTemplate
+    enabled: bool
+    condition: CNode
+    predicate: Callable[[Mapping[str, Any]], bool]
+    evt_types: frozenset | None
+    enforce: EnforceSpec | None = None
+    file: str = ""
+    position: Position | None = None
+    source: str = "syscall"
+
+
+@dataclass(frozen=True)
+class SkippedRule:
+    """A rule that uses something netvigil does not support."""
+
+    name: str
+    file: str
+    reasons: tuple[str, ...]
+    position: Position | None = None
+
+
+@dataclass
+class RuleSet:
+    """Loaded rules, ready to evaluate events."""
+
+    rules: list[CompiledRule]
+    skipped: list[SkippedRule] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    enforce_mode_override: str | None = None
+    consumer: EnforcementConsumer = field(default_factory=LoggingEnforcementConsumer)
+    macros: dict[str, Any] = field(default_factory=dict)  # name -> checker.MacroDef
+    lists: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._active = [r for r in self.rules if r.enabled]
+        self._dispatch, self._default = _build_index(self._active)
+
+    # -- evaluation -----------------------------------------------------------------
+    def evaluate(self, event: Mapping[str, Any]) -> list[RuleMatch]:
+        """Every enabled rule that matches ``event`` (in rule order)."""
+        try:
+            fn = self._dispatch.get(event.get("evt.type"), self._default)
+        except TypeError:
+            fn = self._default
+        hits = fn(event)
+        if not hits:
+            return []
+        return [self._match(self._active[i], event) for i in hits]
+
+    def _match(self, rule: CompiledRule, event: Mapping[str, Any]) -> RuleMatch:
+        text, fields = rule.output.render(event)
+        req: EnforcementRequest | None = None
+        if rule.enforce is not None:
+            req = request_for_event(rule.name, rule.enforce, event, self.enforce_mode_override)
+            if req is not None:
+                self.consumer.submit(req)
+        t = event.get("evt.time")
+        return RuleMatch(rule.name, rule.priority, text, fields, rule.tags, rule.source,
+                         t if isinstance(t, int) and not isinstance(t, bool) else 0, event, req)
+
+    def static_enforcements(self) -> list[EnforcementRequest]:
+        """Enforcement entries known at load (``enforce.static`` of enabled rules)."""
+        out = []
+        for rule in self._active:
+            if rule.enforce is not None:
+                req = static_request(rule.name, rule.enforce, self.enforce_mode_override)
+                if req is not None:
+                    out.append(req)
+        return out
+
+    def set_enforcement_consumer(self, consumer: EnforcementConsumer) -> None:
+        """Where enforcement requests of matches go (default: logged)."""
+        self.consumer = consumer
+
+    # -- introspection --------------------------------------------------------------
+    def rule(self, name: str) -> CompiledRule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rules]
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def candidates(self, evt_type: str) -> list[str]:
+        """Names of the enabled rules an event of ``evt_type`` is tried against."""
+        return [r.name for r in self._active
+                if r.evt_types is None or evt_type in r.evt_types]
+
+
+def _build_index(rules: Sequence[CompiledRule]) -> tuple[dict[Any, Matcher], Matcher]:
+    gen = CodeGen()
+    exprs = [gen.expr(r.condition) for r in rules]
+    by_type: dict[Any, list[int]] = defaultdict(list)
+    untyped: list[int] = []
+    for i, rule in enumerate(rules):
+        if rule.evt_types is None:
+            untyped.append(i)
+        else:
+            for t in rule.evt_types:
+                by_type[t].append(i)
+    cache: dict[tuple[int, ...], Matcher] = {}
+
+    def build(idxs: list[int]) -> Matcher:
+        key = tuple(sorted(set(idxs)))
+        if key not in cache:
+            cache[key] = _matcher(gen, rules, exprs, list(key), cache)
+        return cache[key]
+
+    dispatch = {t: build(idxs + untyped) for t, idxs in by_type.items()}
+    return dispatch, build(untyped)
+
+
+def _matcher(gen: CodeGen, rules: Sequence[CompiledRule], exprs: list[str], idxs: list[int],
+             cache: dict) -> Matcher:
+    if not idxs:
+        return _no_match
+    flat = gen.matcher([(i, exprs[i]) for i in idxs])
+    if len(idxs) < SUB_INDEX_MIN_RULES:
+        return flat
+    # Second level: split on the field most rules pin to values (e.g. proc.name).
+    counts: dict[str, int] = defaultdict(int)
+    for i in idxs:
+        for f in equality_fields(rules[i].condition):
+            if f != "evt.type":
+                counts[f] += 1
+    if not counts:
+        return flat
+    best = max(sorted(counts), key=lambda f: counts[f])
+    constrained: dict[int, frozenset] = {}
+    for i in idxs:
+        values = required_values(rules[i].condition, best)
+        if values is not None:
+            constrained[i] = values
+    if len(constrained) < SUB_INDEX_MIN_CONSTRAINED:
+        return flat
+    free = [i for i in idxs if i not in constrained]
+    per_value: dict[Any, list[int]] = defaultdict(list)
+    for i, values in constrained.items():
+        for v in values:
+            per_value[v].append(i)
+    default = gen.matcher([(i, exprs[i]) for i in free]) if free else _no_match
+    table: dict[Any, Matcher] = {}
+    for v, vidxs in per_value.items():
+        key = tuple(sorted(set(vidxs + free)))
+        if key not in cache:
+            cache[key] = gen.matcher([(i, exprs[i]) for i in key])
+        table[v] = cache[key]
+    get = table.get
+
+    def sub_indexed(e: Mapping[str, Any]) -> list[int]:
+        try:
+            fn = get(e.get(best), default)
+        except TypeError:
+            fn = default
+        return fn(e)
+
+    return sub_indexed
+
+
+def _no_match(e: Mapping[str, Any]) -> list[int]:
+    return []

@@ -1,0 +1,167 @@
+"""The field catalogue: every event field netvigil emits or derives, its type and origin.
+
+Types: ``str``, ``int``, ``bool``, ``list``, ``dict``, ``ip`` (an address in text form),
+``port`` (an int), ``net`` (an ``ip`` field viewed as a CIDR-matchable network).
+``netvigil rules fields`` prints this table and docs/events.md is checked against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Every ``evt.type`` the sensor emits (see the event contract).
+EVENT_TYPES: tuple[str, ...] = (
+    "execve", "execveat", "clone", "procexit", "connect", "connect_result", "accept",
+    "accept4", "listen", "bind", "sendto", "sendmsg", "dup", "dup2", "dup3", "socket",
+    "netvigil_verdict",
+)
+
+#: Event types whose events describe a socket (carry fd.*).
+NETWORK_EVENT_TYPES: tuple[str, ...] = (
+    "connect", "connect_result", "accept", "accept4", "listen", "bind", "sendto", "sendmsg",
+    "dup", "dup2", "dup3", "netvigil_verdict",
+)
+
+ALL = EVENT_TYPES
+_SYSCALLS = tuple(t for t in EVENT_TYPES if t != "netvigil_verdict")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field: name, value type, description, event types that set it.
+
+    ``arg`` is "index" or "key" when the field takes ``[arg]``, "" otherwise (a field with
+    ``arg`` may also be used bare, e.g. ``proc.aname``). ``derived`` fields are computed by
+    the rule engine from other fields, never present in the event itself.
+    """
+
+    name: str
+    type: str
+    description: str
+    event_types: tuple[str, ...] = ALL
+    arg: str = ""
+    derived: bool = False
+    arg_type: str = ""  # type of `field[arg]` when it differs from `type`
+
+
+_F = FieldSpec
+FIELDS: tuple[FieldSpec, ...] = (
+    # --- event -----------------------------------------------------------------------
+    _F("evt.type", "str", "Event type (execve, connect, accept, ...)."),
+    _F("evt.time", "int", "Event time, ns since the Unix epoch (renders as HH:MM:SS.nnnnnnnnn "
+       "in outputs, as Falco does)."),
+    _F("evt.dir", "str", "Event direction; always \"<\" (exit side)."),
+    _F("evt.num", "int", "Event sequence number."),
+    _F("evt.res", "str", "Result: SUCCESS or an errno name (EINPROGRESS, ECONNREFUSED, ...).",
+       _SYSCALLS),
+    _F("evt.rawres", "int", "Raw result: 0, -errno, the child pid (clone) or the new fd (dup*).",
+       _SYSCALLS),
+    _F("evt.arg.status", "int", "Exit code of the process, -1 when unknown.", ("procexit",)),
+    _F("evt.arg.sig", "int", "Signal that ended the process, 0 for none.", ("procexit",)),
+    _F("evt.arg.domain", "str", "Socket domain (AF_PACKET).", ("socket",)),
+    _F("evt.arg.type", "str", "Socket type (SOCK_RAW, SOCK_DGRAM).", ("socket",)),
+    _F("thread.tid", "int", "Thread id of the caller."),
+    # --- process ---------------------------------------------------------------------
+    _F("proc.exec_id", "str", "Host-unique id of the process image (boot id + pid + start)."),
+    _F("proc.pexec_id", "str", "exec_id of the parent process."),
+    _F("proc.pid", "int", "Process id."),
+    _F("proc.ppid", "int", "Parent process id."),
+    _F("proc.name", "str", "Process name (comm, up to 15 characters)."),
+    _F("proc.exe", "str", "argv[0] of the process."),
+    _F("proc.exepath", "str", "Full path of the executable."),
+    _F("proc.cmdline", "str", "Name and arguments (\"name arg1 arg2\"), as Falco."),
+    _F("proc.args", "str", "Arguments after argv[0], joined by spaces."),
+    _F("proc.pname", "str", "Parent process name."),
+    _F("proc.pexepath", "str", "Full path of the parent's executable."),
+    _F("proc.pcmdline", "str", "Command line of the parent."),
+    _F("proc.aname", "list", "Ancestor names; proc.aname[N] is the Nth ancestor "
+       "(proc.aname[0] = proc.name, [1] = parent); bare proc.aname matches any ancestor.",
+       arg="index", arg_type="str"),
+    _F("proc.apid", "list", "Ancestor pids, indexed as proc.aname.", arg="index", arg_type="int"),
+    _F("proc.start_time", "int", "Process start time, ns since the Unix epoch."),
+    _F("proc.cgroup_id", "int", "cgroup v2 id of the process."),
+    _F("user.uid", "int", "User id."),
+    _F("user.name", "str", "User name."),
+    _F("group.gid", "int", "Group id."),
+    # --- container / kubernetes ------------------------------------------------------
+    _F("container.id", "str", "Container id (12 characters), or \"host\"."),
+    _F("container.name", "str", "Container name."),
+    _F("container.image", "str", "Container image (repository:tag)."),
+    _F("container.image.repository", "str", "Container image repository."),
+    _F("k8s.ns.name", "str", "Kubernetes namespace of the pod."),
+    _F("k8s.pod.name", "str", "Kubernetes pod name."),
+    _F("k8s.pod.uid", "str", "Kubernetes pod uid."),
+    _F("k8s.pod.labels", "dict", "Pod labels; matched as \"key:value\" items."),
+    _F("k8s.pod.label", "str", "One pod label: k8s.pod.label[app].", arg="key", derived=True),
+    # --- network ---------------------------------------------------------------------
+    _F("fd.num", "int", "File descriptor number of the socket.", NETWORK_EVENT_TYPES),
+    _F("fd.type", "str", "ipv4 or ipv6.", NETWORK_EVENT_TYPES),
+    _F("fd.typechar", "str", "\"4\" or \"6\".", NETWORK_EVENT_TYPES),
+    _F("fd.sockfamily", "str", "Socket family: ip.", NETWORK_EVENT_TYPES),
+    _F("fd.l4proto", "str", "tcp or udp.", NETWORK_EVENT_TYPES),
+    _F("fd.name", "str", "Connection tuple cip:cport->sip:sport.", NETWORK_EVENT_TYPES),
+    _F("fd.cip", "ip", "Client IP address.", NETWORK_EVENT_TYPES),
+    _F("fd.cport", "port", "Client port.", NETWORK_EVENT_TYPES),
+    _F("fd.sip", "ip", "Server IP address.", NETWORK_EVENT_TYPES),
+    _F("fd.sport", "port", "Server port.", NETWORK_EVENT_TYPES),
+    _F("fd.lip", "ip", "Local IP address.", NETWORK_EVENT_TYPES),
+    _F("fd.lport", "port", "Local port.", NETWORK_EVENT_TYPES),
+    _F("fd.rip", "ip", "Remote IP address.", NETWORK_EVENT_TYPES),
+    _F("fd.rport", "port", "Remote port.", NETWORK_EVENT_TYPES),
+    _F("fd.connected", "bool", "Whether the socket is connected.", NETWORK_EVENT_TYPES),
+    _F("fd.name_changed", "bool", "Whether the tuple changed (first UDP send to a destination).",
+       NETWORK_EVENT_TYPES),
+    _F("fd.ip", "ip", "Either end's IP (matches when fd.cip or fd.sip matches).",
+       NETWORK_EVENT_TYPES, derived=True),
+    _F("fd.port", "port", "Either end's port (matches when fd.cport or fd.sport matches).",
+       NETWORK_EVENT_TYPES, derived=True),
+    _F("fd.net", "net", "Either end's IP, matched against CIDRs.", NETWORK_EVENT_TYPES,
+       derived=True),
+    _F("fd.cnet", "net", "fd.cip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
+    _F("fd.snet", "net", "fd.sip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
+    _F("fd.lnet", "net", "fd.lip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
+    _F("fd.rnet", "net", "fd.rip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
+    # --- netvigil extensions ---------------------------------------------------------
+    _F("netvigil.verdict", "str", "Kernel enforcement decision: deny or audit.",
+       ("netvigil_verdict",)),
+    _F("netvigil.rule", "str", "Rule whose enforcement entry produced the verdict.",
+       ("netvigil_verdict",)),
+)
+
+FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
+
+#: For derived fields: the event fields they read.
+DERIVED_SOURCES: dict[str, tuple[str, ...]] = {
+    "fd.ip": ("fd.cip", "fd.sip"),
+    "fd.port": ("fd.cport", "fd.sport"),
+    "fd.net": ("fd.cip", "fd.sip"),
+    "fd.cnet": ("fd.cip",),
+    "fd.snet": ("fd.sip",),
+    "fd.lnet": ("fd.lip",),
+    "fd.rnet": ("fd.rip",),
+}
+
+
+def get_field(name: str) -> FieldSpec | None:
+    """The catalogue entry for ``name`` (without any ``[arg]``), or None."""
+    return FIELDS_BY_NAME.get(name)
+
+
+def describe_types(spec: FieldSpec) -> str:
+    """The event types that set a field, as text ("all" when every type does)."""
+    if set(spec.event_types) == set(EVENT_TYPES):
+        return "all"
+    return ", ".join(spec.event_types)
+
+
+def field_rows() -> list[dict[str, str]]:
+    """One dict per field (name, type, event_types, description), as printed/documented."""
+    rows = []
+    for f in FIELDS:
+        name = f.name
+        if f.arg == "index":
+            name += "[N]"
+        elif f.arg == "key":
+            name += "[KEY]"
+        rows.append({"name": name, "type": f.type, "event_types": describe_types(f),
+                     "description": f.description})
+    return rows
