@@ -1,0 +1,295 @@
+"""Per-segment record encoder: events, process records, alerts and verdicts to msgpack.
+
+Everything here runs on the sensor's hot path, so it only builds bytes in memory.
+Per segment it keeps:
+
+* a field table (field name -> small int),
+* a value table (repeated strings, e.g. IP addresses, exe paths -> small int),
+* a shape table: the set of fields an event carries, the values that are the same for
+  every event of that shape (``evt.type``, ``fd.l4proto``, ``evt.res``...), and which
+  fields can be derived from others (``fd.name``, ``fd.lip``... ``thread.tid``),
+* process references: each process record is written once per segment and events
+  carry only its small integer reference.
+
+An event then costs its shape id, its time delta and its few variable values.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+
+from sensor.recording import format as fmt
+
+PROCESS_PREFIXES = ("proc.", "user.", "group.", "container.", "k8s.")
+EXEC_ID = "proc.exec_id"
+# fields whose value, when small (str/bool/None, int <= 0), is folded into the shape
+CONST_CANDIDATES = frozenset({
+    "evt.type", "evt.dir", "evt.res", "evt.rawres", "evt.category", "fd.type",
+    "fd.typechar", "fd.sockfamily", "fd.l4proto", "fd.connected", "fd.name_changed",
+    "evt.arg.domain", "evt.arg.type", "netvigil.verdict", "netvigil.rule",
+})
+# (target, source, flag): target may be rebuilt by copying source
+COPY_DERIVATIONS = (
+    ("fd.lip", "fd.cip", 1 << 4), ("fd.lip", "fd.sip", 1 << 5),
+    ("fd.lport", "fd.cport", 1 << 6), ("fd.lport", "fd.sport", 1 << 7),
+    ("fd.rip", "fd.sip", 1 << 8), ("fd.rip", "fd.cip", 1 << 9),
+    ("fd.rport", "fd.sport", 1 << 10), ("fd.rport", "fd.cport", 1 << 11),
+)
+D_FDNAME = 1
+D_TID_PID = 2
+FDNAME_SOURCES = ("fd.cip", "fd.cport", "fd.sip", "fd.sport")
+MAX_VALUES = 1 << 16
+MAX_SHAPES = 1 << 13
+MAX_PLANS = 1 << 12
+MAX_INTERN_LEN = 256
+NO_INTERN_PROC_KEYS = frozenset({"exec_id", "start_ns", "exit_ns"})
+
+
+class _Plan:
+    """How events with one exact key sequence are split into const/variable/derived."""
+
+    __slots__ = ("pid", "const_keys", "var_keys", "has_time", "fdname", "copies", "tid",
+                 "derived_targets")
+
+    def __init__(self, pid: int, keys: tuple[str, ...], skip_process: bool) -> None:
+        self.pid = pid
+        keyset = set(keys)
+        self.has_time = "evt.time" in keyset
+        self.fdname = "fd.name" in keyset and all(k in keyset for k in FDNAME_SOURCES)
+        self.copies = tuple((t, s, f) for t, s, f in COPY_DERIVATIONS
+                            if t in keyset and s in keyset)
+        self.tid = "thread.tid" in keyset
+        targets = {t for t, _, _ in self.copies}
+        if self.fdname:
+            targets.add("fd.name")
+        if self.tid:
+            targets.add("thread.tid")
+        self.derived_targets = targets
+        const, var = [], []
+        for k in keys:
+            if k == "evt.time" or k in targets:
+                continue
+            if skip_process and k == EXEC_ID:
+                continue
+            if skip_process and k.startswith(PROCESS_PREFIXES):
+                continue
+            (const if k in CONST_CANDIDATES else var).append(k)
+        self.const_keys = tuple(const)
+        self.var_keys = tuple(var)
+
+
+def _const_ok(v: Any) -> bool:
+    t = type(v)
+    return t is str or t is bool or v is None or (t is int and -4096 <= v <= 0)
+
+
+class SegmentEncoder:
+    """Encodes records of ONE segment; a new segment gets a new encoder (fresh tables)."""
+
+    def __init__(self, seq: int, created_ns: int, emit: Callable[[bytes], None]) -> None:
+        self.seq = seq
+        self.created_ns = created_ns
+        self._emit = emit
+        self._pack = msgpack.Packer(use_bin_type=True, default=_fallback).pack
+        self.fields: dict[str, int] = {}
+        self.values: dict[Any, int] = {}
+        self.shapes: dict[tuple, int] = {}
+        self.plans: dict[tuple, _Plan] = {}
+        self.proc_refs: dict[str, int] = {}
+        self.proc_pids: dict[str, Any] = {}
+        self.stored_procs: dict[str, dict] = {}
+        self.last_t = created_ns
+        self.last_num = 0
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self.bytes = 0
+        self.counts = {"events": 0, "processes": 0, "alerts": 0, "verdicts": 0}
+
+    # -- low level ------------------------------------------------------------------
+    def _out(self, rec: list) -> None:
+        b = self._pack(rec)
+        self.bytes += len(b) + fmt.TAG_LEN
+        self._emit(b)
+
+    def _fid(self, name: str) -> int:
+        fid = self.fields.get(name)
+        if fid is None:
+            fid = len(self.fields)
+            self.fields[name] = fid
+            self._out([fmt.K_FIELD, fid, name])
+        return fid
+
+    def _intern(self, v: Any) -> int | None:
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_INTERN_LEN:
+                return None
+            key = v
+        elif t is list or t is dict or t is tuple:
+            key = (t.__name__, self._pack(v))
+        else:
+            return None
+        vid = self.values.get(key)
+        if vid is None:
+            if len(self.values) >= MAX_VALUES:
+                return None
+            vid = len(self.values)
+            self.values[key] = vid
+            self._out([fmt.K_VALUE, vid, v])
+        return vid
+
+    # -- records --------------------------------------------------------------------
+    def has_process(self, exec_id: str) -> bool:
+        """True if this segment already holds a record for ``exec_id``."""
+        return exec_id in self.proc_refs
+
+    def process(self, rec: dict) -> None:
+        """Write a process record (a ProcessRecord.to_dict()), unless unchanged."""
+        exec_id = rec.get("exec_id")
+        if not isinstance(exec_id, str):
+            return
+        if self.stored_procs.get(exec_id) == rec:
+            return
+        ref = self.proc_refs.get(exec_id)
+        if ref is None:
+            ref = len(self.proc_refs) + 1
+            self.proc_refs[exec_id] = ref
+        self.stored_procs[exec_id] = rec
+        self.proc_pids[exec_id] = rec.get("pid")
+        m: dict[int, Any] = {}
+        for k, v in rec.items():
+            fid = self._fid(k)
+            if v and k not in NO_INTERN_PROC_KEYS:
+                vid = self._intern(v)
+                if vid is not None:
+                    m[-fid - 1] = vid
+                    continue
+            m[fid] = v
+        self.counts["processes"] += 1
+        self._out([fmt.K_PROC, ref, m])
+
+    def event(self, ev: Mapping[str, Any]) -> None:
+        """Write one event; process fields are dropped when its process record is stored."""
+        exec_id = ev.get(EXEC_ID)
+        ref = self.proc_refs.get(exec_id) if exec_id is not None else None
+        keys = tuple(ev)
+        plan = self.plans.get((keys, ref is not None))
+        if plan is None:
+            if len(self.plans) >= MAX_PLANS:
+                self._raw_event(ev)
+                return
+            plan = _Plan(len(self.plans), keys, ref is not None)
+            self.plans[(keys, ref is not None)] = plan
+        cvals = tuple(ev[k] for k in plan.const_keys)
+        for v in cvals:
+            if not _const_ok(v):
+                self._raw_event(ev)
+                return
+        derive = 0
+        extra: list[str] = []
+        if plan.fdname:
+            if ev["fd.name"] == f"{ev['fd.cip']}:{ev['fd.cport']}->{ev['fd.sip']}:{ev['fd.sport']}":
+                derive |= D_FDNAME
+            else:
+                extra.append("fd.name")
+        if plan.copies:
+            done = set()
+            for target, source, flag in plan.copies:
+                if target in done:
+                    continue
+                if ev[target] == ev[source] and type(ev[target]) is type(ev[source]):
+                    derive |= flag
+                    done.add(target)
+            for target, _, _ in plan.copies:
+                if target not in done:
+                    done.add(target)
+                    extra.append(target)
+        if plan.tid:
+            pid = ev.get("proc.pid") if ref is None else self.proc_pids.get(exec_id)
+            tid = ev["thread.tid"]
+            if pid is not None and tid == pid and type(tid) is int:
+                derive |= D_TID_PID
+            else:
+                extra.append("thread.tid")
+        vals: list[Any] = []
+        codes: list[int] = []
+        for k in (plan.var_keys + tuple(extra)) if extra else plan.var_keys:
+            v = ev[k]
+            t = type(v)
+            if t is str:
+                vid = self.values.get(v)
+                if vid is None:
+                    vid = self._intern(v)
+                if vid is not None:
+                    vals.append(vid)
+                    codes.append(fmt.C_INTERN)
+                    continue
+            elif t is int and k == "evt.num":
+                vals.append(v - self.last_num)
+                self.last_num = v
+                codes.append(fmt.C_DELTA)
+                continue
+            vals.append(v)
+            codes.append(fmt.C_RAW)
+        skey = (plan.pid, cvals, tuple(map(type, cvals)), derive, tuple(codes), tuple(extra))
+        sid = self.shapes.get(skey)
+        if sid is None:
+            if len(self.shapes) >= MAX_SHAPES:
+                self._raw_event(ev)
+                return
+            sid = self._define_shape(skey, plan, extra, codes)
+        t_ns = ev.get("evt.time") if plan.has_time else None
+        if type(t_ns) is int:
+            dt = t_ns - self.last_t
+            self.last_t = t_ns
+            if self.first_ns is None or t_ns < self.first_ns:
+                self.first_ns = t_ns
+            if self.last_ns is None or t_ns > self.last_ns:
+                self.last_ns = t_ns
+        else:
+            dt = None
+        self.counts["events"] += 1
+        self._out([fmt.K_EVENT, sid, dt, ref, vals])
+
+    def _define_shape(self, skey: tuple, plan: _Plan, extra: list[str],
+                      codes: list[int]) -> int:
+        _, cvals, _, derive, _, _ = skey
+        keys = plan.var_keys + tuple(extra)
+        var = [[self._fid(k), c] for k, c in zip(keys, codes)]
+        consts = [[self._fid(k), v] for k, v in zip(plan.const_keys, cvals)]
+        has_time = 1 if plan.has_time else 0
+        sid = len(self.shapes)
+        self.shapes[skey] = sid
+        self._out([fmt.K_SHAPE, sid, var, consts, derive, has_time])
+        return sid
+
+    def _raw_event(self, ev: Mapping[str, Any]) -> None:
+        """Fallback for events that do not fit the tables: stored with full names."""
+        self.counts["events"] += 1
+        t_ns = ev.get("evt.time")
+        if type(t_ns) is int:
+            self.first_ns = t_ns if self.first_ns is None else min(self.first_ns, t_ns)
+            self.last_ns = t_ns if self.last_ns is None else max(self.last_ns, t_ns)
+        self._out([fmt.K_RAWEVENT, dict(ev)])
+
+    def alert(self, alert: Mapping[str, Any]) -> None:
+        """Write a Falco-format alert dict."""
+        self.counts["alerts"] += 1
+        self._out([fmt.K_ALERT, dict(alert)])
+
+    def verdict(self, verdict: Mapping[str, Any]) -> None:
+        """Write an enforcement verdict (any JSON-able mapping)."""
+        self.counts["verdicts"] += 1
+        self._out([fmt.K_VERDICT, dict(verdict)])
+
+
+def _fallback(obj: Any) -> Any:
+    """msgpack default= hook: sets/tuples as lists, dataclasses as dicts, others as str."""
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    return str(obj)

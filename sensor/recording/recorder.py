@@ -1,0 +1,332 @@
+"""The Recorder: everything the sensor sees, appended to rotating msgpack segments.
+
+Hot-path calls (``process``, ``event``, ``alert``, ``verdict``) only encode into memory
+under a short lock. A background thread writes the pending records to disk every
+``flush_interval_s`` (so a crash loses at most that much), seals each written block into
+the segment's hash chain, rotates segments by size and age and prunes old ones.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sensor.recording import chain
+from sensor.recording import format as fmt
+from sensor.recording.encoder import SegmentEncoder
+from sensor.recording.errors import RecorderClosedError, RecordingError
+from sensor.recording.retention import prune
+from sensor.recording.segment_file import SegmentFile
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Open:
+    seq: int
+    header: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Close:
+    first_ns: int | None
+    last_ns: int | None
+    counts: dict[str, int]
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    to_dict = getattr(record, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else dict(record)
+
+
+class Recorder:
+    """Records process records, events, alerts and verdicts into ``directory``."""
+
+    def __init__(self, directory: Path | str = fmt.DEFAULT_DIRECTORY, *, host: str,
+                 boot_id: str, version: str, max_segment_bytes: int = 64 * MiB,
+                 max_segment_age_s: float = 3600, max_total_bytes: int = 1024 * MiB,
+                 flush_interval_s: float = 1.0, key: bytes | str | None = None,
+                 fsync: bool = False, max_live_processes: int = 65536,
+                 max_pending_bytes: int = 64 * MiB) -> None:
+        self.directory = Path(directory)
+        self._host, self._boot_id, self._version = host, boot_id, version
+        self._max_segment_bytes = max_segment_bytes
+        self._max_segment_age_s = max_segment_age_s
+        self._max_total_bytes = max_total_bytes
+        self._flush_interval_s = flush_interval_s
+        self._key = chain.normalize_key(key)
+        self._fsync = fsync
+        self._max_live = max_live_processes
+        self._max_pending = max_pending_bytes
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT
+                                    | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise RecordingError(f"cannot use recording directory {self.directory}: "
+                                 f"{exc.strerror}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise RecordingError(f"another recorder is writing to {self.directory}") from exc
+
+        existing = fmt.list_segments(self.directory)
+        self._seq = existing[-1][0] if existing else 0
+        self._prev_hash: bytes | None = None
+        self._prev_seq: int | None = None
+        if existing:
+            from sensor.recording.reader import final_hash  # reader imports are heavier
+            self._prev_seq = existing[-1][0]
+            self._prev_hash = final_hash(existing[-1][1], self._key)
+
+        self._lock = threading.Lock()      # encoder state and the pending queue
+        self._io_lock = threading.Lock()   # file writes (background thread or flush())
+        self._queue: list[Any] = []
+        self._pending_bytes = 0
+        self._live: OrderedDict[str, dict] = OrderedDict()
+        self._closed = False
+        self._need_rotate = False
+        self._file: SegmentFile | None = None
+        self._file_broken = False
+        self._stats = {"events": 0, "processes": 0, "alerts": 0, "verdicts": 0,
+                       "dropped_events": 0, "bytes_written": 0, "flushes": 0,
+                       "segments_written": 0, "segments_pruned": 0, "write_errors": 0}
+        self._enc: SegmentEncoder
+        self._seg_started = 0.0
+        self._start_segment()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="netvigil-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- hot path -------------------------------------------------------------------
+    def process(self, record: Any) -> None:
+        """Record a process record (ProcessRecord or its dict); unchanged ones are skipped."""
+        d = _as_dict(record)
+        exec_id = d.get("exec_id")
+        if not isinstance(exec_id, str):
+            return
+        with self._lock:
+            self._check_open()
+            live = self._live
+            live[exec_id] = d
+            live.move_to_end(exec_id)
+            if len(live) > self._max_live:
+                live.popitem(last=False)
+            self._store_ancestors(d)
+            self._enc.process(d)
+            if self._enc.bytes >= self._max_segment_bytes:
+                self._rotate()
+
+    def event(self, event: Mapping[str, Any]) -> None:
+        """Record one event (a flat field dict)."""
+        with self._lock:
+            self._check_open()
+            if self._pending_bytes > self._max_pending:
+                self._stats["dropped_events"] += 1
+                return
+            enc = self._enc
+            exec_id = event.get("proc.exec_id")
+            if exec_id is not None and exec_id not in enc.proc_refs:
+                rec = self._live.get(exec_id)
+                if rec is not None:
+                    self._store_ancestors(rec)
+                    enc.process(rec)
+            enc.event(event)
+            if enc.bytes >= self._max_segment_bytes:
+                self._rotate()
+
+    def alert(self, alert: Mapping[str, Any]) -> None:
+        """Record an alert (Falco JSON dict, e.g. Alert.to_dict())."""
+        with self._lock:
+            self._check_open()
+            self._enc.alert(alert)
+
+    def verdict(self, verdict: Mapping[str, Any]) -> None:
+        """Record an enforcement verdict (any JSON-able mapping)."""
+        with self._lock:
+            self._check_open()
+            self._enc.verdict(verdict)
+
+    # -- control --------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write everything recorded so far to disk now."""
+        self._drain()
+
+    def close(self) -> None:
+        """Flush, write the segment footer and stop the background writer."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.append(self._close_marker())
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+        os.close(self._lock_fd)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: records, bytes written, flushes, segments, drops, errors."""
+        with self._lock:
+            out = dict(self._stats)
+            for k, v in self._enc.counts.items():
+                out[k] += v
+            out["pending_bytes"] = self._pending_bytes
+            out["segment"] = str(self.directory / fmt.segment_name(self._enc.seq))
+            out["directory"] = str(self.directory)
+            return out
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals (call with self._lock held) ----------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RecorderClosedError("recorder is closed")
+
+    def _emit(self, body: bytes) -> None:
+        self._queue.append(body)
+        self._pending_bytes += len(body)
+
+    def _store_ancestors(self, rec: dict) -> None:
+        """Write the missing ancestors of ``rec`` (oldest first) so a segment stands alone."""
+        enc, live = self._enc, self._live
+        chain_: list[dict] = []
+        parent = rec.get("parent_exec_id")
+        while parent and parent not in enc.proc_refs and len(chain_) < 64:
+            prec = live.get(parent)
+            if prec is None or prec in chain_:
+                break
+            chain_.append(prec)
+            parent = prec.get("parent_exec_id")
+        for prec in reversed(chain_):
+            enc.process(prec)
+
+    def _start_segment(self) -> None:
+        self._seq += 1
+        created = time.time_ns()
+        header = {"format": fmt.FORMAT_VERSION, "host": self._host, "boot_id": self._boot_id,
+                  "version": self._version, "created_ns": created, "seq": self._seq,
+                  "key_id": chain.key_fingerprint(self._key)}
+        self._enc = SegmentEncoder(self._seq, created, self._emit)
+        self._queue.append(_Open(self._seq, header))
+        self._seg_started = time.monotonic()
+
+    def _close_marker(self) -> _Close:
+        enc = self._enc
+        return _Close(enc.first_ns, enc.last_ns, dict(enc.counts))
+
+    def _rotate(self) -> None:
+        enc = self._enc
+        for k, v in enc.counts.items():
+            self._stats[k] += v
+        self._queue.append(self._close_marker())
+        self._start_segment()
+
+    # -- background writer --------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_interval_s):
+            with self._lock:
+                if not self._closed and (
+                        self._need_rotate or (
+                            self._enc.bytes > 0
+                            and time.monotonic() - self._seg_started
+                            >= self._max_segment_age_s)):
+                    self._need_rotate = False
+                    self._rotate()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._io_lock:
+            with self._lock:
+                items, self._queue = self._queue, []
+                self._pending_bytes = 0
+            if items:
+                self._write(items)
+
+    def _write(self, items: list[Any]) -> None:
+        block: list[bytes] = []
+        for item in items:
+            if type(item) is bytes:
+                block.append(item)
+                continue
+            self._write_block(block)
+            block = []
+            if isinstance(item, _Close):
+                self._close_file(item)
+            elif isinstance(item, _Open):
+                self._open_file(item)
+        self._write_block(block)
+        self._stats["flushes"] += 1
+
+    def _write_block(self, block: list[bytes]) -> None:
+        if not block or self._file is None or self._file_broken:
+            return
+        before = self._file.size
+        try:
+            self._file.append_block(block)
+        except OSError as exc:
+            self._fail(f"cannot write {self._file.path}: {exc.strerror}")
+        self._stats["bytes_written"] += self._file.size - before
+
+    def _open_file(self, item: _Open) -> None:
+        header = dict(item.header)
+        header["prev_seq"] = self._prev_seq
+        header["prev_hash"] = self._prev_hash
+        path = self.directory / fmt.segment_name(item.seq)
+        self._file_broken = False
+        try:
+            self._file = SegmentFile(path, header, self._key, self._fsync)
+        except RecordingError as exc:
+            self._file = None
+            self._fail(str(exc))
+            return
+        self._stats["bytes_written"] += self._file.size
+        self._prune()
+
+    def _close_file(self, item: _Close) -> None:
+        f = self._file
+        if f is None:
+            return
+        self._file = None
+        if self._file_broken:
+            f.abandon()
+            self._prev_hash, self._prev_seq = None, None
+            return
+        try:
+            before = f.size
+            f.close(item.first_ns, item.last_ns, item.counts)
+            self._stats["bytes_written"] += f.size - before
+            self._stats["segments_written"] += 1
+            self._prev_hash, self._prev_seq = f.chain, fmt.segment_seq(f.path)
+        except OSError as exc:
+            self._fail(f"cannot close {f.path}: {exc.strerror}")
+            self._prev_hash, self._prev_seq = None, None
+
+    def _prune(self) -> None:
+        keep = frozenset({self._file.path}) if self._file else frozenset()
+        removed = prune(self.directory, self._max_total_bytes, keep)
+        self._stats["segments_pruned"] += len(removed)
+        for path in removed:
+            log.info("pruned %s (recording directory over %d bytes)", path,
+                     self._max_total_bytes)
+
+    def _fail(self, message: str) -> None:
+        """A write failed: drop this segment's remaining records, start a new one soon."""
+        self._stats["write_errors"] += 1
+        log.warning("recording: %s; starting a new segment", message)
+        self._file_broken = True
+        self._need_rotate = True
