@@ -1,0 +1,80 @@
+"""The enforcement side of the agent: one object the run loop starts, feeds and stops."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sensor.enforcement import cgroups
+from sensor.enforcement.config import EnforcementConfig
+from sensor.enforcement.datapath import EnforcementDatapath, InstallReport
+from sensor.enforcement.layout import PinLayout
+from sensor.enforcement.manager import EnforcementManager, Request, SubmitResult
+
+log = logging.getLogger(__name__)
+
+
+class Enforcement:
+    """Datapath + manager wired from an EnforcementConfig.
+
+    Usage by the run loop::
+
+        enf = Enforcement(cfg)
+        enf.start(ruleset.static_enforcements(), known_rules=[...])
+        enf.open_verdicts(handle_event)       # netvigil_verdict events
+        ... enf.submit(match.enforcement); enf.poll(0) in the loop ...
+        enf.stop()                            # enforcement stays in force (cfg.persist)
+    """
+
+    def __init__(self, config: EnforcementConfig) -> None:
+        self.config = config
+        self.datapath = EnforcementDatapath(PinLayout(config.pin_path))
+        self.manager: EnforcementManager | None = None
+
+    def start(self, static_requests: Iterable[Request] = (),
+              known_rules: Iterable[str] | None = None) -> InstallReport:
+        """Load (or adopt) the programs, reconcile entries, start the TTL sweeper."""
+        maps = self.datapath.load()
+        cgroup = cgroups.resolve(self.config.cgroup) if self.config.cgroup else cgroups.cgroup2_mount()
+        report = self.datapath.install(cgroup, self.config.interfaces)
+        self.manager = EnforcementManager(maps, self.config.safety_list(),
+                                          mode_override=self.config.mode,
+                                          max_total=self.config.max_entries)
+        summary = self.manager.reconcile(static_requests, known_rules)
+        log.info("enforcement: attached=%d adopted=%d replaced=%d; entries %s",
+                 len(report.attached), len(report.adopted), len(report.replaced), summary)
+        self.manager.start_sweeper(self.config.sweep_interval_s)
+        return report
+
+    def submit(self, req: Request) -> SubmitResult:
+        """EnforcementConsumer: install the entries of a matched rule."""
+        if self.manager is None:
+            raise RuntimeError("Enforcement.start() was not called")
+        return self.manager.submit(req)
+
+    def open_verdicts(self, callback: Callable[[dict], None]) -> None:
+        """Deliver netvigil_verdict events to callback (during poll())."""
+        self.datapath.open_verdicts(callback)
+
+    def poll(self, timeout_ms: int = 0) -> None:
+        """Consume pending verdicts."""
+        self.datapath.poll(timeout_ms)
+
+    def stats(self) -> dict[str, Any]:
+        """Manager stats (includes kernel counters and latency percentiles)."""
+        return self.manager.stats() if self.manager else {"kernel": self.datapath.counters()}
+
+    def stop(self) -> None:
+        """Stop the sweeper; keep enforcement in force unless config.persist is false."""
+        if self.manager is not None:
+            self.manager.stop()
+        if self.config.persist:
+            self.datapath.close()
+        else:
+            self.datapath.cleanup()
+
+    def cleanup(self) -> list[str]:
+        """Remove every attachment and pin (`netvigil run --cleanup`)."""
+        if self.manager is not None:
+            self.manager.stop()
+        return self.datapath.cleanup()

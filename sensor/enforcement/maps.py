@@ -1,0 +1,207 @@
+"""The pinned enforcement maps, opened without compiling anything.
+
+Both the agent and `netvigil enforce ...` commands use this class, so
+operators can list and change entries while an agent runs.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+from sensor.enforcement import bpfsys, keys
+from sensor.enforcement.errors import BPFSyscallError, EnforcementError, NotInstalledError
+from sensor.enforcement.keys import AttachRecord, DenyKey, DenyValue, SafeKey
+from sensor.enforcement.layout import PinLayout
+
+STAT_NAMES = {0: "verdicts_lost", 1: "denied", 2: "audited", 3: "safety_overrides"}
+
+
+def boot_ns() -> int:
+    """CLOCK_BOOTTIME in ns (the clock of entry expiry and verdict timestamps)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+class EnforcementMaps:
+    """Typed access to the pinned deny, scope, safety, rule-name, attach and stats maps."""
+
+    def __init__(self, layout: PinLayout) -> None:
+        if not layout.installed():
+            raise NotInstalledError(
+                f"no enforcement maps pinned under {layout.base} (is the agent installed?)")
+        self.layout = layout
+        self.deny = bpfsys.PinnedMap.open(layout.map_path("deny"))
+        self.scopes = bpfsys.PinnedMap.open(layout.map_path("scopes"))
+        self.safe = bpfsys.PinnedMap.open(layout.map_path("safe"))
+        self.rules = bpfsys.PinnedMap.open(layout.map_path("rules"))
+        self.attach = bpfsys.PinnedMap.open(layout.map_path("attach"))
+        self.meta = bpfsys.PinnedMap.open(layout.map_path("meta"))
+        self._ncpu = bpfsys.possible_cpus()
+        self.stats_map = bpfsys.PinnedMap.open(layout.map_path("stats"), value_size=8 * self._ncpu)
+        if self.deny.key_size != keys.DENY_KEY_SIZE or self.deny.value_size != keys.DENY_VAL_SIZE:
+            raise EnforcementError(
+                f"pinned deny map under {layout.base} has another layout "
+                "(left by a different netvigil version): run `netvigil enforce cleanup`")
+        self._rule_ids: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Close every fd (pins stay)."""
+        for m in (self.deny, self.scopes, self.safe, self.rules, self.attach, self.meta,
+                  self.stats_map):
+            m.close()
+
+    def __enter__(self) -> EnforcementMaps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- deny entries ----------------------------------------------------
+
+    def entries(self) -> dict[DenyKey, DenyValue]:
+        """Every deny entry (expired ones included until swept)."""
+        return {DenyKey.unpack(k): DenyValue.unpack(v) for k, v in self.deny.items()}
+
+    def put(self, key: DenyKey, value: DenyValue) -> bool:
+        """Insert or replace an entry; True if it was new. Scope counts follow."""
+        raw_key = key.pack()
+        self._bump_scope(key, +1)   # before insert: the datapath must see it at once
+        try:
+            self.deny.update(raw_key, value.pack(), bpfsys.BPF_NOEXIST)
+            return True
+        except BPFSyscallError as exc:
+            self._bump_scope(key, -1)
+            if exc.errno != errno.EEXIST:
+                raise
+        self.deny.update(raw_key, value.pack(), bpfsys.BPF_EXIST)
+        return False
+
+    def remove(self, key: DenyKey) -> bool:
+        """Delete an entry; True if it existed."""
+        existed = self.deny.delete(key.pack())
+        if existed:
+            self._bump_scope(key, -1)
+        return existed
+
+    def flush(self) -> int:
+        """Delete every deny entry; returns how many."""
+        n = 0
+        for raw in list(self.deny.keys()):
+            n += self.deny.delete(raw)
+        for raw in list(self.scopes.keys()):
+            self.scopes.delete(raw)
+        return n
+
+    def _bump_scope(self, key: DenyKey, delta: int) -> None:
+        skey = struct.pack("=Q", key.scope)
+        raw = self.scopes.lookup(skey)
+        counts = keys.unpack_scope_counts(raw) if raw else [0] * 8
+        counts[key.combo] = max(0, counts[key.combo] + delta)
+        if any(counts):
+            self.scopes.update(skey, keys.pack_scope_counts(counts))
+        elif raw is not None:
+            self.scopes.delete(skey)
+
+    def rebuild_scopes(self, entries: Iterable[DenyKey] | None = None) -> None:
+        """Recompute the scope index from the deny map (repairs drift from concurrent writers)."""
+        wanted: dict[int, list[int]] = {}
+        for key in (entries if entries is not None else self.entries().keys()):
+            wanted.setdefault(key.scope, [0] * 8)[key.combo] += 1
+        for scope, counts in wanted.items():
+            self.scopes.update(struct.pack("=Q", scope), keys.pack_scope_counts(counts))
+        for raw in list(self.scopes.keys()):
+            if struct.unpack("=Q", raw)[0] not in wanted:
+                self.scopes.delete(raw)
+
+    def scope_counts(self) -> dict[int, list[int]]:
+        """The scope index as stored in the kernel."""
+        return {struct.unpack("=Q", k)[0]: keys.unpack_scope_counts(v)
+                for k, v in self.scopes.items()}
+
+    # ---- rule names ------------------------------------------------------
+
+    def rule_names(self) -> dict[int, str]:
+        """rule id -> rule name."""
+        return {struct.unpack("=I", k)[0]: keys.unpack_rule_name(v) for k, v in self.rules.items()}
+
+    def rule_id(self, name: str) -> int:
+        """The id of a rule name, allocating one if needed (safe against concurrent writers)."""
+        if name in self._rule_ids:
+            return self._rule_ids[name]
+        names = self.rule_names()
+        wanted = keys.unpack_rule_name(keys.pack_rule_name(name))
+        for rid, existing in names.items():
+            if existing == wanted:
+                self._rule_ids[name] = rid
+                return rid
+        rid = max(names, default=0) + 1
+        while True:
+            try:
+                self.rules.update(struct.pack("=I", rid), keys.pack_rule_name(name),
+                                  bpfsys.BPF_NOEXIST)
+                break
+            except BPFSyscallError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                rid += 1
+        self._rule_ids[name] = rid
+        return rid
+
+    # ---- safety list -----------------------------------------------------
+
+    def safety(self) -> set[SafeKey]:
+        """The safety list as installed."""
+        return {SafeKey.unpack(k) for k in self.safe.keys()}
+
+    def set_safety(self, wanted: Iterable[SafeKey]) -> None:
+        """Make the installed safety list equal to `wanted` (adds first, then removes)."""
+        want = set(wanted)
+        have = self.safety()
+        for k in want - have:
+            self.safe.update(k.pack(), b"\x01")
+        for k in have - want:
+            self.safe.delete(k.pack())
+
+    # ---- attachments -----------------------------------------------------
+
+    def attach_records(self) -> dict[int, AttachRecord]:
+        """slot -> attachment record."""
+        return {struct.unpack("=I", k)[0]: AttachRecord.unpack(v) for k, v in self.attach.items()}
+
+    def add_attach_record(self, rec: AttachRecord) -> None:
+        """Remember an attachment (first free slot)."""
+        recs = self.attach_records()
+        for slot, existing in recs.items():
+            if (existing.kind, existing.attach_type, existing.target) == (rec.kind, rec.attach_type, rec.target):
+                self.attach.update(struct.pack("=I", slot), rec.pack())
+                return
+        slot = max(recs, default=0) + 1
+        self.attach.update(struct.pack("=I", slot), rec.pack())
+
+    def remove_attach_record(self, slot: int) -> None:
+        """Forget an attachment."""
+        self.attach.delete(struct.pack("=I", slot))
+
+    # ---- meta and counters -----------------------------------------------
+
+    def meta_get(self, index: int) -> int:
+        """A u64 of the meta array (0 = source hash of the loaded programs)."""
+        raw = self.meta.lookup(struct.pack("=I", index))
+        return struct.unpack("=Q", raw[:8])[0] if raw else 0
+
+    def meta_set(self, index: int, value: int) -> None:
+        """Set a u64 of the meta array."""
+        self.meta.update(struct.pack("=I", index), struct.pack("=Q", value & (2**64 - 1)))
+
+    def counters(self) -> dict[str, int]:
+        """Kernel counters summed over CPUs (verdicts_lost, denied, audited, safety_overrides)."""
+        out: Counter[str] = Counter()
+        for idx, name in STAT_NAMES.items():
+            raw = self.stats_map.lookup(struct.pack("=I", idx))
+            if raw:
+                out[name] = sum(struct.unpack(f"={self._ncpu}Q", raw[: 8 * self._ncpu]))
+            else:
+                out[name] = 0
+        return dict(out)
