@@ -3,7 +3,8 @@
 Order is kept: the queue only ever holds alerts older than everything in the spool. An
 alert goes to the spool instead of the queue when the queue is full, when the sink is
 failing, or when the spool is not empty; the worker drains the queue first, then the
-spool. At shutdown, alerts still in memory are written to the front of the spool.
+spool. When the sink starts failing, and at shutdown, alerts still in memory are written
+to the front of the spool, so nothing waits in memory for a sink that is down.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class SinkWorker:
         self._counters = dict.fromkeys(
             ("delivered", "failed", "retries", "spooled", "dead_lettered", "lost"), 0)
         self._last_error: str | None = None
+        self._attempt = 0  # consecutive failed attempts (backoff exponent)
+        self._pause_s = 0.0
 
     # -- producer side -------------------------------------------------------------------
     def start(self) -> None:
@@ -140,20 +143,36 @@ class SinkWorker:
             if taken is None:
                 return
             batch, records = taken
-            outcome = self._deliver(batch) if batch else "ok"
+            outcome = self._deliver(batch, from_queue=records is None) if batch else "ok"
             with self._cond:
                 if self._abandoned:
                     return
-                if outcome == "stopped" and records is None:
-                    return  # stop() writes the in-flight batch to the spool
-                self._inflight = []
-                if records is not None and outcome != "stopped":
-                    self._spool.ack(records)
-                if outcome == "stopped":
-                    return
+                if outcome == "requeue":
+                    self._requeue_to_spool()
+                elif outcome == "stopped":
+                    return  # queue batch: stop() spools it; spool batch: still on disk
+                else:
+                    self._inflight = []
+                    if records is not None:
+                        self._spool.ack(records)
+            if outcome == "requeue":
+                self._stop_event.wait(self._pause_s)
 
-    def _deliver(self, batch: list[Alert]) -> str:
-        attempt = 0
+    def _requeue_to_spool(self) -> None:
+        """The sink failed: move the in-flight batch and the queue to the front of the
+        spool (fsynced), so nothing waits in memory while the sink is down."""
+        moved = list(self._inflight) + list(self._queue)
+        try:
+            self._spool.prepend([a.json_bytes for a in moved])
+        except SpoolError as exc:
+            log.error("sink '%s': %s", self.name, exc)
+            self._dead_letter(moved, f"not delivered: {exc}")
+        else:
+            self._counters["spooled"] += len(moved)
+        self._inflight = []
+        self._queue.clear()
+
+    def _deliver(self, batch: list[Alert], *, from_queue: bool = False) -> str:
         while True:
             try:
                 self.sink.deliver(batch)
@@ -176,19 +195,24 @@ class SinkWorker:
                 if first:
                     log.warning("%s; retrying with backoff, new alerts go to the disk spool", reason)
                 else:
-                    log.debug("%s (attempt %d)", reason, attempt + 1)
+                    log.debug("%s (attempt %d)", reason, self._attempt + 1)
                 if self._stopping:
                     return "stopped"
-                if self._stop_event.wait(self._backoff.delay(attempt, retry_after)):
-                    return "stopped"
-                attempt += 1
+                delay = self._backoff.delay(self._attempt, retry_after)
+                self._attempt += 1
                 self._counters["retries"] += 1
+                if from_queue:
+                    self._pause_s = delay
+                    return "requeue"
+                if self._stop_event.wait(delay):
+                    return "stopped"
             else:
                 self._counters["delivered"] += len(batch)
                 self._set_ok()
                 return "ok"
 
     def _set_ok(self) -> None:
+        self._attempt = 0
         with self._cond:
             if self._failing:
                 log.warning("sink '%s' recovered; %d spooled alert(s) to deliver",
