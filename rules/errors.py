@@ -82,9 +82,13 @@ class RuleLoadErrors(RuleLoadError):
 
     def __init__(self, errors: list[RuleLoadError]) -> None:
         self.errors = list(errors)
-        RulesError.__init__(self, "\n".join(e.render() for e in self.errors)
-                            + f"\n{len(self.errors)} error(s)")
+        super().__init__(f"{len(self.errors)} errors")
 
-    def render(self) -> str:  # noqa: D102 - the joined messages
-        return "\n".join(e.render() for e in getattr(self, "errors", [])) + \
-            f"\n{len(getattr(self, 'errors', []))} error(s)"
+    def render(self) -> str:
+        """Every error, each with its position and caret, then the count."""
+        errors = getattr(self, "errors", [])
+        return "\n".join(e.render() for e in errors) + f"\n{len(errors)} errors"
+
+
+class EventsFileError(RulesError):
+    """An events or expected-alerts file for ``rules test`` is unreadable or malformed."""
