@@ -136,9 +136,10 @@ class EnforcementDatapath:
         assert self._bpf is not None
         try:
             if cgroup_attach_type is None:
-                fn = self._bpf.load_func(func, BPF.SCHED_CLS)
+                fn = self._bpf.load_func(func.encode(), BPF.SCHED_CLS)
             else:
-                fn = self._bpf.load_func(func, BPF.CGROUP_SOCK_ADDR, attach_type=cgroup_attach_type)
+                fn = self._bpf.load_func(func.encode(), BPF.CGROUP_SOCK_ADDR,
+                                         attach_type=cgroup_attach_type)
         except Exception as exc:  # BCC raises bare Exception
             raise EnforcementError(f"cannot load program {func}: {exc}") from None
         return fn.fd
@@ -254,7 +255,7 @@ class EnforcementDatapath:
             return names.get(rid, f"rule#{rid}")
 
         assert self._bpf is not None
-        self._bpf["nv_verdicts"].open_ring_buffer(verdict_callback(callback, rule_name))
+        self._bpf[b"nv_verdicts"].open_ring_buffer(verdict_callback(callback, rule_name))
         self._verdicts_open = True
 
     def poll(self, timeout_ms: int = 0) -> None:

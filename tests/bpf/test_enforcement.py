@@ -1,0 +1,367 @@
+"""Enforcement against the real kernel: cgroup sock_addr programs, tc, pinned maps.
+
+Runs as root. Clients run as real processes in our own child cgroups; servers
+live in our own netns behind our own veth pair (10.231.x.0/24).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rules.loader import load_rules_text
+from sensor.enforcement import bpfsys, cgroups
+from sensor.enforcement.datapath import EnforcementDatapath
+from sensor.enforcement.keys import DenyKey, SafeKey
+from sensor.enforcement.layout import CGROUP_PROGRAMS
+from sensor.enforcement.manager import EnforcementManager, manual_entries
+from sensor.enforcement.maps import EnforcementMaps
+from sensor.enforcement.safety import SafetyList
+from enforcement_fixtures import (  # noqa: F401 (fixtures)
+    BIND_CLIENT, NS_IP, NS_IP_OTHER, PID, SESSION_CLIENT, TCP_CLIENT, TCP_PORT, TCP_PORT2,
+    UDP_CLIENT, UDP_PORT, CgroupTree, _rm_cgroup, cg_tree, datapath, make_cgroup_tree, run_in,
+    spawn_in, pin_layout_for_test, test_net,
+)
+
+EPERM = f"ERR {errno.EPERM}"
+
+
+@dataclass
+class Ctx:
+    dp: EnforcementDatapath
+    maps: EnforcementMaps
+    manager: EnforcementManager
+    cg: CgroupTree
+    verdicts: list[dict] = field(default_factory=list)
+
+    def drain(self) -> list[dict]:
+        """Verdicts delivered so far (polls the ring buffer)."""
+        self.dp.poll(50)
+        out, self.verdicts[:] = list(self.verdicts), []
+        return out
+
+
+_SINK: list[dict] = []
+
+
+@pytest.fixture
+def enf(datapath: EnforcementDatapath, cg_tree: CgroupTree) -> Iterator[Ctx]:
+    maps = datapath.maps
+    assert maps is not None
+    if not getattr(datapath, "_verdicts_open", False):
+        datapath.open_verdicts(_SINK.append)
+    maps.flush()
+    safety = SafetyList.build(loopback=True, dns=False, kubernetes_api=False)
+    manager = EnforcementManager(maps, safety)
+    manager.reconcile()
+    ctx = Ctx(datapath, maps, manager, cg_tree, _SINK)
+    ctx.drain()
+    try:
+        yield ctx
+    finally:
+        manager.stop()
+        maps.flush()
+
+
+def _rules(text: str):
+    return load_rules_text(textwrap.dedent(text), "test-rules.yaml")
+
+
+def test_static_rule_denies_first_connect_from_target_cgroup_only(enf: Ctx) -> None:
+    rs = _rules(f"""
+        - rule: Block exfil endpoint
+          desc: static deny
+          condition: evt.type = connect and fd.sip = {NS_IP}
+          output: "connect to %fd.sip"
+          priority: WARNING
+          enforce:
+            action: deny
+            mode: enforce
+            static:
+              cidrs: [{NS_IP}/32]
+              protocol: tcp
+              cgroups: [/{enf.cg.a.relative_to(cgroups.cgroup2_mount())}]
+        """)
+    summary = enf.manager.reconcile(rs.static_enforcements(), known_rules=[r.name for r in rs.rules])
+    assert summary["static"] == 1
+    # the very first connection from cgroup a is refused synchronously
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    # another cgroup is not in scope
+    assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    # another address of the same host is not covered by the /32
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP_OTHER, TCP_PORT) == "OK hi"
+    v = [e for e in enf.drain() if e["netvigil.verdict"] == "deny"]
+    assert len(v) == 1
+    assert v[0]["netvigil.rule"] == "Block exfil endpoint"
+    assert v[0]["fd.rip"] == NS_IP and v[0]["fd.rport"] == TCP_PORT
+    assert v[0]["proc.cgroup_id"] == enf.cg.a_id
+    assert v[0]["evt.type"] == "netvigil_verdict" and v[0]["evt.res"] == "EPERM"
+    assert v[0]["proc.pid"] > 0 and v[0]["proc.name"].startswith("python")
+    hits = {k.network: val.hits for k, val in enf.maps.entries().items()}
+    assert hits == {f"{NS_IP}/32": 1}
+
+
+def test_ipv4_mapped_ipv6_connect_is_denied_too(enf: Ctx) -> None:
+    key = DenyKey.build(enf.cg.a_id, "egress", "tcp", TCP_PORT, f"{NS_IP}/32")
+    manual_entries(enf.maps, [key], mode="enforce", ttl_s=None)
+    assert run_in(enf.cg.a, TCP_CLIENT, f"::ffff:{NS_IP}", TCP_PORT) == EPERM
+    # other port: the entry names 8080 only
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT2) == "OK hi"
+    assert [e["netvigil.hook"] for e in enf.drain()] == ["connect6"]
+
+
+def test_udp_send_to_denied_destination_fails(enf: Ctx) -> None:
+    assert run_in(enf.cg.a, UDP_CLIENT, NS_IP, UDP_PORT) == "OK hi"
+    key = DenyKey.build(enf.cg.a_id, "egress", "udp", UDP_PORT, f"{NS_IP}/32")
+    manual_entries(enf.maps, [key], mode="enforce", ttl_s=60)
+    assert run_in(enf.cg.a, UDP_CLIENT, NS_IP, UDP_PORT) == EPERM
+    # a udp-only entry does not touch tcp to the same host and port number family
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    v = enf.drain()
+    assert [(e["netvigil.hook"], e["fd.l4proto"]) for e in v] == [("sendmsg4", "udp")]
+
+
+def test_bind_to_denied_port_fails(enf: Ctx) -> None:
+    rs = _rules("""
+        - rule: No backdoor listener
+          desc: listener on 4444
+          condition: evt.type = listen and fd.lport = 4444
+          output: "listener %fd.lport"
+          priority: WARNING
+          enforce:
+            action: deny
+            target: listen_port
+            scope: node
+            mode: enforce
+            static:
+              ports: [4444]
+              protocol: tcp
+        """)
+    enf.manager.reconcile(rs.static_enforcements())
+    assert run_in(enf.cg.a, BIND_CLIENT, "0.0.0.0", 4444) == EPERM
+    assert run_in(enf.cg.b, BIND_CLIENT, "0.0.0.0", 4444) == EPERM   # node scope
+    assert run_in(enf.cg.a, BIND_CLIENT, "0.0.0.0", 4445) == "OK"
+    v = enf.drain()
+    assert {e["netvigil.hook"] for e in v} == {"bind4"}
+    assert all(e["fd.lport"] == 4444 and e["netvigil.rule"] == "No backdoor listener" for e in v)
+
+
+def test_detection_denies_following_connections_until_ttl(enf: Ctx) -> None:
+    rs = _rules(f"""
+        - rule: Contact with C2
+          desc: detection-driven deny
+          condition: evt.type = connect and fd.sip = {NS_IP}
+          output: "c2 %fd.sip:%fd.sport"
+          priority: CRITICAL
+          enforce:
+            action: deny
+            scope: process
+            ttl: 2s
+            mode: enforce
+        """)
+    rs.set_enforcement_consumer(enf.manager)
+    # the first connection happened before any rule knew about it: it succeeds
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    event = {"evt.type": "connect", "evt.time": time.time_ns(), "fd.sip": NS_IP, "fd.rip": NS_IP,
+             "fd.sport": TCP_PORT, "fd.rport": TCP_PORT, "fd.l4proto": "tcp",
+             "proc.cgroup_id": enf.cg.a_id, "container.id": "host"}
+    matches = rs.evaluate(event)
+    assert [m.rule for m in matches] == ["Contact with C2"]
+    installed = time.monotonic()
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"   # process scope: a only
+    stats = enf.manager.stats()
+    assert stats["installed"] == 1 and stats["detect_to_entry"]["count"] == 1
+    assert stats["detect_to_entry"]["p99_ms"] < 1000
+    time.sleep(max(0.0, 2.2 - (time.monotonic() - installed)))
+    # expired: the kernel ignores it even before the sweeper runs
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    assert enf.manager.sweep() == 1
+    assert enf.maps.entries() == {}
+    assert len([e for e in enf.drain() if e["netvigil.verdict"] == "deny"]) == 2
+
+
+def test_tc_cuts_established_flow_once_remote_is_denied(enf: Ctx) -> None:
+    client = spawn_in(enf.cg.a, SESSION_CLIENT, NS_IP, TCP_PORT2)
+    try:
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline().startswith("CONNECTED")
+        client.stdin.write("send\n")
+        assert client.stdout.readline().strip() == "OK"
+        # deny the remote for cgroup a: connect hooks no longer matter, tc egress drops
+        key = DenyKey.build(enf.cg.a_id, "egress", "tcp", 0, f"{NS_IP}/32")
+        manual_entries(enf.maps, [key], mode="enforce", ttl_s=60)
+        client.stdin.write("send\n")
+        assert client.stdout.readline().strip() == "TIMEOUT"
+        v = enf.drain()
+        assert v and {e["netvigil.hook"] for e in v} <= {"tc_egress", "tc_ingress"}
+        assert any(e["netvigil.hook"] == "tc_egress" and e["fd.rip"] == NS_IP
+                   and e["fd.rport"] == TCP_PORT2 and e["proc.cgroup_id"] == enf.cg.a_id for e in v)
+        # removing the entry lets the same flow recover (TCP retransmits)
+        enf.maps.remove(key)
+        replies = []
+        for _ in range(4):
+            client.stdin.write("send\n")
+            replies.append(client.stdout.readline().strip())
+            if replies[-1] == "OK":
+                break
+        assert replies[-1] == "OK", replies
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_audit_mode_blocks_nothing_and_reports_would_deny(enf: Ctx) -> None:
+    key = DenyKey.build(0, "egress", "any", 0, f"10.231.0.0/16")
+    manual_entries(enf.maps, [key], mode="audit", ttl_s=60, rule="audit rollout")
+    proc_out = run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT)
+    assert proc_out == "OK hi"
+    assert run_in(enf.cg.b, UDP_CLIENT, NS_IP, UDP_PORT) == "OK hi"
+    v = enf.drain()
+    connects = [e for e in v if e["netvigil.hook"] == "connect4"]
+    assert connects and all(e["netvigil.verdict"] == "audit" for e in v)
+    assert connects[0]["netvigil.rule"] == "audit rollout" and connects[0]["evt.res"] == "SUCCESS"
+    assert any(e["netvigil.hook"] == "sendmsg4" for e in v)
+    assert enf.maps.counters()["denied"] == 0 or all(e["netvigil.verdict"] != "deny" for e in v)
+
+
+def test_enforce_entry_wins_over_audit_entry_at_another_scope(enf: Ctx) -> None:
+    manual_entries(enf.maps, [DenyKey.build(enf.cg.a_id, "egress", "tcp", 0, f"{NS_IP}/32")],
+                   mode="audit", ttl_s=60, rule="audit one")
+    manual_entries(enf.maps, [DenyKey.build(0, "egress", "tcp", TCP_PORT, "10.231.0.0/16")],
+                   mode="enforce", ttl_s=60, rule="enforce one")
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    v = enf.drain()
+    assert [(e["netvigil.verdict"], e["netvigil.rule"]) for e in v] == [("deny", "enforce one")]
+
+
+def test_parent_cgroup_scope_covers_children(enf: Ctx) -> None:
+    parent_id = cgroups.cgroup_id(enf.cg.parent)
+    manual_entries(enf.maps, [DenyKey.build(parent_id, "egress", "tcp", 0, f"{NS_IP}/32")],
+                   mode="enforce", ttl_s=60)
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    assert {e["netvigil.scope_cgroup_id"] for e in enf.drain()} == {parent_id}
+
+
+def test_safety_list_wins_over_deny_entries(enf: Ctx) -> None:
+    safety = SafetyList.build(loopback=True, dns=False, kubernetes_api=False,
+                              extra=[SafeKey.build(f"{NS_IP}/32")])
+    manager = EnforcementManager(enf.maps, safety)
+    manager.reconcile()
+    # an entry naming only the protected address is refused by the manager ...
+    rs = _rules(f"""
+        - rule: Bad rule
+          desc: would cut the node off
+          condition: evt.type = connect
+          output: x
+          priority: WARNING
+          enforce: {{action: deny, scope: node, mode: enforce, static: {{cidrs: [{NS_IP}/32]}}}}
+        """)
+    res = manager.submit(rs.static_enforcements()[0])
+    assert res.installed == () and "safety" in res.rejected
+    # ... and a broad entry that merely contains it is overridden in the kernel
+    manual_entries(enf.maps, [DenyKey.build(0, "egress", "any", 0, "10.231.0.0/16")],
+                   mode="enforce", ttl_s=60)
+    before = enf.maps.counters()["safety_overrides"]
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP_OTHER, TCP_PORT) == EPERM
+    # counted per decision: the connect, and each packet tc let through
+    assert enf.maps.counters()["safety_overrides"] > before
+    # loopback is protected by default
+    manual_entries(enf.maps, [DenyKey.build(0, "egress", "any", 0, "0.0.0.0/0")],
+                   mode="enforce", ttl_s=60)
+    assert run_in(enf.cg.a, BIND_CLIENT, "127.0.0.1", 0) == "OK"
+    assert [e["fd.rip"] for e in enf.drain()] == [NS_IP_OTHER]
+    manager.stop()
+
+
+AGENT = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, %r)
+    from pathlib import Path
+    from sensor.enforcement.datapath import EnforcementDatapath
+    from sensor.enforcement.keys import DenyKey
+    from sensor.enforcement.layout import PinLayout
+    from sensor.enforcement.manager import manual_entries
+    base, cgroup, child_id, ip = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    dp = EnforcementDatapath(PinLayout(Path(base)))
+    report = dp.install(cgroup)
+    if not dp.maps.entries():
+        manual_entries(dp.maps, [DenyKey.build(child_id, "egress", "tcp", 0, ip + "/32")],
+                       mode="enforce", ttl_s=None, rule="persisted")
+    print(json.dumps({"attached": report.attached, "adopted": report.adopted,
+                      "replaced": report.replaced}), flush=True)
+    time.sleep(600)
+""") % str(Path(__file__).resolve().parents[2])
+
+
+def _start_agent(base: Path, tree: CgroupTree) -> tuple[subprocess.Popen, dict]:
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-c", AGENT, str(base), str(tree.parent),
+                             str(tree.a_id), NS_IP], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "agent did not start"
+    return proc, json.loads(line)
+
+
+def _attached_ids(cg: Path) -> dict[int, list[int]]:
+    fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return {at: bpfsys.prog_query(fd, at) for _, at in CGROUP_PROGRAMS.values()}
+    finally:
+        os.close(fd)
+
+
+def test_sigkilled_agent_leaves_enforcement_and_restart_adopts(test_net) -> None:  # noqa: F811
+    tree = make_cgroup_tree(f"netvigil-test-{PID}-kill")
+    layout = pin_layout_for_test("-kill")
+    agents: list[subprocess.Popen] = []
+    try:
+        proc, report = _start_agent(layout.base, tree)
+        agents.append(proc)
+        assert len(report["attached"]) == 6 and report["adopted"] == []
+        assert run_in(tree.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+        first_ids = _attached_ids(tree.parent)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # no agent: enforcement is still in force, and the entry is still pinned
+        assert run_in(tree.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+        assert run_in(tree.b, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+        # restarted agent adopts: nothing attached twice, same programs
+        proc, report = _start_agent(layout.base, tree)
+        agents.append(proc)
+        assert report["attached"] == [] and len(report["adopted"]) == 6
+        assert _attached_ids(tree.parent) == first_ids
+        assert all(len(ids) == 1 for ids in first_ids.values())
+        with EnforcementMaps(layout) as maps:
+            assert [k.network for k in maps.entries()] == [f"{NS_IP}/32"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # cleanup: nothing attached, nothing pinned
+        done = EnforcementDatapath(layout).cleanup()
+        assert done
+        assert not layout.base.exists()
+        assert all(ids == [] for ids in _attached_ids(tree.parent).values())
+        assert run_in(tree.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    finally:
+        for p in agents:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if layout.base.exists():
+            from sensor.enforcement.datapath import remove_all
+            remove_all(layout)
+        _rm_cgroup(tree.parent)
