@@ -19,6 +19,7 @@ class ListValue:
 
     items: tuple[Value, ...]
     offset: int
+    bare: bool = False  # `in list_name` without parentheses
 
 
 @dataclass(frozen=True)

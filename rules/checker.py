@@ -248,6 +248,11 @@ class Checker:
         if isinstance(operand, ast.Value):
             return [(operand.text, operand.offset)]
         out: list[tuple[str, int]] = []
+        if operand.bare and operand.items[0].text not in self.ctx.lists:
+            name = operand.items[0].text
+            raise UnknownNameError(f"unknown list {name}", self._pos(source, operand.offset),
+                                   hint=did_you_mean(name, self.ctx.lists) or
+                                   "write literal values in parentheses: (a, b)")
         for item in operand.items:
             if not item.quoted and item.text in self.ctx.lists:
                 for value in self._expand_list(item.text, [], source, item.offset):

