@@ -165,3 +165,42 @@ def field_rows() -> list[dict[str, str]]:
         rows.append({"name": name, "type": f.type, "event_types": describe_types(f),
                      "description": f.description})
     return rows
+
+
+def events_markdown() -> str:
+    """docs/events.md, generated from this catalogue (a test keeps the file in sync)."""
+    lines = [
+        "# Event fields",
+        "",
+        "<!-- Generated from rules/fields.py by rules.fields.events_markdown(); "
+        "tests/test_rules_fields.py checks it. Do not edit by hand. -->",
+        "",
+        "An event is a flat mapping of Falco field names to values; absent fields are simply",
+        "missing (comparisons on them are false, and outputs render `<NA>`). Derived fields are",
+        "computed by the rule engine from the event's own fields. `netvigil rules fields`",
+        "prints the same table.",
+        "",
+        "## Event types",
+        "",
+        ", ".join(f"`{t}`" for t in EVENT_TYPES) + ".",
+        "",
+        "Every event has `evt.dir` = `<` (the exit side, as Falco's rules expect).",
+        "",
+        "## Fields",
+        "",
+        "| Field | Type | Set on | Description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row, spec in zip(field_rows(), FIELDS):
+        derived = " (derived)" if spec.derived else ""
+        lines.append(f"| `{row['name']}` | {row['type']} | {row['event_types']} | "
+                     f"{row['description']}{derived} |")
+    lines += [
+        "",
+        "Types: `str` text, `int` integer, `port` integer port, `bool` true/false, `ip` an",
+        "address in compressed text form (`::1`, IPv4-mapped as `::ffff:1.2.3.4`), `net` an",
+        "address matched against CIDRs (`fd.snet in (rfc_1918_addresses)`), `list` a list",
+        "(bare use matches if any element matches), `dict` a mapping.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Property tests: malformed YAML and conditions give a RulesError or a ruleset, nothing else."""
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rules.compiler import compile_condition
+from rules.errors import RulesError
+from rules.loader import load_rules_text
+
+TOKENS = ["proc.name", "fd.sport", "fd.snet", "proc.aname[2]", "k8s.pod.label[app]", "evt.type",
+          "=", "!=", "<", ">=", "in", "pmatch", "contains", "glob", "regex", "exists",
+          "intersects", "and", "or", "not", "(", ")", ",", "'x'", '"a b', "443", "10.0.0.0/8",
+          "curl", "m", "l", "[", "]", "\\", "'(a)\\1'", "bcontains", "proc.tty", "unknown.f"]
+FRAGMENTS = ["- rule: r\n", "  desc: d\n", "  condition: ", "  output: %proc.name\n",
+             "  priority: ", "warning\n", "- macro: m\n", "- list: l\n", "  items: [a, b]\n",
+             "  append: true\n", "  override:\n    condition: append\n", "  enabled: false\n",
+             "  exceptions:\n    - name: e\n      fields: [proc.name]\n      values: [[x]]\n",
+             "  enforce:\n    action: deny\n", "proc.name = x\n", "evt.type = connect\n",
+             "[", "{", ":", "- ", "  ", "\n", "'", '"', "&a ", "*a ", "!!python/object ", "\t"]
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+EVENT = {"evt.type": "connect", "proc.name": "curl", "fd.sport": 443, "fd.sip": "10.1.1.1",
+         "proc.aname": ["a", "b"], "k8s.pod.labels": {"app": "x"}}
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(TOKENS), max_size=14))
+def test_condition_token_soup(tokens: list[str]) -> None:
+    text = " ".join(tokens)
+    try:
+        pred = compile_condition(text, macros={"m": "proc.name = curl"}, lists={"l": ["a"]})
+    except RulesError:
+        return
+    assert pred(EVENT) in (True, False)
+
+
+@FUZZ
+@given(st.text(max_size=60))
+def test_condition_arbitrary_text(text: str) -> None:
+    try:
+        compile_condition(text)
+    except RulesError:
+        pass
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=16))
+def test_yaml_fragment_soup(parts: list[str]) -> None:
+    try:
+        rs = load_rules_text("".join(parts), "fuzz.yaml")
+    except RulesError:
+        return
+    rs.evaluate(EVENT)
+
+
+@FUZZ
+@given(st.text(max_size=120))
+def test_yaml_arbitrary_text(text: str) -> None:
+    try:
+        load_rules_text(text, "fuzz.yaml")
+    except RulesError:
+        pass
