@@ -1,10 +1,245 @@
-"""`netvigil enforce ...` sub-commands."""
+"""`netvigil enforce ...` sub-commands.
+
+They work on the pinned maps directly (no compilation), so they act on a
+running agent's enforcement as well as on enforcement left by a dead one.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sensor.enforcement import cgroups
+from sensor.enforcement.datapath import KIND_CGROUP, remove_all
+from sensor.enforcement.errors import EnforcementError, InvalidEntryError
+from sensor.enforcement.keys import (
+    DIRECTION_NAMES, MODE_NAMES, ORIGIN_NAMES, PROTOCOL_NAMES, DenyKey,
+)
+from sensor.enforcement.layout import DEFAULT_BASE, PinLayout
+from sensor.enforcement.manager import manual_entries, scope_label
+from sensor.enforcement.maps import EnforcementMaps, boot_ns
+from sensor.enforcement.safety import SafetyList
+
+_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '10m', '1h', '1d' -> seconds (> 0)."""
+    m = _TTL.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r} (e.g. 90, 30s, 10m, 1h)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _port(text: str) -> int:
+    try:
+        p = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}") from None
+    if not 1 <= p <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r} (1..65535)")
+    return p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `enforce list|block|unblock|flush` to the top-level parser."""
-    p = sub.add_parser("enforce", help="list and manage deny entries")
-    p.set_defaults(func=lambda args: 0)
+    """Add `enforce list|block|unblock|flush|status|cleanup` to the top-level parser."""
+    p = sub.add_parser("enforce", help="list and manage deny entries",
+                       description="Inspect and change the deny entries in the pinned BPF maps.")
+    p.add_argument("--pin-path", type=Path, default=DEFAULT_BASE,
+                   help=f"bpffs directory of the enforcement maps (default {DEFAULT_BASE})")
+    esub = p.add_subparsers(dest="enforce_command", required=True, metavar="ACTION")
+
+    ls = esub.add_parser("list", help="entries with rule, scope, TTL left and hit counts")
+    ls.add_argument("--json", action="store_true", help="one JSON object per entry")
+    ls.add_argument("--rule", help="only entries of this rule")
+    ls.set_defaults(func=cmd_list)
+
+    for name, helptext, func in (("block", "add manual deny entries", cmd_block),
+                                 ("unblock", "remove deny entries with these keys", cmd_unblock)):
+        b = esub.add_parser(name, help=helptext)
+        b.add_argument("--cidr", action="append", default=[],
+                       help="remote network (repeatable; default: any address)")
+        b.add_argument("--port", action="append", type=_port, default=[],
+                       help="remote port (or the listening port with --listen); repeatable; default any")
+        b.add_argument("--proto", choices=sorted(PROTOCOL_NAMES.values()), default="any")
+        b.add_argument("--listen", action="store_true",
+                       help="deny listening on --port (bind), not connecting to a remote")
+        where = b.add_mutually_exclusive_group(required=True)
+        where.add_argument("--cgroup", action="append", default=[],
+                           help="cgroup2 path the entry applies to (and its children); repeatable")
+        where.add_argument("--node", action="store_true", help="apply to every process on the node")
+        if name == "block":
+            b.add_argument("--ttl", type=parse_duration, help="expire after (90, 30s, 10m, 1h); default never")
+            b.add_argument("--mode", choices=("enforce", "audit"), default="enforce")
+            b.add_argument("--rule", default="manual", help="rule name shown in verdicts (default manual)")
+        b.set_defaults(func=func)
+
+    fl = esub.add_parser("flush", help="remove every deny entry (or those of one rule)")
+    fl.add_argument("--rule", help="only entries of this rule")
+    fl.set_defaults(func=cmd_flush)
+
+    st = esub.add_parser("status", help="attachments, safety list, kernel counters")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    cl = esub.add_parser("cleanup", help="detach every program and remove every pinned map")
+    cl.set_defaults(func=cmd_cleanup)
+
+
+def _open(args: argparse.Namespace) -> EnforcementMaps:
+    return EnforcementMaps(PinLayout(args.pin_path))
+
+
+def _keys_from_args(args: argparse.Namespace) -> list[DenyKey]:
+    if args.node:
+        scopes = [0]
+    else:
+        mount = cgroups.cgroup2_mount()
+        scopes = [cgroups.cgroup_id(cgroups.resolve(p, mount)) for p in args.cgroup]
+    if args.listen and not args.port:
+        raise InvalidEntryError("--listen needs --port")
+    if not args.listen and not args.cidr and not args.port:
+        raise InvalidEntryError("give --cidr and/or --port (refusing to deny every destination)")
+    nets = args.cidr or ["::/0"]
+    ports = args.port or [0]
+    direction = "ingress" if args.listen else "egress"
+    return [DenyKey.build(s, direction, args.proto, p, n) for s in scopes for p in ports for n in nets]
+
+
+def _ttl_left(expires_ns: int, now: int) -> str:
+    if expires_ns == 0:
+        return "never"
+    left = (expires_ns - now) / 1e9
+    if left <= 0:
+        return "expired"
+    if left >= 3600:
+        return f"{left / 3600:.1f}h"
+    if left >= 60:
+        return f"{left / 60:.1f}m"
+    return f"{left:.0f}s"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the entries."""
+    with _open(args) as maps:
+        entries = maps.entries()
+        names = maps.rule_names()
+    try:
+        index: cgroups.CgroupIndex | None = cgroups.CgroupIndex()
+    except EnforcementError:
+        index = None
+    now = boot_ns()
+    rows = []
+    for key, val in sorted(entries.items(), key=lambda kv: (names.get(kv[1].rule_id, ""), kv[0])):
+        rule = names.get(val.rule_id, f"rule#{val.rule_id}")
+        if args.rule and rule != args.rule:
+            continue
+        rows.append({
+            "rule": rule, "mode": MODE_NAMES.get(val.mode, "?"), "origin": ORIGIN_NAMES.get(val.origin, "?"),
+            "scope": scope_label(key.scope, index), "scope_cgroup_id": key.scope,
+            "direction": DIRECTION_NAMES.get(key.direction, "?"),
+            "proto": PROTOCOL_NAMES.get(key.protocol, "?"), "port": key.port or "any",
+            "cidr": key.network, "ttl_left": _ttl_left(val.expires_ns, now),
+            "ttl_left_s": None if val.expires_ns == 0 else max(0.0, (val.expires_ns - now) / 1e9),
+            "hits": val.hits,
+        })
+    if args.json or not sys.stdout.isatty():
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    cols = ("rule", "mode", "origin", "scope", "direction", "proto", "port", "cidr", "ttl_left", "hits")
+    table = [[str(r[c]) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(cols)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    if not rows:
+        print("(no deny entries)")
+    return 0
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    """Add manual entries."""
+    keys = _keys_from_args(args)
+    with _open(args) as maps:
+        safety = SafetyList(frozenset(maps.safety()))
+        protected = [k for k in keys if safety.covers(k)]
+        if protected:
+            raise InvalidEntryError(
+                "on the safety list, never denied: " + ", ".join(k.network for k in protected))
+        manual_entries(maps, keys, mode=args.mode, ttl_s=args.ttl, rule=args.rule)
+    for k in keys:
+        print(f"blocked {k.describe()} ({args.mode})")
+    return 0
+
+
+def cmd_unblock(args: argparse.Namespace) -> int:
+    """Remove entries with the given keys."""
+    keys = _keys_from_args(args)
+    removed = 0
+    with _open(args) as maps:
+        for k in keys:
+            removed += maps.remove(k)
+    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
+    return 0 if removed else 1
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    """Remove every entry (or those of one rule)."""
+    with _open(args) as maps:
+        if args.rule:
+            names = maps.rule_names()
+            n = 0
+            for key, val in maps.entries().items():
+                if names.get(val.rule_id) == args.rule:
+                    n += maps.remove(key)
+        else:
+            n = maps.flush()
+    print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Attachments, safety list and counters."""
+    with _open(args) as maps:
+        recs = maps.attach_records()
+        info = {
+            "pin_path": str(args.pin_path),
+            "attachments": [{"kind": "cgroup" if r.kind == KIND_CGROUP else "tc",
+                             "target": r.target, "attach_type": r.attach_type, "prog_id": r.prog_id}
+                            for r in recs.values()],
+            "safety": [f"{s.network}" + (f" port {s.port}" if s.port else "") for s in sorted(maps.safety())],
+            "entries": len(maps.entries()),
+            "counters": maps.counters(),
+        }
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(info))
+        return 0
+    print(f"pinned under {info['pin_path']}: {info['entries']} entries")
+    for a in info["attachments"]:
+        print(f"  {a['kind']:6} {a['target']} (type {a['attach_type']}, prog {a['prog_id']})")
+    print("safety list: " + (", ".join(info["safety"]) or "(empty)"))
+    print("counters: " + ", ".join(f"{k}={v}" for k, v in info["counters"].items()))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove everything."""
+    done = remove_all(PinLayout(args.pin_path))
+    for line in done:
+        print(line)
+    if not done:
+        print(f"nothing installed under {args.pin_path}")
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:  # pragma: no cover (debug helper)
+    """Run `enforce` alone: main(['list'])."""
+    parser = argparse.ArgumentParser(prog="netvigil")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["enforce", *argv])
+    return int(args.func(args) or 0)

@@ -365,3 +365,43 @@ def test_sigkilled_agent_leaves_enforcement_and_restart_adopts(test_net) -> None
             from sensor.enforcement.datapath import remove_all
             remove_all(layout)
         _rm_cgroup(tree.parent)
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from sensor.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_block_list_unblock_flush_on_pinned_maps(enf: Ctx, capsys) -> None:
+    import json
+
+    base = str(enf.dp.layout.base)
+    cg_a = "/" + str(enf.cg.a.relative_to(cgroups.cgroup2_mount()))
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "block", "--cidr", NS_IP, "--port",
+                      str(TCP_PORT), "--proto", "tcp", "--cgroup", cg_a, "--ttl", "1m")
+    assert rc == 0 and "blocked" in out
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+    assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "list", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["rule"], row["mode"], row["scope"], row["cidr"], row["port"], row["hits"]) == \
+        ("manual", "enforce", cg_a, f"{NS_IP}/32", TCP_PORT, 1)
+    assert 50 < row["ttl_left_s"] <= 60
+    # the safety list (loopback) refuses a manual entry too
+    rc, _, err = _cli(capsys, "enforce", "--pin-path", base, "block", "--cidr", "127.0.0.1", "--node")
+    assert rc == 2 and "safety list" in err
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "unblock", "--cidr", NS_IP, "--port",
+                      str(TCP_PORT), "--proto", "tcp", "--cgroup", cg_a)
+    assert rc == 0 and "removed 1 entry" in out
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+    _cli(capsys, "enforce", "--pin-path", base, "block", "--port", "9999", "--node", "--mode", "audit")
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "flush")
+    assert rc == 0 and "removed 1 entry" in out
+    assert enf.maps.entries() == {}
+    rc, _, err = _cli(capsys, "enforce", "--pin-path", base + "-missing", "list")
+    assert rc == 2 and "no enforcement maps pinned" in err
