@@ -5,7 +5,7 @@ one expression, so decoding costs about one dict construction per event.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sensor.recording import encoder as enc
@@ -37,38 +37,52 @@ class SegmentDecoder:
         self.last_t = created if isinstance(created, int) else 0
         self.last_num = 0
 
-    def decode(self, records: list[list], on_error: Callable[[int, Exception], None]
-               ) -> list[Item]:
-        """Items of ``records``; a record that fails calls ``on_error(position, exc)``."""
+    def decode(self, records: list[list], on_error: Callable[[int, Exception], None],
+               resolve: Callable[[str], Mapping[str, Any]] | None = None,
+               on_process: Callable[[dict], None] | None = None) -> list[Item]:
+        """Items of ``records``; a record that fails calls ``on_error(position, exc)``.
+
+        With ``resolve`` (exec_id -> process fields, e.g. ProcessTable.fields) events come
+        out fully hydrated as ``(IT_EVENT, exec_id, {**process_fields, **event_fields})``;
+        ``on_process`` sees each process record as it is decoded (before later events).
+        Without ``resolve`` events carry only their own fields.
+        """
         out: list[Item] = []
         append = out.append
         shapes, refs, pids = self.shapes, self.refs, self.pids
+        empty: dict[str, Any] = {}
         n = len(records)
         i = 0
+        last_t = self.last_t
         while i < n:
             try:
                 for i in range(i, n):  # noqa: B020 - resumes after a failed record
                     rec = records[i]
-                    kind = rec[0]
-                    if kind == fmt.K_EVENT:
+                    if rec[0] == 1:  # fmt.K_EVENT
                         _, sid, dt, ref, vals, _tag = rec
                         if dt is not None:
-                            t = self.last_t = self.last_t + dt
+                            last_t += dt
+                            t = last_t
                         else:
                             t = None
                         if ref is None:
-                            append((IT_EVENT, None, shapes[sid](vals, t, None)))
+                            append((IT_EVENT, None, shapes[sid](vals, t, None, empty)))
                         else:
-                            append((IT_EVENT, refs[ref], shapes[sid](vals, t, pids[ref])))
+                            exec_id = refs[ref]
+                            append((IT_EVENT, exec_id, shapes[sid](
+                                vals, t, pids[ref], resolve(exec_id) if resolve else empty)))
                     else:
                         item = self._other(rec)
                         if item is not None:
                             append(item)
+                            if on_process is not None and item[0] is IT_PROCESS:
+                                on_process(item[1])
                 break
             except (KeyError, IndexError, TypeError, ValueError, AttributeError,
                     DecodeError) as exc:
                 on_error(i, exc)
                 i += 1
+        self.last_t = last_t
         return out
 
     def _other(self, rec: list) -> Item | None:
@@ -112,39 +126,55 @@ class SegmentDecoder:
         return None
 
     def _compile(self, var: list, consts: list, derive: int, has_time: int) -> Callable:
-        """Build the decode function of one shape; names only enter via its namespace."""
-        ns: dict[str, Any] = {"V": self.values, "S": self, "DecodeError": DecodeError}
-        parts = []
-        pre = []
+        """Build the decode function of one shape.
+
+        Field names and constant values only enter the generated code through its
+        namespace (default arguments), never as source text.
+        """
+        if not isinstance(var, list) or not isinstance(consts, list) or not isinstance(derive, int):
+            raise DecodeError("malformed shape")
+        fields = self.fields
+        ns: dict[str, Any] = {"DecodeError": DecodeError}
+        params = ["V=V", "S=S", "CD=CD"]
+        defaults: dict[str, Any] = {"V": self.values, "S": self,
+                                    "CD": {fields[fid]: value for fid, value in consts}}
+        pre: list[str] = []
+        parts: list[str] = []
+        where: dict[str, str] = {}  # field name -> expression holding its value
         if has_time:
             parts.append("'evt.time': t")
-        for i, (fid, value) in enumerate(consts):
-            ns[f"C{i}"] = self.fields[fid]
-            ns[f"CV{i}"] = value
-            parts.append(f"C{i}: CV{i}")
+        for name, value in defaults["CD"].items():
+            key = f"c{len(where)}"
+            defaults[key] = value
+            params.append(f"{key}={key}")
+            where[name] = key
         for i, (fid, codec) in enumerate(var):
-            ns[f"K{i}"] = self.fields[fid]
+            name = fields[fid]
+            defaults[f"K{i}"] = name
+            params.append(f"K{i}=K{i}")
             if codec == fmt.C_INTERN:
-                parts.append(f"K{i}: V[v[{i}]]")
+                pre.append(f"    x{i} = V[v[{i}]]")
             elif codec == fmt.C_DELTA:
-                pre.append(f"    n{i} = S.last_num = S.last_num + v[{i}]")
-                parts.append(f"K{i}: n{i}")
+                pre.append(f"    x{i} = S.last_num = S.last_num + v[{i}]")
             elif codec == fmt.C_RAW:
-                parts.append(f"K{i}: v[{i}]")
+                pre.append(f"    x{i} = v[{i}]")
             else:
                 raise DecodeError(f"unknown field codec {codec!r}")
-        lines = ["def f(v, t, pid):",
-                 f"    if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
-        lines += pre
-        lines.append("    d = {" + ", ".join(parts) + "}")
+            parts.append(f"K{i}: x{i}")
+            where[name] = f"x{i}"
         if derive & enc.D_FDNAME:
-            lines.append("    d['fd.name'] = f\"{d['fd.cip']}:{d['fd.cport']}->"
-                         "{d['fd.sip']}:{d['fd.sport']}\"")
+            c, cp, sv, sp = (where[k] for k in enc.FDNAME_SOURCES)
+            parts.append(f"'fd.name': f'{{{c}}}:{{{cp}}}->{{{sv}}}:{{{sp}}}'")
         for target, source, flag in enc.COPY_DERIVATIONS:
             if derive & flag:
-                lines.append(f"    d[{target!r}] = d[{source!r}]")
+                parts.append(f"{target!r}: {where[source]}")
         if derive & enc.D_TID_PID:
-            lines.append("    d['thread.tid'] = pid if pid is not None else d.get('proc.pid')")
-        lines.append("    return d")
+            alt = where.get("proc.pid", "B.get('proc.pid')")
+            parts.append(f"'thread.tid': pid if pid is not None else {alt}")
+        lines = [f"def f(v, t, pid, B, {', '.join(params)}):",
+                 f"    if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
+        lines += pre
+        lines.append("    return {**B, **CD, " + ", ".join(parts) + "}")
+        ns.update(defaults)
         exec("\n".join(lines), ns)  # noqa: S102 - code built from our own templates only
         return ns["f"]

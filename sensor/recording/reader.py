@@ -151,6 +151,11 @@ class SegmentReader:
                             and _is_seal(obj):
                         end = pos + u.tell()
                         seal_start = end - len(_pack(obj))
+                        if adopt_next and isinstance(obj[2], int) and obj[2] > index + len(recs):
+                            self.problems.append(Problem(
+                                self.path, f"{obj[2] - index - len(recs)} record(s) lost in "
+                                f"the damaged bytes (records {index}..{obj[2] - len(recs) - 1})",
+                                record=index, offset=blk_start))
                         blk = self._seal(blk_start, seal_start, recs, index, prev_candidates,
                                          obj, adopt_next)
                         adopt_next = False
@@ -336,12 +341,14 @@ class SegmentReader:
         expect = base
         unverified_since = 0
         bad_set = set(bad_positions)
+        found_set = {orig for orig, _, _ in found}
         last_pos = -1
         for orig, pos, _ in found:
             unverified_since = sum(1 for p in range(last_pos + 1, pos) if p in bad_set)
             last_pos = pos
             if orig > expect:
-                missing = orig - expect - unverified_since
+                missing = sum(1 for k in range(expect, orig) if k not in found_set) \
+                    - unverified_since
                 if missing > 0:
                     problems.append(Problem(
                         self.path, f"{missing} record(s) before this one are missing "

@@ -1,0 +1,4 @@
+"""Compatibility name: ``sensor.recording.writer.Recorder`` is ``sensor.recording.Recorder``."""
+from sensor.recording.recorder import Recorder
+
+__all__ = ["Recorder"]

@@ -1,0 +1,176 @@
+"""The replay engine: recorded segments back into full events, as the live sensor saw them.
+
+Process records rebuild a ``ProcessTable``; each event's own fields are merged over its
+process's cached fields (``{**proc_fields, **event_fields}``), so rules see exactly the
+flat event the live sensor evaluated.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sensor.process_table import ProcessRecord, ProcessTable
+from sensor.recording.decoder import IT_ALERT, IT_EVENT, IT_VERDICT, SegmentDecoder
+from sensor.recording.errors import SegmentFormatError
+from sensor.recording.reader import Problem, SegmentReader
+from sensor.replay.source import SegmentRef, discover
+
+log = logging.getLogger(__name__)
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+class Replayer:
+    """Reads recordings under ``paths`` and yields the selected events, in order.
+
+    ``report`` receives every integrity/format problem as it is found (reading goes on
+    with what is sound). ``keep_records`` keeps every process record seen (latest
+    version by exec_id) in ``records`` for ancestry views.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, key: bytes | str | None = None,
+                 since_ns: int | None = None, until_ns: int | None = None,
+                 where: Predicate | None = None,
+                 report: Callable[[Problem], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 keep_records: bool = False) -> None:
+        self._key = key
+        self.since_ns, self.until_ns = since_ns, until_ns
+        self.where = where
+        self.problems: list[Problem] = []
+        self._report_cb = report
+        self._progress = progress
+        self.segments: list[SegmentRef] = discover(paths, self._report)
+        self.table = ProcessTable()
+        self.keep_records = keep_records
+        self.records: dict[str, dict[str, Any]] = {}
+        self.recorded_alerts: list[dict[str, Any]] = []
+        self.verdicts: list[dict[str, Any]] = []
+        self.host = "?"
+        self.hosts: set[str] = set()
+        self.stats = {"segments": 0, "segments_skipped": 0, "events_read": 0,
+                      "events_selected": 0, "processes": 0, "records": 0}
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self._path = Path()
+
+    def _report(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        if self._report_cb is not None:
+            self._report_cb(problem)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of all segments to read (for progress)."""
+        return sum(r.size for r in self.segments)
+
+    def _skip(self, ref: SegmentRef) -> bool:
+        if self.until_ns is not None and ref.first_ns is not None and ref.first_ns > self.until_ns:
+            return True
+        return (self.since_ns is not None and ref.last_ns is not None
+                and ref.last_ns < self.since_ns)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The selected events, fully hydrated (proc.*, container.*, k8s.* fields)."""
+        last_by_host: dict[str, tuple[SegmentRef, bytes | None]] = {}
+        done_bytes = 0
+        total = self.total_bytes
+        for ref in self.segments:
+            if self._skip(ref):
+                self.stats["segments_skipped"] += 1
+                footer_hash = ref.footer.get("chain_hash") if ref.footer else None
+                last_by_host[ref.host] = (ref, footer_hash)
+                done_bytes += ref.size
+                continue
+            try:
+                reader = SegmentReader(ref.path, key=self._key)
+            except SegmentFormatError as exc:
+                self._report(Problem(ref.path, str(exc).removeprefix(f"{ref.path}: "),
+                                     kind="format"))
+                continue
+            self._check_link(ref, last_by_host.get(ref.host))
+            self.host = ref.host
+            self.hosts.add(ref.host)
+            self.stats["segments"] += 1
+            yield from self._segment_events(ref, reader)
+            for p in reader.problems:
+                self._report(p)
+            last_by_host[ref.host] = (ref, reader.final_hash)
+            done_bytes += ref.size
+            if self._progress is not None:
+                self._progress(done_bytes, total)
+
+    def _check_link(self, ref: SegmentRef, prev: tuple[SegmentRef, bytes | None] | None) -> None:
+        if prev is None:
+            return
+        pref, phash = prev
+        link = ref.header.get("prev_hash")
+        if pref.seq + 1 != ref.seq or link is None or phash is None:
+            return
+        if link != phash:
+            self._report(Problem(ref.path, f"does not continue {pref.path.name} (link hash "
+                                 f"mismatch): {pref.path.name} was replaced, or altered at "
+                                 f"its end", kind="link"))
+
+    def _add_process(self, d: dict[str, Any]) -> None:
+        self.stats["processes"] += 1
+        try:
+            self.table.add(ProcessRecord.from_dict(d))
+        except (TypeError, ValueError) as exc:
+            self._report(Problem(self._path, f"bad process record {d.get('exec_id')!r}: {exc}"))
+            return
+        if self.keep_records:
+            self.records[d["exec_id"]] = d
+
+    def _segment_events(self, ref: SegmentRef, reader: SegmentReader) -> Iterator[dict[str, Any]]:
+        dec = SegmentDecoder(reader.header)
+        table = self.table
+        resolve = table.fields
+        since, until, where = self.since_ns, self.until_ns, self.where
+        stats = self.stats
+        progress = self._progress
+        self._path = ref.path
+        add_process = self._add_process
+        for blk in reader.blocks():
+            def on_error(i: int, exc: Exception, blk=blk) -> None:
+                index, offset = blk.position(i)
+                self._report(Problem(ref.path, f"undecodable record ({type(exc).__name__}: "
+                                     f"{exc}); skipped", record=index, offset=offset))
+            items = dec.decode(blk.records, on_error, resolve, add_process)
+            stats["records"] += len(blk.records)
+            n_read = 0
+            n_sel = 0
+            for item in items:
+                kind = item[0]
+                if kind is IT_EVENT:
+                    n_read += 1
+                    ev = item[2]
+                    t = ev.get("evt.time")
+                    if since is not None or until is not None:
+                        if t is None or (since is not None and t < since) or (
+                                until is not None and t > until):
+                            continue
+                    if where is not None and not where(ev):
+                        continue
+                    n_sel += 1
+                    if t is not None:
+                        if self.first_ns is None or t < self.first_ns:
+                            self.first_ns = t
+                        if self.last_ns is None or t > self.last_ns:
+                            self.last_ns = t
+                    yield ev
+                    if ev.get("evt.type") == "procexit":
+                        pid = ev.get("proc.pid")
+                        if isinstance(pid, int) and t is not None:
+                            status = ev.get("evt.arg.status")
+                            table.exit(pid, t, status if isinstance(status, int) else None)
+                elif kind is IT_ALERT:
+                    self.recorded_alerts.append(item[1])
+                elif kind is IT_VERDICT:
+                    self.verdicts.append(item[1])
+            stats["events_read"] += n_read
+            stats["events_selected"] += n_sel
+            if progress is not None:
+                progress(-1, 0)  # heartbeat: lets a progress bar refresh mid-segment
