@@ -47,6 +47,13 @@ def parse_time(text: str) -> int:
     return int(base.timestamp()) * 1_000_000_000 + nanos
 
 
+def falco_output_prefix(time_ns: int, priority: str) -> str:
+    """The "HH:MM:SS.nnnnnnnnn: Priority " Falco puts before a rule's rendered output."""
+    seconds, nanos = divmod(int(time_ns), 1_000_000_000)
+    clock = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc).strftime("%H:%M:%S")
+    return f"{clock}.{nanos:09d}: {priority} "
+
+
 def _jsonable(value: Any) -> Any:
     """Keep JSON-typed values (str/int/float/bool/None/list/dict) as they are; stringify others."""
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -87,6 +94,7 @@ class Alert:
     def from_match(cls, match: Any, hostname: str, extras: Mapping[str, Any] | None = None) -> Alert:
         """Build an alert from a `rules.match.RuleMatch` (only its documented attributes).
 
+        `output` is Falco's: "HH:MM:SS.nnnnnnnnn: Priority " + the rendered rule output.
         output_fields = the match's output_fields, plus process/container/pod context from
         the event, plus the enforcement taken (`netvigil.enforce.*`), plus `extras`.
         """
@@ -100,9 +108,12 @@ class Alert:
             if extras:
                 fields.update({str(k): _jsonable(v) for k, v in extras.items()})
             priority = normalize_priority(match.priority) or str(match.priority)
+            prefix = falco_output_prefix(int(match.time_ns), priority)
+            output = str(match.output)
             return cls(
                 time_ns=int(match.time_ns), rule=str(match.rule), priority=priority,
-                output=str(match.output), output_fields=fields, hostname=hostname,
+                output=output if output.startswith(prefix) else prefix + output,
+                output_fields=fields, hostname=hostname,
                 source=str(getattr(match, "source", "syscall") or "syscall"),
                 tags=tuple(str(t) for t in (getattr(match, "tags", ()) or ())),
             )

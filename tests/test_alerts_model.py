@@ -24,6 +24,8 @@ def test_from_match_gives_falco_json_with_uuid() -> None:
     assert data["hostname"] == "node-1"
     assert data["tags"] == ["network", "mitre_command_and_control"]
     assert data["time"] == "2025-11-21T04:40:00.123456789Z"
+    # Falco's output line: time of day and priority, then the rendered rule output
+    assert data["output"] == "04:40:00.123456789: Warning Outbound connection (proc=curl dest=203.0.113.7:4444)"
     assert len(data["uuid"]) == 36 and data["uuid"].count("-") == 4
     # typed values survive: ints stay ints
     assert data["output_fields"]["fd.rport"] == 4444

@@ -128,9 +128,13 @@ def build_message(alert: Alert, *, channel: str | None = None, username: str | N
     colour = PRIORITY_COLOURS.get(alert.priority, "#cccccc")
     notification = fit(f"[{alert.priority}] {alert.rule} on {alert.hostname}", NOTIFICATION_LIMIT)
     header = f"*{fit(alert.rule, 200)}*\n"
+    output = alert.output
+    prefix = f"{alert.time[11:29]}: {alert.priority} "
+    if output.startswith(prefix):
+        output = output[len(prefix):]  # time and priority are shown in their own places
     blocks = [
         {"type": "section",
-         "text": {"type": "mrkdwn", "text": header + fit(alert.output, SECTION_TEXT_LIMIT - len(header))}},
+         "text": {"type": "mrkdwn", "text": header + fit(output, SECTION_TEXT_LIMIT - len(header))}},
         {"type": "section", "fields": fields},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": fit(context, CONTEXT_TEXT_LIMIT)}]},
     ]

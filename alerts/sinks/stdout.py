@@ -38,10 +38,15 @@ def parse_settings(raw: Mapping[str, object], where: str,
 
 
 def format_text(alert: Alert, colour: bool) -> str:
-    """Falco's text layout: "HH:MM:SS.nnnnnnnnn: Priority output (rule)"."""
-    clock = alert.time[11:29]
-    prio = f"{_ANSI.get(alert.priority, '')}{alert.priority}{_RESET}" if colour else alert.priority
-    return f"{clock}: {prio} {alert.output} [rule: {alert.rule}]"
+    """Falco's text line ("HH:MM:SS.nnnnnnnnn: Priority output") plus the rule name."""
+    output = alert.output
+    prefix = f"{alert.time[11:29]}: {alert.priority} "
+    if not output.startswith(prefix):
+        output = prefix + output
+    if colour:
+        coloured = f"{_ANSI.get(alert.priority, '')}{alert.priority}{_RESET}"
+        output = output.replace(f": {alert.priority} ", f": {coloured} ", 1)
+    return f"{output} [rule: {alert.rule}]"
 
 
 class StdoutSink(Sink):
