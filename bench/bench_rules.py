@@ -42,7 +42,9 @@ def make_events(n: int, seed: int = 7) -> list[dict]:
         if r < 0.40:
             sip = rnd.choice(["10.0.3.7", "10.96.0.1", "93.184.216.34", "140.82.112.3",
                               "127.0.0.1", "172.17.0.2"])
-            port = rnd.choice([443, 80, 5432, 6379, 53, 8080, 9090])
+            port = 22 if name == "ssh" else rnd.choice([443, 80, 5432, 6379, 53, 8080, 9090])
+            if rnd.random() < 0.005 and cid != "host":  # the odd metadata-service probe
+                sip, port = "169.254.169.254", 80
             proto = "udp" if port == 53 else "tcp"
             base.update({"evt.type": "connect", "evt.res": "SUCCESS", "evt.rawres": 0,
                          "fd.type": "ipv4", "fd.typechar": "4", "fd.l4proto": proto,
@@ -64,6 +66,8 @@ def make_events(n: int, seed: int = 7) -> list[dict]:
         elif r < 0.97:
             base.update({"evt.type": "procexit", "evt.arg.status": 0, "evt.arg.sig": 0})
         else:
+            if rnd.random() < 0.95:  # an interpreter listening is rare (and alerts)
+                base["proc.name"] = rnd.choice(["nginx", "envoy", "java", "redis-server"])
             base.update({"evt.type": "listen", "fd.type": "ipv4", "fd.l4proto": "tcp",
                          "fd.sip": "0.0.0.0", "fd.sport": 8080, "fd.lport": 8080,
                          "fd.lip": "0.0.0.0", "fd.num": 3})
@@ -110,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     shipped = load_rules([DEFAULT_RULES])
     load_ms = (time.perf_counter() - t0) * 1000
-    rate, matches = throughput(shipped, events, seconds)
-    per_pass = matches / max(1, round(rate * seconds / len(events)))
+    rate, _ = throughput(shipped, events, seconds)
+    alerting = sum(1 for e in events if shipped.evaluate(e))
     print(f"shipped library: {len(shipped)} rules loaded in {load_ms:.0f} ms")
     print(f"shipped library: {rate:,.0f} events/s on one core "
-          f"({1e6 / rate:.2f} us/event, ~{per_pass / len(events) * 100:.2f}% events alert)")
+          f"({1e6 / rate:.2f} us/event; {alerting} of {len(events):,} events alert)")
 
     costs = {}
     for n in (10, 100, 1000):
