@@ -34,7 +34,7 @@ from sensor.enforcement.verdicts import verdict_callback
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+BPF_DIR = Path(os.environ.get("NETVIGIL_BPF_DIR") or Path(__file__).resolve().parents[2] / "bpf")
 SOURCE = "enforce.c"
 HEADER = "enforce.h"
 TC_PREF = 49374          # our tc filter priority (0xC0DE)

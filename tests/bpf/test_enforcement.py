@@ -350,6 +350,17 @@ def test_sigkilled_agent_leaves_enforcement_and_restart_adopts(test_net) -> None
             assert [k.network for k in maps.entries()] == [f"{NS_IP}/32"]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        # an agent with different BPF source replaces the programs, still one copy each
+        dp = EnforcementDatapath(layout)
+        try:
+            dp.load().meta_set(0, 1)
+            report2 = dp.install(tree.parent)
+        finally:
+            dp.close()
+        assert len(report2.replaced) == 6 and report2.adopted == []
+        new_ids = _attached_ids(tree.parent)
+        assert all(len(ids) == 1 for ids in new_ids.values()) and new_ids != first_ids
+        assert run_in(tree.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
         # cleanup: nothing attached, nothing pinned
         done = EnforcementDatapath(layout).cleanup()
         assert done
