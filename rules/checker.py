@@ -30,6 +30,9 @@ IP_OPS = STRING_OPS
 NET_OPS = frozenset({"=", "!=", "in", "intersects", "exists"})
 UNSUPPORTED_OPS = frozenset({"bcontains", "bstartswith"})
 MAX_EXPANDED_DEPTH = 60
+#: Caps that stop macro/list "billion laughs" from hanging the loader.
+MAX_EXPANDED_NODES = 50_000
+MAX_LIST_VALUES = 200_000
 
 
 # --------------------------------------------------------------------------- checked tree
@@ -165,6 +168,8 @@ class Checker:
     def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx
         self.stack: list[str] = []
+        self.nodes = 0
+        self.values = 0
 
     def check(self, node: ast.Node, source: SourceText) -> CNode:
         return self._node(node, source, 0)
@@ -175,6 +180,11 @@ class Checker:
     def _node(self, node: ast.Node, source: SourceText, depth: int) -> CNode:
         if depth > MAX_EXPANDED_DEPTH:
             raise RuleLoadError("condition nested too deeply (after expanding macros)",
+                                self._pos(source, getattr(node, "offset", 0)))
+        self.nodes += 1
+        if self.nodes > MAX_EXPANDED_NODES:
+            raise RuleLoadError(f"condition too large after expanding macros (more than "
+                                f"{MAX_EXPANDED_NODES} terms)",
                                 self._pos(source, getattr(node, "offset", 0)))
         if isinstance(node, ast.And):
             return CAnd(tuple(self._node(n, source, depth + 1) for n in node.items))
@@ -267,6 +277,11 @@ class Checker:
                                 self._pos(source, offset))
         self.ctx.used_lists.add(name)
         for item in self.ctx.lists[name]:
+            self.values += 1
+            if self.values > MAX_LIST_VALUES:
+                raise RuleLoadError(f"list {name} too large after expanding nested lists "
+                                    f"(more than {MAX_LIST_VALUES} values)",
+                                    self._pos(source, offset))
             raw = item if isinstance(item, str) else str(item)
             if raw in self.ctx.lists and raw != name:
                 yield from self._expand_list(raw, stack + [name], source, offset)

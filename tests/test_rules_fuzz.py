@@ -61,3 +61,33 @@ def test_yaml_arbitrary_text(text: str) -> None:
         load_rules_text(text, "fuzz.yaml")
     except RulesError:
         pass
+
+
+def test_macro_and_list_bombs_are_errors_not_hangs() -> None:
+    macros = {"m0": "proc.name = a"}
+    for i in range(1, 25):
+        macros[f"m{i}"] = f"(m{i - 1} or m{i - 1} or m{i - 1})"
+    try:
+        compile_condition("m24", macros=macros)
+    except RulesError as exc:
+        assert "too large" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected an error")
+    lists = {"l0": ["a"] * 10}
+    for i in range(1, 12):
+        lists[f"l{i}"] = [f"l{i - 1}"] * 10
+    try:
+        compile_condition("proc.name in (l11)", lists=lists)
+    except RulesError as exc:
+        assert "too large" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected an error")
+
+
+def test_deeply_nested_yaml_is_an_error() -> None:
+    try:
+        load_rules_text("- rule: " + "[" * 5000 + "]" * 5000, "deep.yaml")
+    except RulesError as exc:
+        assert "deep.yaml" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected an error")
