@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -291,7 +293,4 @@ def apply_overrides(data: Mapping[str, Any] | None, overrides: Sequence[str],
 
 def resolve_hostname(config: AlertsConfig) -> str:
     """The hostname alerts carry: `alerts.hostname`, else $NODE_NAME (Kubernetes), else the host's."""
-    import os
-    import socket
-
     return config.hostname or os.environ.get("NODE_NAME") or socket.gethostname()

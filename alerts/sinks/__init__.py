@@ -1,7 +1,7 @@
 """Alert sinks: stdout, JSON-lines file, Slack, generic webhook, falcosidekick."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from alerts.secrets import Redactor
@@ -36,4 +36,4 @@ def build_sink(name: str, sink_type: str, settings: Any, *, timeout_s: float,
     raise ValueError(f"unknown sink type {sink_type!r}")
 
 
-__all__ = ["Sink", "SINK_TYPES", "SETTINGS_PARSERS", "build_sink", "Mapping"]
+__all__ = ["Sink", "SINK_TYPES", "SETTINGS_PARSERS", "build_sink"]

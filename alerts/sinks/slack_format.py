@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from alerts.model import SUPPRESSED_COUNT, Alert
+from alerts.model import Alert
 from alerts.priority import PRIORITY_COLOURS
 
 SECTION_TEXT_LIMIT = 3000
