@@ -41,7 +41,7 @@ class Replayer:
         self.where = where
         self.problems: list[Problem] = []
         self._report_cb = report
-        self._progress = progress
+        self.progress = progress
         self.segments: list[SegmentRef] = discover(paths, self._report)
         self.table = ProcessTable()
         self.keep_records = keep_records
@@ -99,8 +99,8 @@ class Replayer:
                 self._report(p)
             last_by_host[ref.host] = (ref, reader.final_hash)
             done_bytes += ref.size
-            if self._progress is not None:
-                self._progress(done_bytes, total)
+            if self.progress is not None:
+                self.progress(done_bytes, total)
 
     def _check_link(self, ref: SegmentRef, prev: tuple[SegmentRef, bytes | None] | None) -> None:
         if prev is None:
@@ -130,7 +130,7 @@ class Replayer:
         resolve = table.fields
         since, until, where = self.since_ns, self.until_ns, self.where
         stats = self.stats
-        progress = self._progress
+        progress = self.progress
         self._path = ref.path
         add_process = self._add_process
         for blk in reader.blocks():
