@@ -357,7 +357,7 @@ class Checker:
 def _access(spec: FieldSpec, arg: str | None, pos: Position | None) -> tuple[str, tuple, str]:
     """How a field is read: (access kind, source fields, type of each compared value)."""
     name = spec.name
-    if spec.type == "net":
+    if spec.cidr:
         return ("either" if len(DERIVED_SOURCES[name]) > 1 else "direct",
                 DERIVED_SOURCES[name], "net")
     if name in DERIVED_SOURCES:

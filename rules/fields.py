@@ -1,7 +1,8 @@
 """The field catalogue: every event field netvigil emits or derives, its type and origin.
 
 Types: ``str``, ``int``, ``bool``, ``list``, ``dict``, ``ip`` (an address in text form),
-``port`` (an int), ``net`` (an ``ip`` field viewed as a CIDR-matchable network).
+``port`` (an int). ``ip`` fields with ``cidr=True`` (fd.net, fd.snet, ...) compare the
+address with CIDRs.
 ``netvigil rules fields`` prints this table and docs/events.md is checked against it.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class FieldSpec:
     arg: str = ""
     derived: bool = False
     arg_type: str = ""  # type of `field[arg]` when it differs from `type`
+    cidr: bool = False  # compared with CIDRs (fd.net, fd.snet, ...)
 
 
 _F = FieldSpec
@@ -114,12 +116,16 @@ FIELDS: tuple[FieldSpec, ...] = (
        NETWORK_EVENT_TYPES, derived=True),
     _F("fd.port", "port", "Either end's port (matches when fd.cport or fd.sport matches).",
        NETWORK_EVENT_TYPES, derived=True),
-    _F("fd.net", "net", "Either end's IP, matched against CIDRs.", NETWORK_EVENT_TYPES,
-       derived=True),
-    _F("fd.cnet", "net", "fd.cip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
-    _F("fd.snet", "net", "fd.sip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
-    _F("fd.lnet", "net", "fd.lip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
-    _F("fd.rnet", "net", "fd.rip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True),
+    _F("fd.net", "ip", "Either end's IP, matched against CIDRs.", NETWORK_EVENT_TYPES,
+       derived=True, cidr=True),
+    _F("fd.cnet", "ip", "fd.cip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
+       cidr=True),
+    _F("fd.snet", "ip", "fd.sip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
+       cidr=True),
+    _F("fd.lnet", "ip", "fd.lip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
+       cidr=True),
+    _F("fd.rnet", "ip", "fd.rip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
+       cidr=True),
     # --- netvigil extensions ---------------------------------------------------------
     _F("netvigil.verdict", "str", "Kernel enforcement decision: deny or audit.",
        ("netvigil_verdict",)),
@@ -198,8 +204,8 @@ def events_markdown() -> str:
     lines += [
         "",
         "Types: `str` text, `int` integer, `port` integer port, `bool` true/false, `ip` an",
-        "address in compressed text form (`::1`, IPv4-mapped as `::ffff:1.2.3.4`), `net` an",
-        "address matched against CIDRs (`fd.snet in (rfc_1918_addresses)`), `list` a list",
+        "address in compressed text form (`::1`, IPv4-mapped as `::ffff:1.2.3.4`); the",
+        "`fd.*net` fields compare it with CIDRs (`fd.snet in (rfc_1918_addresses)`); `list` a list",
         "(bare use matches if any element matches), `dict` a mapping.",
         "",
     ]

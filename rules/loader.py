@@ -323,6 +323,9 @@ class _Collector:
                 continue
             compiled.append(result)
             stats[file]["loaded"] += 1
+            if result.evt_types is None and result.enabled:
+                self.notes.append(f"{file}: rule {rule.name!r} does not constrain evt.type, so "
+                                  "it is tried on every event (add evt.type = ... if you can)")
         if self.errors:
             if len(self.errors) == 1:
                 raise self.errors[0]
