@@ -53,10 +53,10 @@ class SensorProgram:
         self._on_record = on_record
         self._error: BaseException | None = None
         self._cb = _RINGBUF_CB(self._trampoline)
-        table = self.bpf["events"]
+        table = self.bpf[b"events"]
         self.bpf._open_ring_buffer(table.map_fd, self._cb, None)
         table._cbs[0] = self._cb
-        self._lost = self.bpf["lost"]
+        self._lost = self.bpf[b"lost"]
         self.closed = False
 
     def _trampoline(self, _ctx: int, data: int, size: int) -> int:

@@ -55,8 +55,9 @@ def find_cgroup2_mount(mounts_file: str = "/proc/mounts") -> str | None:
 class CgroupResolver:
     """Maps cgroup ids (cgroup2 directory inode numbers) to paths, caching a tree walk.
 
-    A miss triggers a rescan at most every `rescan_interval_s`, so a burst of events
-    from an unknown cgroup costs one walk, not one per event.
+    The first miss of an id triggers a rescan; further misses of the same id rescan at
+    most every `rescan_interval_s`, so a burst of events from a cgroup that vanished
+    costs one walk, not one per event.
     """
 
     def __init__(self, mount: str | None, rescan_interval_s: float = 1.0) -> None:
@@ -64,10 +65,9 @@ class CgroupResolver:
         self._paths: dict[int, str] = {}
         self._identities: dict[int, CgroupIdentity] = {}
         self._interval = rescan_interval_s
-        self._last_scan = 0.0
+        self._missed: dict[int, float] = {}
 
     def _scan(self) -> None:
-        self._last_scan = time.monotonic()
         if not self.mount:
             return
         paths: dict[int, str] = {}
@@ -81,9 +81,14 @@ class CgroupResolver:
     def path(self, cgroup_id: int) -> str | None:
         """The cgroup path (relative to the cgroup2 mount, starting with /), if known."""
         found = self._paths.get(cgroup_id)
-        if found is None and time.monotonic() - self._last_scan >= self._interval:
-            self._scan()
-            found = self._paths.get(cgroup_id)
+        if found is None:
+            now = time.monotonic()
+            if now - self._missed.get(cgroup_id, -self._interval) >= self._interval:
+                if len(self._missed) > 4096:
+                    self._missed.clear()
+                self._missed[cgroup_id] = now
+                self._scan()
+                found = self._paths.get(cgroup_id)
         return found
 
     def identity(self, cgroup_id: int) -> CgroupIdentity | None:

@@ -1,0 +1,64 @@
+"""Shared fixtures for tests that load real BPF programs.
+
+One sensor is loaded per test session (BCC compiles at load time) and shared; each
+test starts with an empty event list. These tests need root and a BPF-capable kernel:
+they fail, not skip, where BPF is missing.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sensor.agent import Sensor
+
+Event = dict[str, Any]
+
+
+class LiveSensor:
+    """A loaded sensor plus the events it delivered since the last `clear()`."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.sensor = Sensor(self.events.append)
+
+    def clear(self) -> None:
+        self.sensor.drain()
+        self.events.clear()
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 5.0) -> Event:
+        """The first event matching predicate, polling the ring buffer until timeout."""
+        return self.wait_for_all(predicate, 1, timeout)[0]
+
+    def wait_for_all(self, predicate: Callable[[Event], bool], count: int, timeout: float = 5.0) -> list[Event]:
+        """At least `count` matching events, or an assertion error listing what was seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events if predicate(e)]
+            if len(found) >= count or time.monotonic() > deadline:
+                break
+            self.sensor.poll(50)
+        assert len(found) >= count, f"expected {count} matching events, got {len(found)}: {found[:5]}"
+        return found
+
+    def of_pid(self, pid: int, etype: str) -> Callable[[Event], bool]:
+        return lambda e: e.get("proc.pid") == pid and e.get("evt.type") == etype
+
+
+@pytest.fixture(scope="session")
+def _loaded_sensor() -> Iterator[LiveSensor]:
+    live = LiveSensor()
+    live.sensor.start()
+    try:
+        yield live
+    finally:
+        live.sensor.close()
+
+
+@pytest.fixture
+def live(_loaded_sensor: LiveSensor) -> LiveSensor:
+    """The shared sensor with an empty event list."""
+    _loaded_sensor.clear()
+    return _loaded_sensor

@@ -1,0 +1,295 @@
+"""The live sensor against the real kernel: real processes, sockets and containers."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sensor.agent import Sensor, SensorOptions
+
+PY = sys.executable
+SELF_COMM = Path("/proc/self/comm").read_text().strip()
+
+
+def _server(family: int = socket.AF_INET, host: str = "127.0.0.1", backlog: int = 16) -> socket.socket:
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.bind((host, 0))
+    srv.listen(backlog)
+    return srv
+
+
+def _run(code: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-c", textwrap.dedent(code), *extra], capture_output=True, text=True,
+                          timeout=20, check=True)
+
+
+def test_connect_is_tied_to_the_client_process(live) -> None:
+    srv = _server()
+    port = srv.getsockname()[1]
+    proc = subprocess.Popen([PY, "-c", f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"])
+    assert proc.wait(timeout=20) == 0
+    ev = live.wait_for(live.of_pid(proc.pid, "connect"))
+    assert ev["proc.exepath"] == PY  # the path as exec'd (symlinks not resolved, as Falco)
+    assert ev["proc.cmdline"].startswith("python") and f"('127.0.0.1', {port})" in ev["proc.cmdline"]
+    assert ev["proc.pname"] == SELF_COMM
+    assert ev["proc.ppid"] == os.getpid()
+    assert (ev["fd.sip"], ev["fd.sport"], ev["fd.rport"]) == ("127.0.0.1", port, port)
+    assert ev["fd.l4proto"] == "tcp" and ev["fd.type"] == "ipv4"
+    assert ev["evt.res"] == "SUCCESS" and ev["fd.cport"] > 0
+    srv.close()
+
+
+def test_failed_connect_reports_the_errno(live) -> None:
+    probe = _server()
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    proc = subprocess.Popen([PY, "-c", f"import socket\ntry: socket.create_connection(('127.0.0.1', {port}))\nexcept OSError: pass"])
+    proc.wait(timeout=20)
+    ev = live.wait_for(live.of_pid(proc.pid, "connect"))
+    assert ev["evt.res"] == "ECONNREFUSED" and ev["evt.rawres"] < 0
+
+
+def test_accept_carries_the_client_address(live) -> None:
+    srv = _server()
+    port = srv.getsockname()[1]
+    out = subprocess.Popen([PY, "-c", f"import socket,time; s=socket.create_connection(('127.0.0.1', {port})); "
+                            "print(s.getsockname()[1], flush=True); time.sleep(1)"], stdout=subprocess.PIPE, text=True)
+    conn, peer = srv.accept()
+    client_port = int(out.stdout.readline())
+    ev = live.wait_for(lambda e: e.get("evt.type") in ("accept", "accept4") and e.get("proc.pid") == os.getpid())
+    assert (ev["fd.cip"], ev["fd.cport"]) == ("127.0.0.1", client_port) == peer
+    assert (ev["fd.sip"], ev["fd.sport"]) == ("127.0.0.1", port)
+    assert ev["fd.lport"] == port and ev["fd.rport"] == client_port
+    out.wait(timeout=20)
+    conn.close()
+    srv.close()
+
+
+def test_listener_reports_its_port(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1', 0)); "
+                             "s.listen(); print(s.getsockname()[1], flush=True); time.sleep(0.5)"],
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    ev = live.wait_for(live.of_pid(proc.pid, "listen"))
+    assert ev["fd.lport"] == port == ev["fd.sport"]
+    assert ev["fd.l4proto"] == "tcp" and ev["proc.name"] == "python"
+    proc.wait(timeout=20)
+
+
+def test_listener_on_ephemeral_port_without_explicit_bind(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import socket,time; s=socket.socket(); s.listen(); "
+                             "print(s.getsockname()[1], flush=True); time.sleep(0.5)"],
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    ev = live.wait_for(live.of_pid(proc.pid, "listen"))
+    assert ev["fd.lport"] == port
+    proc.wait(timeout=20)
+
+
+def test_udp_sends_to_two_destinations(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import socket; u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                             "[u.sendto(b'x', d) for d in [('127.0.0.1', 9999), ('127.0.0.2', 5353), ('127.0.0.1', 9999)]]"])
+    proc.wait(timeout=20)
+    evs = live.wait_for_all(live.of_pid(proc.pid, "sendto"), 2)
+    assert sorted((e["fd.sip"], e["fd.sport"]) for e in evs) == [("127.0.0.1", 9999), ("127.0.0.2", 5353)]
+    assert all(e["fd.l4proto"] == "udp" and e["fd.name_changed"] for e in evs)
+
+
+def test_udp_sendmsg_and_connect(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import socket; u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                             "u.sendmsg([b'x'], [], 0, ('127.0.0.3', 53)); v=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                             "v.connect(('127.0.0.4', 123))"])
+    proc.wait(timeout=20)
+    msg = live.wait_for(live.of_pid(proc.pid, "sendmsg"))
+    assert (msg["fd.sip"], msg["fd.sport"], msg["fd.l4proto"]) == ("127.0.0.3", 53, "udp")
+    con = live.wait_for(live.of_pid(proc.pid, "connect"))
+    assert (con["fd.sip"], con["fd.sport"], con["fd.l4proto"]) == ("127.0.0.4", 123, "udp")
+
+
+def test_ipv6_connect_and_accept(live) -> None:
+    srv = _server(socket.AF_INET6, "::1")
+    port = srv.getsockname()[1]
+    proc = subprocess.Popen([PY, "-c", f"import socket,time; s=socket.create_connection(('::1', {port})); time.sleep(0.3)"])
+    conn, peer = srv.accept()
+    proc.wait(timeout=20)
+    ev = live.wait_for(live.of_pid(proc.pid, "connect"))
+    assert (ev["fd.type"], ev["fd.typechar"], ev["fd.sip"], ev["fd.sport"]) == ("ipv6", "6", "::1", port)
+    acc = live.wait_for(lambda e: e.get("evt.type") in ("accept", "accept4") and e.get("fd.sport") == port)
+    assert (acc["fd.cip"], acc["fd.cport"]) == ("::1", peer[1])
+    conn.close()
+    srv.close()
+
+
+def test_three_level_process_chain(live, tmp_path: Path) -> None:
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static is installed by the bootstrap"
+    nc = tmp_path / "nc"
+    nc.symlink_to(busybox)
+    srv = _server()
+    port = srv.getsockname()[1]
+    inner = f"import subprocess; subprocess.run(['{nc}', '-w', '1', '127.0.0.1', '{port}'], stdin=subprocess.DEVNULL)"
+    proc = subprocess.Popen(["sh", "-c", f"{PY} -c \"{inner}\"; true"])
+    conn, _ = srv.accept()
+    conn.close()
+    proc.wait(timeout=20)
+    ev = live.wait_for(lambda e: e.get("evt.type") == "connect" and e.get("fd.sport") == port)
+    assert ev["proc.name"] == "nc"
+    assert ev["proc.pname"] == "python"
+    assert ev["proc.aname"][:3] == ["python", "sh", SELF_COMM]
+    assert ev["proc.apid"][1] == proc.pid
+
+
+def test_dup2_of_a_socket_onto_stdio(live) -> None:
+    srv = _server()
+    port = srv.getsockname()[1]
+    proc = subprocess.Popen([PY, "-c", f"import os,socket; s=socket.create_connection(('127.0.0.1', {port})); "
+                             "os.dup2(s.fileno(), 0); os.dup2(s.fileno(), 1); os.dup2(s.fileno(), 7)"],
+                            stdout=subprocess.DEVNULL)
+    conn, _ = srv.accept()
+    proc.wait(timeout=20)
+    evs = live.wait_for_all(live.of_pid(proc.pid, "dup2"), 2)
+    assert sorted(e["evt.rawres"] for e in evs) == [0, 1]  # fd 7 is not stdio: not reported
+    assert all(e["fd.sip"] == "127.0.0.1" and e["fd.sport"] == port for e in evs)
+    conn.close()
+    srv.close()
+
+
+def test_dup2_of_a_pipe_is_not_reported(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import os; r, w = os.pipe(); os.dup2(w, 1)"], stdout=subprocess.DEVNULL)
+    proc.wait(timeout=20)
+    live.wait_for(live.of_pid(proc.pid, "procexit"))
+    assert not [e for e in live.events if e.get("proc.pid") == proc.pid and e["evt.type"] == "dup2"]
+
+
+def test_exec_fork_and_exit_are_seen(live) -> None:
+    proc = subprocess.Popen(["sh", "-c", "sleep 0; exit 7"])
+    assert proc.wait(timeout=20) == 7
+    execs = live.wait_for(live.of_pid(proc.pid, "execve"))
+    assert execs["proc.name"] == "sh" and execs["proc.cmdline"] == "sh -c sleep 0; exit 7"
+    ex = live.wait_for(live.of_pid(proc.pid, "procexit"))
+    assert ex["evt.arg.status"] == 7
+    clone = live.wait_for(live.of_pid(proc.pid, "clone"))  # sh forks for `sleep`
+    child = live.wait_for(live.of_pid(clone["evt.rawres"], "execve"))
+    assert child["proc.name"] == "sleep" and child["proc.pname"] == "sh"
+    assert child["proc.pexec_id"] == execs["proc.exec_id"]
+
+
+def test_packet_socket_is_seen(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()"])
+    proc.wait(timeout=20)
+    ev = live.wait_for(live.of_pid(proc.pid, "socket"))
+    assert (ev["evt.arg.domain"], ev["evt.arg.type"]) == ("AF_PACKET", "SOCK_RAW")
+
+
+def test_async_connect_outcome_is_attributed_from_softirq(live) -> None:
+    """A SYN dropped on a full accept queue is retransmitted by a timer: the connection
+    completes in softirq context, long after connect() returned EINPROGRESS, and is still
+    attributed to the process that connected."""
+    srv = _server(backlog=0)
+    port = srv.getsockname()[1]
+    code = f"""
+    import select, socket, time
+    held = socket.create_connection(('127.0.0.1', {port}))  # fills the backlog-0 queue
+    s = socket.socket(); s.setblocking(False)
+    print(s.connect_ex(('127.0.0.1', {port})), flush=True)
+    time.sleep(4)
+    """
+    proc = subprocess.Popen([PY, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    assert int(proc.stdout.readline()) == 115  # EINPROGRESS
+    srv.accept()[0].close()  # room again: the retransmitted SYN (timer, softirq) gets in
+    ev = live.wait_for(live.of_pid(proc.pid, "connect_result"), timeout=8)
+    assert ev["evt.res"] == "SUCCESS" and ev["fd.sport"] == port and ev["proc.name"] == "python"
+    connects = [e for e in live.events if e.get("proc.pid") == proc.pid and e["evt.type"] == "connect"]
+    assert "EINPROGRESS" in [e["evt.res"] for e in connects]
+    proc.kill()
+    proc.wait()
+    srv.close()
+
+
+@pytest.fixture
+def busybox_bundle(tmp_path: Path):
+    """A runc bundle with a busybox rootfs, in a Kubernetes-style cgroup; deleted after."""
+    busybox = shutil.which("busybox")
+    assert busybox and shutil.which("runc"), "runc and busybox-static are installed by the bootstrap"
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy(busybox, rootfs / "bin" / "busybox")
+    for applet in ("sh", "nc", "sleep"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    subprocess.run(["runc", "spec", "--bundle", str(tmp_path)], check=True)
+    cfg_path = tmp_path / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
+    pod_uid = str(uuid.uuid4())
+    cfg["process"]["terminal"] = False
+    cfg["root"]["readonly"] = True
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
+    cfg["linux"]["cgroupsPath"] = f"/kubepods/besteffort/pod{pod_uid}/{container_id}"
+    name = f"nv-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    def start(args: list[str]) -> subprocess.Popen[str]:
+        cfg["process"]["args"] = args
+        cfg_path.write_text(json.dumps(cfg))
+        return subprocess.Popen(["runc", "run", "--bundle", str(tmp_path), name],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    try:
+        yield start, container_id, pod_uid
+    finally:
+        subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+        for pod_dir in Path("/sys/fs/cgroup").glob(f"*/kubepods/besteffort/pod{pod_uid}"):
+            try:
+                pod_dir.rmdir()
+            except OSError:
+                pass
+
+
+def test_container_process_has_its_container_id(live, busybox_bundle) -> None:
+    start, container_id, pod_uid = busybox_bundle
+    srv = _server()
+    port = srv.getsockname()[1]
+    acceptor = threading.Thread(target=lambda: srv.accept()[0].close(), daemon=True)
+    acceptor.start()
+    container = start(["/bin/sh", "-c", f"nc -w 2 127.0.0.1 {port} </dev/null; sleep 1"])
+    try:
+        ev = live.wait_for(lambda e: e.get("evt.type") == "connect" and e.get("fd.sport") == port, timeout=15)
+    finally:
+        _, err = container.communicate(timeout=30)
+    assert container.returncode == 0, err
+    assert ev["container.id"] == container_id[:12]
+    assert ev["proc.exe"] == "nc" and ev["proc.pname"] == "sh"  # busybox re-execs itself: comm is "exe"
+    assert ev.get("k8s.pod.uid") == pod_uid
+    shell = live.wait_for(lambda e: e.get("evt.type") == "execve" and e.get("proc.pid") == ev["proc.ppid"])
+    assert shell["container.id"] == container_id[:12] and shell["proc.exepath"] == "/bin/sh"
+    srv.close()
+
+
+def test_host_process_is_host(live) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert live.wait_for(live.of_pid(proc.pid, "execve"))["container.id"] == "host"
+
+
+def test_burst_larger_than_the_ring_buffer_is_counted_as_lost() -> None:
+    seen: list[dict] = []
+    tiny = Sensor(seen.append, SensorOptions(ringbuf_pages=1))
+    tiny.start()
+    try:
+        proc = subprocess.run([PY, "-c", "import socket; u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                               "[u.sendto(b'x', ('127.0.0.1', p)) for p in range(20000, 23000)]"], timeout=30)
+        assert proc.returncode == 0
+        tiny.drain()
+        stats = tiny.stats()
+        assert stats.lost > 0
+        assert stats.events + stats.lost >= 3000
+    finally:
+        tiny.close()
