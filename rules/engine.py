@@ -50,7 +50,8 @@ class SkippedRule:
     name: str
     file: str
     reasons: tuple[str, ...]
-    position: Position | None = None
+    position: Position | None = None  # the rule's definition
+    first_use: Position | None = None  # where the first unsupported thing appears
 
 
 @dataclass

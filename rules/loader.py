@@ -317,7 +317,7 @@ class _Collector:
                     stats[file]["skipped"] += 1
                 else:
                     self.errors.append(UnsupportedError(
-                        f"rule {rule.name!r} uses {', '.join(result.reasons)}", result.position,
+                        f"rule {rule.name!r} uses {', '.join(result.reasons)}", result.first_use,
                         feature=", ".join(result.reasons), rule=rule.name,
                         hint="not supported by netvigil; --skip-unsupported skips such rules"))
                 continue
@@ -360,9 +360,16 @@ class _Collector:
             reasons.append(f"event types netvigil never emits ({names})")
             first = item.pos("condition")
         output_text, output_item = rule.output
-        output = parse_output(output_text, lambda off: output_item.pos("output"))
+        raw_output = output_item.data.get("output")
+        if isinstance(raw_output, str) and raw_output.strip() == output_text:
+            out_src = output_item.text("output")
+            lead = len(raw_output) - len(raw_output.lstrip())
+            output = parse_output(output_text, lambda off: out_src.position(off + lead))
+        else:  # appended output: point at the item
+            output = parse_output(output_text, lambda off: output_item.pos("output"))
         if reasons:
-            return SkippedRule(rule.name, item.file.name, tuple(reasons), first or item.pos())
+            return SkippedRule(rule.name, item.file.name, tuple(reasons), item.pos(item.kind),
+                               first or item.pos())
         prio_value, prio_item = rule.priority
         priority = normalize_priority(prio_value)
         if priority is None:

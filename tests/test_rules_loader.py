@@ -343,3 +343,11 @@ def test_type_error_in_exception_values() -> None:
     with pytest.raises(RuleTypeError, match="fd.sport is numeric"):
         load_rules_text(rule(cond="evt.type = connect") + "  exceptions:\n    - name: e\n"
                         "      fields: [fd.sport]\n      values: [[http]]\n")
+
+
+def test_output_error_points_at_the_field() -> None:
+    msg = _err("- rule: r\n  desc: d\n  condition: evt.type = execve\n"
+               "  output: >\n    started %proc.name by\n    %user.nam\n  priority: info\n")
+    first, line, caret = msg.splitlines()[:3]
+    assert first.startswith("f.yaml:6:5: unknown field %user.nam in output (did you mean")
+    assert caret.index("^") == line.index("%user.nam")
