@@ -74,11 +74,11 @@ def _alert(i: int) -> Alert:
                  hostname="bench", tags=("network",))
 
 
-def _router(port: int, spool: Path, batch: int) -> AlertRouter:
+def _router(port: int, spool: Path, batch: int, queue_size: int = 100_000) -> AlertRouter:
     cfg = parse_alerts_config({
         "noise": {"aggregate": {"enabled": False}, "rate_limit": {"enabled": False}},
         "sinks": {"hook": {"type": "webhook", "url": f"http://127.0.0.1:{port}/", "batch": batch,
-                           "delivery": {"queue_size": 100_000}}}}, "bench")
+                           "delivery": {"queue_size": queue_size}}}}, "bench")
     router = AlertRouter(cfg, spool)
     router.start()
     return router
@@ -92,10 +92,11 @@ def _wait_count(port: int, n: int, timeout: float = 120.0) -> None:
         time.sleep(0.005)
 
 
-def throughput(port: int, spool: Path, n: int, batch: int) -> tuple[float, float]:
+def throughput(port: int, spool: Path, n: int, batch: int,
+               queue_size: int = 100_000) -> tuple[float, float]:
     """(alerts/s end to end, submit() calls/s) for n alerts submitted at once."""
     _get(port, "/reset")
-    router = _router(port, spool, batch)
+    router = _router(port, spool, batch, queue_size)
     alerts = [_alert(i) for i in range(n)]
     t0 = time.perf_counter()
     for a in alerts:
@@ -140,12 +141,15 @@ def main() -> None:
             throughput(port, spool / "warm", 200, 1)
             rate1, submit_rate = throughput(port, spool / "t1", n, 1)
             rate50, _ = throughput(port, spool / "t50", n, 50)
+            rate_spill, submit_spill = throughput(port, spool / "spill", n, 1, queue_size=1000)
             lat = latency(port, spool / "lat", m, rate)
         print(f"alerts bench ({'quick' if args.quick else 'full'}): webhook on loopback, "
               "receiver in its own process, noise control off")
         print(f"  throughput, one alert per POST (keep-alive): {rate1:9.0f} alerts/s  ({n} alerts)")
         print(f"  throughput, batch: 50 (JSON array per POST): {rate50:9.0f} alerts/s  ({n} alerts)")
         print(f"  submit() on the hot path:                    {submit_rate:9.0f} calls/s")
+        print(f"  burst beyond queue_size 1000 (spills to the disk spool, drains in order): "
+              f"{rate_spill:.0f} alerts/s end to end, submit() {submit_spill:.0f} calls/s")
         print(f"  match -> POST arrival at {rate:.0f} alerts/s ({m} alerts): "
               f"p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  max {lat[-1]:.2f} ms  "
               f"mean {statistics.fmean(lat):.2f} ms")
