@@ -133,11 +133,16 @@ class Replayer:
         progress = self.progress
         self._path = ref.path
         add_process = self._add_process
+        undecodable = [0]
         for blk in reader.blocks():
             def on_error(i: int, exc: Exception, blk=blk) -> None:
+                undecodable[0] += 1
+                if undecodable[0] > 1:
+                    return
                 index, offset = blk.position(i)
                 self._report(Problem(ref.path, f"undecodable record ({type(exc).__name__}: "
-                                     f"{exc}); skipped", record=index, offset=offset))
+                                     f"{exc}): it depends on a damaged or missing record; "
+                                     f"skipped", record=index, offset=offset))
             items = dec.decode(blk.records, on_error, resolve, add_process)
             stats["records"] += len(blk.records)
             n_read = 0
@@ -174,3 +179,7 @@ class Replayer:
             stats["events_selected"] += n_sel
             if progress is not None:
                 progress(-1, 0)  # heartbeat: lets a progress bar refresh mid-segment
+        if undecodable[0] > 1:
+            self._report(Problem(ref.path, f"{undecodable[0] - 1} more undecodable record(s) "
+                                 f"in this segment skipped (they depend on damaged or missing "
+                                 f"records)"))
