@@ -17,8 +17,8 @@ import re2
 from rules import ast
 from rules.errors import (Position, RuleLoadError, RuleTypeError, UnknownNameError,
                           UnsupportedError)
-from rules.falco_fields import is_falco_only
-from rules.fields import DERIVED_SOURCES, FIELDS_BY_NAME, FieldSpec
+from rules.falco_fields import FALCO_ONLY_EVENT_TYPES, is_falco_only
+from rules.fields import DERIVED_SOURCES, EVENT_TYPES, FIELDS_BY_NAME, FieldSpec
 from rules.parser import LIST_OPS
 from rules.source import SourceText
 
@@ -245,6 +245,12 @@ class Checker:
             raise RuleTypeError(f"operator {node.op} does not apply to {full} "
                                 f"({_type_name(scalar_type)})", self._pos(source, node.op_offset))
         raw = self._operand_values(node, source)
+        if name == "evt.type":
+            for text, offset in raw:
+                if text not in EVENT_TYPES and text not in FALCO_ONLY_EVENT_TYPES:
+                    raise UnknownNameError(f"unknown event type {text}",
+                                           self._pos(source, offset),
+                                           hint=did_you_mean(text, EVENT_TYPES))
         const = self._convert(node, raw, scalar_type, full, source)
         return CCmp(name, node.arg, node.op, const, access, sources, scalar_type,
                     f"{full} {node.op}" + (f" {_show(raw)}" if node.operand is not None else ""),

@@ -62,3 +62,23 @@ def is_falco_only(name: str) -> bool:
     """Whether ``name`` is a real Falco field that netvigil does not provide."""
     return (name in FALCO_ONLY_FIELDS or name.startswith(_ARG_PREFIXES)
             or name.startswith(_OTHER_SOURCE_PREFIXES))
+
+#: Falco (libsinsp) event names netvigil does not emit: valid in conditions, never seen.
+FALCO_ONLY_EVENT_TYPES: frozenset[str] = frozenset("""
+open openat openat2 creat close read write readv writev pread pwrite preadv pwritev
+recvfrom recvmsg recvmmsg sendmmsg socketpair shutdown getsockopt setsockopt getsockname
+getpeername poll ppoll select epoll_wait epoll_create epoll_create1 epoll_ctl
+clone3 fork vfork exit exit_group kill tkill tgkill signalfd signalfd4 pipe pipe2 eventfd
+eventfd2 inotify_init inotify_init1 fcntl ioctl mmap mmap2 munmap mprotect brk madvise
+mkdir mkdirat rmdir unlink unlinkat rename renameat renameat2 link linkat symlink symlinkat
+chmod fchmod fchmodat chown fchown fchownat lchown chdir fchdir chroot truncate ftruncate
+stat lstat fstat newfstatat access faccessat faccessat2 getdents getdents64 umask
+mount umount umount2 pivot_root setns unshare ptrace prctl capset setuid setgid setresuid
+setresgid setreuid setregid setfsuid setfsgid setsid setpgid getuid geteuid getgid getegid
+getresuid getresgid bpf init_module finit_module delete_module userfaultfd memfd_create
+seccomp process_vm_readv process_vm_writev io_uring_setup io_uring_enter io_uring_register
+mlock mlock2 munlock mlockall munlockall nanosleep futex splice tee copy_file_range
+sendfile quotactl sethostname setdomainname setrlimit prlimit getrlimit timerfd_create
+flock dup_1 openat_2 open_by_handle_at mknod mknodat utimes utimensat futimesat
+container k8s notification infra procinfo switch pluginevent asyncevent
+""".split())

@@ -141,6 +141,7 @@ def test_quoted_strings_and_escapes() -> None:
     ("proc.aname[x] = a", RuleTypeError, "index must be a number"),
     ("proc.name[1] = a", RuleTypeError, "takes no [argument]"),
     ("proc.nmae = curl", UnknownNameError, "did you mean proc.name?"),
+    ("evt.type = conect", UnknownNameError, "unknown event type conect (did you mean connect?)"),
     ("spawned_proces", UnknownNameError, "did you mean spawned_process?"),
     ("proc.name in shell_binarie", UnknownNameError, "did you mean shell_binaries?"),
     ("proc.name = ", RuleSyntaxError, "expected a value"),
