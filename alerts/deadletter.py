@@ -1,7 +1,8 @@
 """Dead-letter file: alerts a sink refused for good, one JSON object per line, with the reason.
 
 Each line: {"dead_lettered_at": RFC 3339, "sink": name, "reason": text, "alert": {Falco JSON}}
-(or "record": text for a spool record that could not be decoded). Every line is fsynced.
+(or "record": text for a spool record that could not be decoded). Lines are fsynced,
+except on the sensor's hot path (spool full), where an fsync per alert would stall it.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class DeadLetterFile:
         self._sink = sink
         self._lock = threading.Lock()
 
-    def write(self, reason: str, alert: Alert | None = None, raw: bytes | None = None) -> None:
+    def write(self, reason: str, alert: Alert | None = None, raw: bytes | None = None,
+              *, sync: bool = True) -> None:
         """Record a refused alert (or undecodable raw record) and why."""
         entry: dict[str, Any] = {
             "dead_lettered_at": _dt.datetime.now(_dt.timezone.utc).isoformat().replace("+00:00", "Z"),
@@ -41,7 +43,8 @@ class DeadLetterFile:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     os.write(fd, line)
-                    os.fsync(fd)
+                    if sync:
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
             except OSError as exc:

@@ -54,8 +54,13 @@ class SinkWorker:
         self._counters = dict.fromkeys(
             ("delivered", "failed", "retries", "spooled", "dead_lettered", "lost"), 0)
         self._last_error: str | None = None
+        self._count_lock = threading.Lock()
         self._attempt = 0  # consecutive failed attempts (backoff exponent)
         self._pause_s = 0.0
+
+    def _count(self, key: str, n: int) -> None:
+        with self._count_lock:
+            self._counters[key] += n
 
     # -- producer side -------------------------------------------------------------------
     def start(self) -> None:
@@ -84,23 +89,24 @@ class SinkWorker:
     def _to_spool(self, alert: Alert) -> None:
         try:
             self._spool.append(alert.json_bytes)
-            self._counters["spooled"] += 1
+            self._count("spooled", 1)
         except SpoolFullError as exc:
-            self._dead_letter([alert], f"not delivered: {exc}")
+            self._dead_letter([alert], f"not delivered: {exc}", sync=False)
         except SpoolError as exc:
             log.error("sink '%s': %s", self.name, exc)
-            self._dead_letter([alert], f"not delivered: {exc}")
+            self._dead_letter([alert], f"not delivered: {exc}", sync=False)
 
-    def _dead_letter(self, alerts: list[Alert], reason: str, raw: bytes | None = None) -> None:
+    def _dead_letter(self, alerts: list[Alert], reason: str, raw: bytes | None = None,
+                     *, sync: bool = True) -> None:
         try:
             if raw is not None:
-                self._dead.write(reason, raw=raw)
-                self._counters["dead_lettered"] += 1
+                self._dead.write(reason, raw=raw, sync=sync)
+                self._count("dead_lettered", 1)
             for alert in alerts:
-                self._dead.write(reason, alert=alert)
-                self._counters["dead_lettered"] += 1
+                self._dead.write(reason, alert=alert, sync=sync)
+                self._count("dead_lettered", 1)
         except SpoolError as exc:
-            self._counters["lost"] += len(alerts) + (raw is not None)
+            self._count("lost", len(alerts) + (raw is not None))
             log.error("sink '%s': LOST %d alert(s): %s; dead-letter failed too: %s",
                       self.name, len(alerts) + (raw is not None), reason, exc)
 
@@ -168,7 +174,7 @@ class SinkWorker:
             log.error("sink '%s': %s", self.name, exc)
             self._dead_letter(moved, f"not delivered: {exc}")
         else:
-            self._counters["spooled"] += len(moved)
+            self._count("spooled", len(moved))
         self._inflight = []
         self._queue.clear()
 
@@ -187,7 +193,7 @@ class SinkWorker:
                 retry_after = getattr(exc, "retry_after", None)
                 reason = self._redact(str(exc)) if isinstance(exc, RetryableDeliveryError) \
                     else f"sink '{self.name}': {type(exc).__name__}"
-                self._counters["failed"] += 1
+                self._count("failed", 1)
                 self._last_error = reason
                 with self._cond:
                     first = not self._failing
@@ -200,14 +206,14 @@ class SinkWorker:
                     return "stopped"
                 delay = self._backoff.delay(self._attempt, retry_after)
                 self._attempt += 1
-                self._counters["retries"] += 1
+                self._count("retries", 1)
                 if from_queue:
                     self._pause_s = delay
                     return "requeue"
                 if self._stop_event.wait(delay):
                     return "stopped"
             else:
-                self._counters["delivered"] += len(batch)
+                self._count("delivered", len(batch))
                 self._set_ok()
                 return "ok"
 
@@ -240,7 +246,7 @@ class SinkWorker:
             self._queue.clear()
             try:
                 self._spool.prepend([a.json_bytes for a in leftovers])
-                self._counters["spooled"] += len(leftovers)
+                self._count("spooled", len(leftovers))
             except SpoolError as exc:
                 log.error("sink '%s': %s", self.name, exc)
                 self._dead_letter(leftovers, f"not delivered at shutdown: {exc}")
@@ -263,7 +269,9 @@ class SinkWorker:
         """Counters and state of this sink."""
         with self._cond:
             state = "stopped" if self._closed else ("failing" if self._failing else "ok")
-            return {"type": self._type, **self._counters,
+            with self._count_lock:
+                counters = dict(self._counters)
+            return {"type": self._type, **counters,
                     "queued": len(self._queue) + len(self._inflight),
                     "spool_pending": self._spool.pending, "state": state,
                     "last_error": self._last_error}

@@ -158,3 +158,23 @@ def test_agent_killed_with_sigkill_loses_nothing_once_the_sink_failed(tmp_path: 
     bodies = [r.json() for r in got]
     assert [b["output"] for b in bodies] == [make_alert(i).output for i in range(50)]  # in order
     assert len({b["uuid"] for b in bodies}) == 50
+
+
+def test_full_spool_dead_letters_instead_of_dropping(tmp_path: Path) -> None:
+    receiver = Receiver()
+    receiver.stop()
+    cfg = config_for({"hook": {"type": "webhook", "url": receiver.url,
+                               "delivery": {"spool_max_bytes": "8KiB", "queue_size": 2}}})
+    router = AlertRouter(cfg, tmp_path)
+    router.start()
+    try:
+        for i in range(40):
+            router.submit(make_alert(i))
+    finally:
+        router.stop(0.3)
+    stats = router.stats()["hook"]
+    assert stats["dead_lettered"] > 0 and stats["spool_pending"] > 0
+    assert stats["dead_lettered"] + stats["spool_pending"] == 40  # every alert is somewhere
+    dead = [json.loads(x) for x in (tmp_path / "hook" / "dead-letter.jsonl").read_text().splitlines()]
+    assert len(dead) == stats["dead_lettered"]
+    assert all("is full" in d["reason"] for d in dead)
