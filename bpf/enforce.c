@@ -11,13 +11,16 @@
  *   NV_PIN_MAPS   "<base>/maps" string literal: where the maps are pinned.
  *
  * Lookup strategy (one LPM lookup answers one (scope, proto, port) tuple):
- *   scopes:  current cgroup, its ancestors (deepest first, NV_MAX_LEVELS
- *            levels), then node (0). nv_scopes says which scopes have entries,
+ *   scopes:  node (0), the ancestors of the current cgroup (shallow to deep,
+ *            at most NV_MAX_LEVELS levels), then the current cgroup. nv_scopes says which scopes have entries,
  *            and for which wildcard combinations, so absent scopes cost one
  *            hash lookup and absent combinations cost nothing.
  *   combos:  (proto, port), (proto, any), (any, port), (any, any).
+ *   Port-specific combinations are skipped unless nv_ports says an entry
+ *   names this (scope, dir, proto, port).
  *   An enforce-mode match ends the search; an audit-mode match is kept while
- *   the remaining scopes are searched for an enforce-mode one.
+ *   the remaining scopes are searched for an enforce-mode one (the deepest
+ *   audit match is reported).
  */
 #include "enforce.h"
 
@@ -37,6 +40,7 @@
 BPF_TABLE_PINNED("lpm_trie", struct nv_deny_key, struct nv_deny_val, nv_deny, 65536,
                  NV_PIN_MAPS "/deny", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", u64, struct nv_scope_val, nv_scopes, 16384, NV_PIN_MAPS "/scopes");
+BPF_TABLE_PINNED("hash", struct nv_port_key, u32, nv_ports, 65536, NV_PIN_MAPS "/ports");
 BPF_TABLE_PINNED("lpm_trie", struct nv_safe_key, u8, nv_safe, 4096,
                  NV_PIN_MAPS "/safe", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", u32, struct nv_rule_name, nv_rules, 8192, NV_PIN_MAPS "/rules");
@@ -96,7 +100,8 @@ static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
             continue;
         if (v->expires_ns && v->expires_ns <= now)
             continue;
-        if (m->mode == 0 || (v->mode == NV_MODE_ENFORCE && m->mode != NV_MODE_ENFORCE)) {
+        /* first match, an enforce match, or an audit match in a deeper scope */
+        if (m->mode == 0 || v->mode == NV_MODE_ENFORCE || m->scope != scope) {
             m->mode = v->mode;
             m->rule_id = v->rule_id;
             m->scope = scope;
@@ -122,42 +127,44 @@ static __always_inline int nv_is_safe(const u8 *addr, u16 port)
     return 0;
 }
 
-/* Match in the calling task's cgroup, its ancestors, then node. */
+/* Match in node scope, then the calling task's ancestors (shallow to deep, stopping
+ * at its depth), then its own cgroup. Deeper audit matches replace shallower
+ * ones, an enforce match ends the search. */
 static __always_inline void nv_match_current(u8 dir, u8 proto, u16 port, const u8 *addr,
                                              u64 now, u64 cur, struct nv_match *m)
 {
-    nv_try_scope(cur, dir, proto, port, addr, now, m);
+    nv_try_scope(0, dir, proto, port, addr, now, m);
 #pragma clang loop unroll(disable)
-    for (int lvl = NV_MAX_LEVELS; lvl >= 1; lvl--) {
+    for (int lvl = 1; lvl <= NV_MAX_LEVELS; lvl++) {
         if (m->mode == NV_MODE_ENFORCE)
             return;
         u64 a = bpf_get_current_ancestor_cgroup_id(lvl);
         if (a == 0 || a == cur)
-            continue;
+            break;
         nv_try_scope(a, dir, proto, port, addr, now, m);
     }
-    if (m->mode != NV_MODE_ENFORCE)
-        nv_try_scope(0, dir, proto, port, addr, now, m);
+    if (m->mode != NV_MODE_ENFORCE && cur)
+        nv_try_scope(cur, dir, proto, port, addr, now, m);
 }
 
-/* Match in the skb's cgroup (egress only), its ancestors, then node. */
+/* Same order for a packet: node, then (egress) the socket's cgroup ancestry. */
 static __always_inline void nv_match_skb(struct __sk_buff *skb, u64 cg, u8 dir, u8 proto,
                                          u16 port, const u8 *addr, u64 now, struct nv_match *m)
 {
-    if (cg) {
-        nv_try_scope(cg, dir, proto, port, addr, now, m);
+    nv_try_scope(0, dir, proto, port, addr, now, m);
+    if (!cg)
+        return;
 #pragma clang loop unroll(disable)
-        for (int lvl = NV_MAX_LEVELS; lvl >= 1; lvl--) {
-            if (m->mode == NV_MODE_ENFORCE)
-                return;
-            u64 a = bpf_skb_ancestor_cgroup_id(skb, lvl);
-            if (a == 0 || a == cg)
-                continue;
-            nv_try_scope(a, dir, proto, port, addr, now, m);
-        }
+    for (int lvl = 1; lvl <= NV_MAX_LEVELS; lvl++) {
+        if (m->mode == NV_MODE_ENFORCE)
+            return;
+        u64 a = bpf_skb_ancestor_cgroup_id(skb, lvl);
+        if (a == 0 || a == cg)
+            break;
+        nv_try_scope(a, dir, proto, port, addr, now, m);
     }
     if (m->mode != NV_MODE_ENFORCE)
-        nv_try_scope(0, dir, proto, port, addr, now, m);
+        nv_try_scope(cg, dir, proto, port, addr, now, m);
 }
 
 static __always_inline void nv_emit(struct nv_match *m, u8 hook, u8 family, u8 proto,

@@ -79,6 +79,18 @@ struct nv_scope_val {
     u32 count[8];
 };
 
+/* Port index: which (scope, direction, protocol, port) tuples have entries
+ * with a specific port. Checked (one hash lookup) before the LPM lookup of a
+ * port-specific combination, so traffic to ports no entry names never walks
+ * the trie for them. */
+struct nv_port_key {
+    u64 scope;
+    u8 dir;
+    u8 proto;        /* 0 = entries with protocol any */
+    u16 port;        /* network byte order */
+    u32 pad;
+};
+
 /* Safety list key (LPM trie): port (0 = any) then the address. */
 struct nv_safe_key {
     u32 prefixlen;

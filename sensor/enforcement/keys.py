@@ -38,6 +38,7 @@ _DENY_KEY = struct.Struct("=IQBB2s16s")   # prefixlen, scope, dir, proto, port(n
 _DENY_VAL = struct.Struct("=IBBHQQQ")     # rule_id, mode, origin, reserved, expires, created, hits
 _SAFE_KEY = struct.Struct("=I2sH16s")     # prefixlen, port(net), pad, addr
 _SCOPE_VAL = struct.Struct("=8I")
+_PORT_KEY = struct.Struct("=QBB2sI")     # scope, dir, proto, port(net), pad
 _ATTACH_REC = struct.Struct("=IIII240s")
 RULE_NAME_SIZE = 128
 
@@ -123,6 +124,13 @@ class DenyKey:
         """Index into nv_scope_val.count (direction block + wildcard combination)."""
         base = 4 if self.direction == DIR_INGRESS else 0
         return base + ((self.protocol == PROTO_ANY) << 1 | (self.port == 0))
+
+    def port_index_key(self) -> bytes | None:
+        """nv_ports key of a port-specific entry (None for any-port entries)."""
+        if self.port == 0:
+            return None
+        return _PORT_KEY.pack(self.scope, self.direction, self.protocol,
+                              self.port.to_bytes(2, "big"), 0)
 
     def pack(self) -> bytes:
         """Kernel key bytes."""

@@ -34,6 +34,7 @@ class EnforcementMaps:
         self.layout = layout
         self.deny = bpfsys.PinnedMap.open(layout.map_path("deny"))
         self.scopes = bpfsys.PinnedMap.open(layout.map_path("scopes"))
+        self.ports = bpfsys.PinnedMap.open(layout.map_path("ports"))
         self.safe = bpfsys.PinnedMap.open(layout.map_path("safe"))
         self.rules = bpfsys.PinnedMap.open(layout.map_path("rules"))
         self.attach = bpfsys.PinnedMap.open(layout.map_path("attach"))
@@ -48,7 +49,7 @@ class EnforcementMaps:
 
     def close(self) -> None:
         """Close every fd (pins stay)."""
-        for m in (self.deny, self.scopes, self.safe, self.rules, self.attach, self.meta,
+        for m in (self.deny, self.scopes, self.ports, self.safe, self.rules, self.attach, self.meta,
                   self.stats_map):
             m.close()
 
@@ -92,9 +93,19 @@ class EnforcementMaps:
             n += self.deny.delete(raw)
         for raw in list(self.scopes.keys()):
             self.scopes.delete(raw)
+        for raw in list(self.ports.keys()):
+            self.ports.delete(raw)
         return n
 
     def _bump_scope(self, key: DenyKey, delta: int) -> None:
+        pkey = key.port_index_key()
+        if pkey is not None:
+            raw_n = self.ports.lookup(pkey)
+            n = max(0, (struct.unpack("=I", raw_n[:4])[0] if raw_n else 0) + delta)
+            if n:
+                self.ports.update(pkey, struct.pack("=I", n))
+            elif raw_n is not None:
+                self.ports.delete(pkey)
         skey = struct.pack("=Q", key.scope)
         raw = self.scopes.lookup(skey)
         counts = keys.unpack_scope_counts(raw) if raw else [0] * 8
@@ -107,8 +118,17 @@ class EnforcementMaps:
     def rebuild_scopes(self, entries: Iterable[DenyKey] | None = None) -> None:
         """Recompute the scope index from the deny map (repairs drift from concurrent writers)."""
         wanted: dict[int, list[int]] = {}
+        ports: Counter[bytes] = Counter()
         for key in (entries if entries is not None else self.entries().keys()):
             wanted.setdefault(key.scope, [0] * 8)[key.combo] += 1
+            pkey = key.port_index_key()
+            if pkey is not None:
+                ports[pkey] += 1
+        for pkey, n in ports.items():
+            self.ports.update(pkey, struct.pack("=I", n))
+        for raw in list(self.ports.keys()):
+            if raw not in ports:
+                self.ports.delete(raw)
         for scope, counts in wanted.items():
             self.scopes.update(struct.pack("=Q", scope), keys.pack_scope_counts(counts))
         for raw in list(self.scopes.keys()):
