@@ -55,6 +55,7 @@ class SinkWorker:
             ("delivered", "failed", "retries", "spooled", "dead_lettered", "lost"), 0)
         self._last_error: str | None = None
         self._count_lock = threading.Lock()
+        self._spool_full = False
         self._attempt = 0  # consecutive failed attempts (backoff exponent)
         self._pause_s = 0.0
 
@@ -90,7 +91,12 @@ class SinkWorker:
         try:
             self._spool.append(alert.json_bytes)
             self._count("spooled", 1)
+            self._spool_full = False
         except SpoolFullError as exc:
+            if not self._spool_full:
+                log.warning("sink '%s': %s; further alerts go to %s until it drains",
+                            self.name, exc, self._dead.path)
+                self._spool_full = True
             self._dead_letter([alert], f"not delivered: {exc}", sync=False)
         except SpoolError as exc:
             log.error("sink '%s': %s", self.name, exc)
