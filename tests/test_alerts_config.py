@@ -90,3 +90,22 @@ def test_route_filter_rules_tags_and_priority() -> None:
     assert not f.accepts(make_alert(0, rule="Other"))
     assert f.accepts(make_alert(0, rule="Shell"))
     assert not f.accepts(make_alert(0, tags=("network", "noisy")))
+
+
+def test_documented_example_config_parses(tmp_path) -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text()
+    example = re.search(r"A complete example:\n\n```yaml\n(.*?)```", text, re.S).group(1)
+    key = tmp_path / "hmac"
+    key.write_text("k" * 32)
+    example = example.replace("/run/secrets/netvigil-hmac", str(key)).replace(
+        "/etc/ssl/soc-ca.pem", "/etc/ssl/certs/ca-certificates.crt")
+    cfg = parse_alerts_config(yaml.safe_load(example)["alerts"], "docs/alerts.md",
+                              env={"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+                                   "SOC_TOKEN": "Bearer t"})
+    assert [s.name for s in cfg.sinks] == ["console", "archive", "oncall", "soc", "sidekick"]
+    assert cfg.spool_dir == "/var/lib/netvigil/spool"
