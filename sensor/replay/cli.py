@@ -45,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="T", help="end time: RFC 3339, or an age like 10m")
     p.add_argument("--where", metavar="COND",
                    help="only events matching this rule condition, e.g. 'fd.sport = 443'")
-    p.add_argument("--json", action="store_true", help="JSON output (default when piped)")
+    out_fmt = p.add_mutually_exclusive_group()
+    out_fmt.add_argument("--json", action="store_true", help="JSON output (default when piped)")
+    out_fmt.add_argument("--text", action="store_true",
+                         help="readable output even when piped (default on a terminal)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--tree", action="store_true",
                       help="process tree of the selected events, with connections and listeners")
@@ -180,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     where = _where(args.where)
     key = _read_key(args.key_file)
     stdout = sys.stdout
-    as_json = args.json or not stdout.isatty()
+    as_json = args.json or (not args.text and not stdout.isatty())
     ruleset = _load_rules(args) if not (args.tree or args.connections or args.export
                                         or args.events or args.recorded_alerts
                                         or args.check) else None

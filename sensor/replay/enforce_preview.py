@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from sensor.replay.timespec import format_ns
 from sensor.replay.views import INBOUND, LISTENING, OUTBOUND
 
-_POD_HASH = re.compile(r"^(?P<base>.+?)(-[a-z0-9]{6,10})?-[a-z0-9]{5}$")
+_POD_HASH = re.compile(r"^(?P<base>.+?)(-[a-z0-9]{5,10})?-[a-z0-9]{5}$")
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

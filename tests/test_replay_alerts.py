@@ -1,0 +1,120 @@
+"""`netvigil replay`: the alerts of recorded history, as the live sensor gave them."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from alerts.model import Alert, format_time_ns
+from rules.loader import load_rules
+from sensor.cli import main
+from sensor.recording import Recorder
+from sensor.recording.synthetic import SyntheticNode
+from sensor.replay.progress import Progress
+
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default"
+EXTRA_RULE = """
+- rule: DNS Query from Infra Namespace
+  desc: test rule added after the fact
+  condition: evt.type = sendto and fd.sport = 53 and k8s.ns.name = infra
+  output: DNS query from %k8s.pod.name (connection=%fd.name)
+  priority: NOTICE
+  tags: [test]
+"""
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> tuple[Path, list[dict], list[dict]]:
+    """A synthetic node recorded as the live sensor does: events, then alerts."""
+    directory = tmp_path_factory.mktemp("rec")
+    ruleset = load_rules([DEFAULT_RULES])
+    events, live_alerts = [], []
+    with Recorder(directory, host="node-1", boot_id="b", version="v",
+                  max_segment_bytes=40_000) as rec:
+        for kind, x in SyntheticNode(seed=21, suspicious_every=400).stream(4000):
+            getattr(rec, kind)(x)
+            if kind == "event":
+                events.append(x)
+                for m in ruleset.evaluate(x):
+                    alert = Alert.from_match(m, "node-1").to_dict()
+                    rec.alert(alert)
+                    live_alerts.append(alert)
+    return directory, events, live_alerts
+
+
+def without_uuid(alerts: list[dict]) -> list[dict]:
+    return [{k: v for k, v in a.items() if k != "uuid"} for a in alerts]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["replay", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_replay_gives_the_alerts_the_live_sensor_gave(recording, capsys) -> None:
+    directory, _, live_alerts = recording
+    assert len(live_alerts) >= 10
+    code, out, err = cli(capsys, str(directory))
+    assert code == 0
+    replayed = [json.loads(line) for line in out.splitlines()]
+    assert without_uuid(replayed) == without_uuid(live_alerts)
+    assert f"{len(live_alerts)} alerts; 0 integrity problem(s)" in err
+    code, out, _ = cli(capsys, str(directory), "--recorded-alerts", "--json")
+    assert [json.loads(line) for line in out.splitlines()] == live_alerts
+
+
+def test_a_new_rule_finds_new_alerts_in_old_history(recording, capsys, tmp_path) -> None:
+    directory, events, live_alerts = recording
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(EXTRA_RULE)
+    code, out, _ = cli(capsys, str(directory), "--rules", str(DEFAULT_RULES), "--rules",
+                       str(extra), "--json")
+    alerts = [json.loads(line) for line in out.splitlines()]
+    new = [a for a in alerts if a["rule"] == "DNS Query from Infra Namespace"]
+    expected = [e for e in events if e["evt.type"] == "sendto" and e.get("k8s.ns.name") == "infra"]
+    assert len(new) == len(expected) > 0
+    assert new[0]["priority"] == "Notice" and new[0]["hostname"] == "node-1"
+    assert new[0]["output_fields"]["fd.name"] == expected[0]["fd.name"]
+    assert len(alerts) == len(live_alerts) + len(new)
+
+
+def test_since_until_and_where_select_events(recording, capsys) -> None:
+    directory, events, _ = recording
+    lo, hi = events[1000]["evt.time"], events[1999]["evt.time"]
+    code, out, err = cli(capsys, str(directory), "--events", "--json",
+                         "--since", format_time_ns(lo), "--until", format_time_ns(hi))
+    assert [json.loads(line) for line in out.splitlines()] == events[1000:2000]
+    assert "replayed 1,000 of" in err
+    code, out, _ = cli(capsys, str(directory), "--events", "--json", "--where",
+                       "k8s.ns.name = infra and evt.type = sendto")
+    got = [json.loads(line) for line in out.splitlines()]
+    assert got == [e for e in events if e["evt.type"] == "sendto" and e.get("k8s.ns.name") == "infra"]
+
+
+def test_relative_times_and_user_mistakes(recording, capsys) -> None:
+    directory, _, _ = recording
+    code, out, err = cli(capsys, str(directory), "--events", "--since", "2h")
+    assert code == 0 and out == ""  # the synthetic history is older than 2 hours
+    code, _, err = cli(capsys, str(directory), "--where", "fd.sport = = 1")
+    assert code == 2 and "netvigil: error: --where:" in err and "Traceback" not in err
+    code, _, err = cli(capsys, str(directory), "--since", "last tuesday")
+    assert code == 2 and "--since: cannot read time 'last tuesday'" in err
+    code, _, err = cli(capsys, str(directory), "--since", "1h", "--until", "2h")
+    assert code == 2 and "is after --until" in err
+
+
+def test_progress_line_only_on_a_terminal() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress(1000, lambda: 5000, stream, delay_s=0, interval_s=0)
+        p(500, 1000)
+        p.close()
+    assert "replay:  50.0% of 0.0 MB, 5,000 events" in tty.getvalue()
+    assert pipe.getvalue() == ""
