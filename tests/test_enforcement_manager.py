@@ -6,7 +6,6 @@ tests/bpf/test_enforcement.py).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest

@@ -71,12 +71,8 @@ def _tc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def _tc_filter_prog_ids(dev: str, direction: str) -> dict[int, str]:
     """prog id -> prog name of the bpf filters on dev's clsact hook."""
     proc = _tc("filter", "show", "dev", dev, direction, check=False)
-    found: dict[int, str] = {}
-    for m in re.finditer(r"bpf\s+.*?(?:name\s+)?(\S+)?\s+direct-action.*?\bid\s+(\d+)", proc.stdout):
-        found[int(m.group(2))] = m.group(1) or ""
-    for m in re.finditer(r"\bid (\d+)", proc.stdout):
-        found.setdefault(int(m.group(1)), "")
-    return found
+    return {int(m.group(1)): m.group(2) or ""
+            for m in re.finditer(r"\bid (\d+)(?: name (\S+))?", proc.stdout)}
 
 
 def _open_dir(path: str) -> int:
@@ -199,6 +195,8 @@ class EnforcementDatapath:
         fd, _new = self._pinned_or_new_prog(func, pin_name, at, fresh or ours is None)
         try:
             new_id = bpfsys.prog_id(fd)
+            # record first: a crash right after attaching must still be cleanable
+            self.maps.add_attach_record(AttachRecord(KIND_CGROUP, at, new_id, 0, cg))
             if new_id not in attached:
                 bpfsys.prog_attach(fd, cg_fd, at)
             # detach stale copies of this program (older source, lost pins)
@@ -210,7 +208,6 @@ class EnforcementDatapath:
                 finally:
                     os.close(old_fd)
             (report.replaced if stale else report.attached).append(f"{pin_name}@{cg}")
-            self.maps.add_attach_record(AttachRecord(KIND_CGROUP, at, new_id, 0, cg))
         finally:
             os.close(fd)
 
@@ -237,10 +234,10 @@ class EnforcementDatapath:
             new_id = bpfsys.prog_id(fd)
         finally:
             os.close(fd)
+        self.maps.add_attach_record(AttachRecord(KIND_TC, at, new_id, int(we_created), dev))
         _tc("filter", "replace", "dev", dev, direction, "pref", str(TC_PREF), "handle", TC_HANDLE,
             "bpf", "direct-action", "object-pinned", self.layout.prog_path(pin_name))
         (report.replaced if attached else report.attached).append(f"{pin_name}@{dev}")
-        self.maps.add_attach_record(AttachRecord(KIND_TC, at, new_id, int(we_created), dev))
 
     # ---- verdicts --------------------------------------------------------
 
@@ -291,13 +288,15 @@ def remove_all(layout: PinLayout) -> list[str]:
     """Detach and unpin everything recorded under `layout` (usable without compiling)."""
     done: list[str] = []
     errors: list[str] = []
-    if layout.installed():
-        try:
-            with EnforcementMaps(layout) as maps:
-                records = maps.attach_records()
-        except EnforcementError as exc:
-            errors.append(str(exc))
-            records = {}
+    if layout.base.exists():
+        records = {}
+        attach_pin = layout.map_path("attach")
+        if os.path.exists(attach_pin):
+            try:
+                with bpfsys.PinnedMap.open(attach_pin) as attach:
+                    records = {i: AttachRecord.unpack(v) for i, (_, v) in enumerate(attach.items())}
+            except EnforcementError as exc:
+                errors.append(str(exc))
         prog_fds: dict[str, int] = {}
         for func, (pin_name, _) in {**CGROUP_PROGRAMS, **TC_PROGRAMS}.items():
             pin = layout.prog_path(pin_name)

@@ -32,15 +32,20 @@ class EnforcementMaps:
             raise NotInstalledError(
                 f"no enforcement maps pinned under {layout.base} (is the agent installed?)")
         self.layout = layout
-        self.deny = bpfsys.PinnedMap.open(layout.map_path("deny"))
-        self.scopes = bpfsys.PinnedMap.open(layout.map_path("scopes"))
-        self.ports = bpfsys.PinnedMap.open(layout.map_path("ports"))
-        self.safe = bpfsys.PinnedMap.open(layout.map_path("safe"))
-        self.rules = bpfsys.PinnedMap.open(layout.map_path("rules"))
-        self.attach = bpfsys.PinnedMap.open(layout.map_path("attach"))
-        self.meta = bpfsys.PinnedMap.open(layout.map_path("meta"))
         self._ncpu = bpfsys.possible_cpus()
-        self.stats_map = bpfsys.PinnedMap.open(layout.map_path("stats"), value_size=8 * self._ncpu)
+        opened: list[bpfsys.PinnedMap] = []
+        try:
+            for name in ("deny", "scopes", "ports", "safe", "rules", "attach", "meta"):
+                opened.append(bpfsys.PinnedMap.open(layout.map_path(name)))
+            opened.append(bpfsys.PinnedMap.open(layout.map_path("stats"), value_size=8 * self._ncpu))
+        except BPFSyscallError as exc:
+            for m in opened:
+                m.close()
+            raise EnforcementError(
+                f"pinned enforcement maps under {layout.base} are incomplete or from another "
+                f"netvigil version ({exc}): run `netvigil enforce cleanup`") from None
+        (self.deny, self.scopes, self.ports, self.safe, self.rules, self.attach, self.meta,
+         self.stats_map) = opened
         if self.deny.key_size != keys.DENY_KEY_SIZE or self.deny.value_size != keys.DENY_VAL_SIZE:
             raise EnforcementError(
                 f"pinned deny map under {layout.base} has another layout "

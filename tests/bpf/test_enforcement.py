@@ -50,20 +50,23 @@ class Ctx:
         return out
 
 
-_SINK: list[dict] = []
+@pytest.fixture(scope="module")
+def verdict_sink(datapath: EnforcementDatapath) -> list[dict]:
+    """Every verdict of the module's datapath lands here (opened once: one consumer)."""
+    sink: list[dict] = []
+    datapath.open_verdicts(sink.append)
+    return sink
 
 
 @pytest.fixture
-def enf(datapath: EnforcementDatapath, cg_tree: CgroupTree) -> Iterator[Ctx]:
+def enf(datapath: EnforcementDatapath, cg_tree: CgroupTree, verdict_sink: list[dict]) -> Iterator[Ctx]:
     maps = datapath.maps
     assert maps is not None
-    if not getattr(datapath, "_verdicts_open", False):
-        datapath.open_verdicts(_SINK.append)
     maps.flush()
     safety = SafetyList.build(loopback=True, dns=False, kubernetes_api=False)
     manager = EnforcementManager(maps, safety)
     manager.reconcile()
-    ctx = Ctx(datapath, maps, manager, cg_tree, _SINK)
+    ctx = Ctx(datapath, maps, manager, cg_tree, verdict_sink)
     ctx.drain()
     try:
         yield ctx
@@ -416,3 +419,23 @@ def test_cli_block_list_unblock_flush_on_pinned_maps(enf: Ctx, capsys) -> None:
     assert enf.maps.entries() == {}
     rc, _, err = _cli(capsys, "enforce", "--pin-path", base + "-missing", "list")
     assert rc == 2 and "no enforcement maps pinned" in err
+
+
+def test_second_agent_on_same_pins_adopts_cgroup_and_tc_programs(enf: Ctx, test_net) -> None:  # noqa: F811
+    before = _attached_ids(enf.cg.parent)
+    tc_before = subprocess.run(["tc", "filter", "show", "dev", test_net.host_if, "egress"],
+                               capture_output=True, text=True).stdout
+    other = EnforcementDatapath(enf.dp.layout)
+    try:
+        report = other.install(enf.cg.parent, [test_net.host_if])
+    finally:
+        other.close()
+    assert report.attached == [] and report.replaced == [] and len(report.adopted) == 8
+    assert _attached_ids(enf.cg.parent) == before
+    tc_after = subprocess.run(["tc", "filter", "show", "dev", test_net.host_if, "egress"],
+                              capture_output=True, text=True).stdout
+    assert tc_after == tc_before and tc_after.count("nv_tc_egress") == 1
+    # the first agent's handles still work: same maps
+    manual_entries(enf.maps, [DenyKey.build(enf.cg.a_id, "egress", "tcp", 0, f"{NS_IP}/32")],
+                   mode="enforce", ttl_s=60)
+    assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
