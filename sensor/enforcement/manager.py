@@ -95,12 +95,29 @@ class ScopeResolver:
             in_container = ev.get("container.id", "host") not in ("host", "", None)
             if not in_container:
                 return [cgid]  # a host process has no pod: fall back to its own cgroup
-            base = ev.get("container.cgroup_id", cgid)
-            parent = self.index.parent_of(int(base))
+            base = int(ev.get("container.cgroup_id", cgid))
+            parent = self._parent_via_pid(ev, base)
+            if parent is None:
+                parent = self.index.parent_of(base)
             if parent is None:
                 raise InvalidEntryError(f"rule {req.rule!r}: cgroup {base} is gone, no pod scope")
             return [parent]
         raise InvalidEntryError(f"rule {req.rule!r}: unknown scope {req.scope!r}")
+
+    @staticmethod
+    def _parent_via_pid(ev: Mapping[str, Any], cgid: int) -> int | None:
+        """Parent cgroup id found through /proc/<pid>/cgroup (cheap; None if the process
+        is gone or moved)."""
+        pid = ev.get("proc.pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return None
+        try:
+            path = cgroups.proc_cgroup_path(pid)
+            if cgroups.cgroup_id(path) != cgid:
+                return None
+            return cgroups.cgroup_id(path.parent)
+        except EnforcementError:
+            return None
 
 
 def request_keys(req: Request, scope_ids: Sequence[int]) -> list[DenyKey]:

@@ -439,3 +439,29 @@ def test_second_agent_on_same_pins_adopts_cgroup_and_tc_programs(enf: Ctx, test_
     manual_entries(enf.maps, [DenyKey.build(enf.cg.a_id, "egress", "tcp", 0, f"{NS_IP}/32")],
                    mode="enforce", ttl_s=60)
     assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+
+
+def test_pod_scope_covers_every_container_of_the_pod(enf: Ctx) -> None:
+    rs = _rules(f"""
+        - rule: Pod talks to C2
+          desc: pod-wide deny
+          condition: evt.type = connect and fd.sip = {NS_IP}
+          output: "c2 %fd.sip"
+          priority: CRITICAL
+          enforce: {{action: deny, scope: pod, ttl: 1m, mode: enforce}}
+        """)
+    rs.set_enforcement_consumer(enf.manager)
+    # "container" a of the "pod" (the test parent cgroup) made the connection
+    holder = spawn_in(enf.cg.a, "import sys; sys.stdin.read()")
+    try:
+        event = {"evt.type": "connect", "evt.time": time.time_ns(), "fd.sip": NS_IP, "fd.rip": NS_IP,
+                 "fd.sport": TCP_PORT, "fd.rport": TCP_PORT, "fd.l4proto": "tcp",
+                 "proc.pid": holder.pid, "proc.cgroup_id": enf.cg.a_id, "container.id": "0123456789ab"}
+        assert [m.rule for m in rs.evaluate(event)] == ["Pod talks to C2"]
+    finally:
+        holder.kill()
+        holder.wait()
+    (key,) = enf.maps.entries()
+    assert key.scope == cgroups.cgroup_id(enf.cg.parent)
+    # the sibling container b of the same pod is denied too
+    assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
