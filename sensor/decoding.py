@@ -38,7 +38,15 @@ OP_NAMES = {
 OP_CONNECT, OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND = 1, 2, 3, 4, 5
 OP_DUP2, OP_DUP3, OP_SOCKET = 8, 9, 10
 SERVER_SIDE_OPS = frozenset({OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND})
-LOCAL_ONLY_OPS = frozenset({OP_LISTEN, OP_BIND})
+OP_SENDTO, OP_SENDMSG = 6, 7
+# only the fields the decoder uses: pad bytes skip cgroup id, kind, uid, gid, comm, gen
+NET_FAST = struct.Struct("<Q8x4xII12x16xiiII8xHHHH16s16s")
+_COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
+_SOCKET_KEYS = (*_COMMON_KEYS, "evt.arg.domain", "evt.arg.type", "fd.type")
+_IP_KEYS = (*_COMMON_KEYS, "fd.type", "fd.typechar", "fd.sockfamily", "fd.l4proto")
+_LOCAL_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.sip", "fd.sport", "fd.name", "fd.connected")
+_REMOTE_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.rip", "fd.rport", "fd.cip", "fd.cport",
+                "fd.sip", "fd.sport", "fd.name", "fd.connected")
 
 
 def errno_name(rawres: int) -> str:
@@ -46,6 +54,9 @@ def errno_name(rawres: int) -> str:
     if rawres >= 0:
         return "SUCCESS"
     return errno.errorcode.get(-rawres, str(rawres))
+
+
+_RES = {0: "SUCCESS", **{-code: name for code, name in errno.errorcode.items()}}
 
 
 def _cstr(raw: bytes) -> str:
@@ -69,22 +80,22 @@ class EventDecoder:
         self.boot_offset_ns = boot_offset_ns
         self.cgroups = cgroups
         self._container_of_pid = container_of_pid
-        self._addr_cache: dict[bytes, str] = {}
+        self._v4_text: dict[bytes, str] = {}
+        self._v6_text: dict[bytes, str] = {}
+        self._pid_fields: dict[int, dict[str, Any]] = {}
         self._seq = 0
         self.decode_errors = 0
 
     # ------------------------------------------------------------------ helpers
     def _addr(self, family: int, raw: bytes) -> str:
-        key = raw if family == AF_INET6 else raw[:4]
-        text = self._addr_cache.get(key)
-        if text is None:
-            if family == AF_INET6:
-                text = socket.inet_ntop(socket.AF_INET6, raw)
-            else:
-                text = socket.inet_ntop(socket.AF_INET, raw[:4])
-            if len(self._addr_cache) > 65536:
-                self._addr_cache.clear()
-            self._addr_cache[key] = text
+        """Text of a 16-byte address field (IPv4 in the first 4 bytes), cached by raw bytes."""
+        if family == AF_INET6:
+            cache, text = self._v6_text, socket.inet_ntop(socket.AF_INET6, raw)
+        else:
+            cache, text = self._v4_text, socket.inet_ntop(socket.AF_INET, raw[:4])
+        if len(cache) > 65536:
+            cache.clear()
+        cache[raw] = text
         return text
 
     def _container(self, cgroup_id: int, pid: int) -> tuple[str, str | None]:
@@ -95,17 +106,10 @@ class EventDecoder:
             return self._container_of_pid(pid), ident.pod_uid if ident else None
         return HOST, None
 
-    def _process_fields(self, tgid: int) -> dict[str, Any]:
-        record = self.table.by_pid(tgid)
-        if record is None:
-            return {"proc.pid": tgid}
-        return self.table.fields(record.exec_id)
-
     # ------------------------------------------------------------------ decode
     def decode(self, raw: bytes) -> dict[str, Any] | None:
         """One event from one ring-buffer record (None for records that are not events)."""
         kind = raw[KIND_OFFSET]
-        self._seq += 1
         try:
             if kind == NV_NET:
                 return self._net(raw)
@@ -122,64 +126,72 @@ class EventDecoder:
         return None
 
     def _net(self, raw: bytes) -> dict[str, Any]:
-        (ts, _cg, _k, tgid, tid, _uid, _gid, _pad, _comm, ret, fd, op, aux,
-         _gen, family, stype, lport, rport, laddr, raddr) = NET.unpack_from(raw)
-        ev = dict(self._process_fields(tgid))
-        ev["evt.num"] = self._seq
-        ev["evt.time"] = ts + self.boot_offset_ns
-        ev["evt.type"] = OP_NAMES.get(op, "unknown")
-        ev["evt.dir"] = "<"
-        ev["thread.tid"] = tid
-        ev["fd.num"] = fd
-        if op in (OP_DUP2, OP_DUP3):
-            ev["evt.rawres"] = ret
-            ev["evt.res"] = "SUCCESS"
-        else:
-            ev["evt.rawres"] = ret
-            ev["evt.res"] = errno_name(ret)
-        if op == OP_SOCKET:
-            ev["evt.arg.domain"] = "AF_PACKET" if family == AF_PACKET else str(family)
-            ev["evt.arg.type"] = SOCK_TYPE_NAMES.get(stype, str(stype))
-            ev["fd.type"] = "packet"
-            return ev
-        if op == OP_LISTEN:
-            ev["evt.arg.backlog"] = aux
+        ts, tgid, tid, ret, fd, op, aux, family, stype, lport, rport, laddr, raddr = NET_FAST.unpack_from(raw)
+        pf = self._pid_fields.get(tgid)
+        if pf is None:
+            pf = self._fields_of_pid(tgid)
+        ev = pf.copy()
         v6 = family == AF_INET6
-        ev["fd.type"] = "ipv6" if v6 else "ipv4"
-        ev["fd.typechar"] = "6" if v6 else "4"
-        ev["fd.sockfamily"] = "ip"
-        ev["fd.l4proto"] = "tcp" if stype == SOCK_STREAM else "udp"
-        lip = self._addr(family, laddr)
-        ev["fd.lip"] = lip
-        ev["fd.lport"] = lport
-        if op == OP_LISTEN and lport == 0 and ret == 0:
-            found = socket_local_address(tgid, fd)
-            if found is not None:
-                lip, lport = found
-                ev["fd.lip"], ev["fd.lport"] = lip, lport
-        if op in LOCAL_ONLY_OPS:
-            ev["fd.sip"] = lip
-            ev["fd.sport"] = lport
-            ev["fd.name"] = f"{lip}:{lport}"
-            ev["fd.connected"] = False
+        cache = self._v6_text if v6 else self._v4_text
+        lip = cache.get(laddr)
+        if lip is None:
+            lip = self._addr(family, laddr)
+        res = _RES.get(ret)
+        if res is None:
+            res = errno_name(ret)
+        etype = OP_NAMES.get(op, "unknown")
+        proto = "tcp" if stype == SOCK_STREAM else "udp"
+        if op == OP_SOCKET:
+            ev.update(zip(_SOCKET_KEYS, (
+                self._next_seq(), ts + self.boot_offset_ns, etype, "<", tid, fd, ret, res,
+                "AF_PACKET" if family == AF_PACKET else str(family),
+                SOCK_TYPE_NAMES.get(stype, str(stype)), "packet")))
             return ev
-        rip = self._addr(family, raddr)
-        ev["fd.rip"] = rip
-        ev["fd.rport"] = rport
-        if op in SERVER_SIDE_OPS:
-            ev["fd.sip"], ev["fd.sport"], ev["fd.cip"], ev["fd.cport"] = lip, lport, rip, rport
+        if op == OP_LISTEN or op == OP_BIND:
+            if op == OP_LISTEN and lport == 0 and ret == 0:
+                found = socket_local_address(tgid, fd)
+                if found is not None:
+                    lip, lport = found
+            ev.update(zip(_LOCAL_KEYS, (
+                self._next_seq(), ts + self.boot_offset_ns, etype, "<", tid, fd, ret, res,
+                "ipv6" if v6 else "ipv4", "6" if v6 else "4", "ip", proto,
+                lip, lport, lip, lport, f"{lip}:{lport}", False)))
+            if op == OP_LISTEN:
+                ev["evt.arg.backlog"] = aux
+            return ev
+        rip = cache.get(raddr)
+        if rip is None:
+            rip = self._addr(family, raddr)
+        if op == OP_ACCEPT or op == OP_ACCEPT4:
+            cip, cport, sip, sport, connected = rip, rport, lip, lport, True
         else:
-            ev["fd.cip"], ev["fd.cport"], ev["fd.sip"], ev["fd.sport"] = lip, lport, rip, rport
-        ev["fd.name"] = f"{ev['fd.cip']}:{ev['fd.cport']}->{ev['fd.sip']}:{ev['fd.sport']}"
-        if op == OP_DUP2 or op == OP_DUP3:
-            ev["evt.arg.newfd"] = aux
-            ev["fd.connected"] = True
-        elif op == 6 or op == 7:  # sendto / sendmsg
+            cip, cport, sip, sport = lip, lport, rip, rport
+            connected = ret == 0 if op != OP_DUP2 and op != OP_DUP3 else True
+        ev.update(zip(_REMOTE_KEYS, (
+            self._next_seq(), ts + self.boot_offset_ns, etype, "<", tid, fd, ret,
+            "SUCCESS" if op == OP_DUP2 or op == OP_DUP3 else res,
+            "ipv6" if v6 else "ipv4", "6" if v6 else "4", "ip", proto,
+            lip, lport, rip, rport, cip, cport, sip, sport,
+            f"{cip}:{cport}->{sip}:{sport}", connected)))
+        if op == OP_SENDTO or op == OP_SENDMSG:
             ev["fd.connected"] = False
             ev["fd.name_changed"] = True
-        else:
-            ev["fd.connected"] = ret == 0 or op in (OP_ACCEPT, OP_ACCEPT4)
+        elif op == OP_DUP2 or op == OP_DUP3:
+            ev["evt.arg.newfd"] = aux
         return ev
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _fields_of_pid(self, tgid: int) -> dict[str, Any]:
+        record = self.table.by_pid(tgid)
+        fields = {"proc.pid": tgid} if record is None else self.table.fields(record.exec_id)
+        if record is not None:
+            if len(self._pid_fields) > 65536:
+                self._pid_fields.clear()
+            self._pid_fields[tgid] = fields
+        return fields
 
     def _exec(self, raw: bytes) -> dict[str, Any]:
         (ts, cgroup_id, _k, tgid, tid, uid, gid, _pad, comm, _old_pid, path_len, args_len,
@@ -213,8 +225,9 @@ class EventDecoder:
             meta=meta,
         )
         self.table.exec(record)
+        self._pid_fields.pop(tgid, None)
         ev = dict(self.table.fields(record.exec_id))
-        ev.update({"evt.num": self._seq, "evt.time": wall, "evt.type": "execve", "evt.dir": "<",
+        ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "execve", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid})
         return ev
 
@@ -222,8 +235,9 @@ class EventDecoder:
         ts, _cg, _k, tgid, tid, *_rest, child = FORK.unpack_from(raw)[:-1]
         wall = ts + self.boot_offset_ns
         self.table.fork(tgid, child, wall, make_exec_id(self.boot_id, child, wall))
-        ev = dict(self._process_fields(tgid))
-        ev.update({"evt.num": self._seq, "evt.time": wall, "evt.type": "clone", "evt.dir": "<",
+        self._pid_fields.pop(child, None)
+        ev = dict(self._fields_of_pid(tgid))
+        ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "clone", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": child, "thread.tid": tid})
         return ev
 
@@ -234,8 +248,9 @@ class EventDecoder:
         ev = dict(self.table.fields(record.exec_id)) if record else {"proc.pid": tgid}
         if record is not None:
             self.table.exit(tgid, wall, code)
+        self._pid_fields.pop(tgid, None)
         status = code & 0xFF if code >= 0 else -1
-        ev.update({"evt.num": self._seq, "evt.time": wall, "evt.type": "procexit", "evt.dir": "<",
+        ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "procexit", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid,
                    "evt.arg.status": status, "evt.arg.sig": 0})
         return ev

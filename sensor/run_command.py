@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec = p.add_mutually_exclusive_group()
     rec.add_argument("--record", metavar="DIR", help="record everything seen into DIR")
     rec.add_argument("--no-record", action="store_true", help="do not record")
+    p.add_argument("--alert-set", metavar="SINK.KEY=VALUE", action="append", default=[],
+                   help="override an alerts setting for this run (e.g. stdout.format=json)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("--cleanup", action="store_true",
                    help="remove every pinned map and attached enforcement program, then exit")
@@ -75,10 +77,20 @@ def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None) -> str:
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
             f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
     if router is not None:
-        from alerts.report import format_stats  # noqa: PLC0415
+        from alerts.report import format_status  # noqa: PLC0415
 
-        line += " " + format_stats(router.stats())
+        line += " " + format_status(router.stats())
     return line
+
+
+def _alerts_section(cfg: AgentConfig, overrides: list[str], as_json: bool) -> dict[str, Any]:
+    """The `alerts:` section with per-run overrides; alerts go to stdout when no sink is set."""
+    from alerts.config import apply_overrides  # noqa: PLC0415
+
+    section = dict(apply_overrides(cfg.alerts, overrides) if overrides else cfg.alerts)
+    if not section.get("sinks"):
+        section["sinks"] = {"stdout": {"type": "stdout", "format": "json" if as_json else "auto"}}
+    return section
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,20 +106,21 @@ def run(args: argparse.Namespace) -> int:
     as_json = args.json or not sys.stdout.isatty()
     hostname = socket.gethostname()
     stop = _Stop()
+    router = None
     with ExitStack() as stack:
-        router = None
         if ruleset is not None:
-            from alerts.config import parse_alerts_config  # noqa: PLC0415
+            from alerts.config import parse_alerts_config, resolve_hostname  # noqa: PLC0415
             from alerts.router import AlertRouter  # noqa: PLC0415
 
-            alerts_cfg = parse_alerts_config(cfg.alerts, cfg.source)
-            router = AlertRouter(alerts_cfg, Path(DEFAULT_SPOOL_DIR))
+            alerts_cfg = parse_alerts_config(_alerts_section(cfg, args.alert_set, as_json), cfg.source)
+            hostname = resolve_hostname(alerts_cfg)
+            router = AlertRouter(alerts_cfg, Path(alerts_cfg.spool_dir or DEFAULT_SPOOL_DIR))
             router.start()
             stack.callback(router.stop, 5.0)
         recorder = None
         record_dir = _record_dir(args, cfg)
         if record_dir:
-            from sensor.recording.writer import Recorder  # noqa: PLC0415
+            from sensor.recording.recorder import Recorder  # noqa: PLC0415
             from sensor.procfs import read_boot_id  # noqa: PLC0415
 
             recorder = Recorder(Path(record_dir), host=hostname, boot_id=read_boot_id(),
@@ -149,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
                 if tty:
                     print("\r" + _status(sensor, pipeline, router), end="", file=sys.stderr, flush=True)
         sensor.drain()
-        print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, router),
+        print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, None),
               file=sys.stderr)
+    if router is not None:
+        from alerts.report import format_stats  # noqa: PLC0415
+
+        print(format_stats(router.stats(), router.noise_stats()), file=sys.stderr)
     return 0
