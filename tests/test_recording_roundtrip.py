@@ -61,9 +61,14 @@ def test_event_of_unknown_process_keeps_its_own_fields(tmp_path: Path) -> None:
           "fd.sport": 2, "fd.name": "::1:1->::1:2", "k8s.pod.labels": {"app": "y"}}
     odd = {"evt.type": "clone", "evt.time": 6, "evt.rawres": 4242, "weird": [1, {"a": None}],
            "evt.res": {"not": "a const"}}
-    record(tmp_path, [("event", ev), ("event", odd), ("event", {"evt.type": "x"})])
+    # an event that cannot be table-encoded between two sequence-numbered ones
+    seq1 = {"evt.type": "connect", "evt.num": 10, "evt.res": "SUCCESS"}
+    seq2 = {"evt.type": "connect", "evt.num": 11, "evt.res": {"odd": 1}}
+    seq3 = {"evt.type": "connect", "evt.num": 12, "evt.res": "SUCCESS"}
+    sent = [ev, odd, {"evt.type": "x"}, seq1, seq2, seq3]
+    record(tmp_path, [("event", e) for e in sent])
     events = [x[2] for x in read_items(list_segments(tmp_path)[0][1]) if x[0] == IT_EVENT]
-    assert events == [ev, odd, {"evt.type": "x"}]
+    assert events == sent
 
 
 def test_alerts_and_verdicts_are_recorded(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ An event then costs its shape id, its time delta and its few variable values.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -51,7 +53,7 @@ class _Plan:
     """How events with one exact key sequence are split into const/variable/derived."""
 
     __slots__ = ("pid", "const_keys", "var_keys", "has_time", "fdname", "copies", "tid",
-                 "derived_targets")
+                 "derived_targets", "get_consts", "copy_groups")
 
     def __init__(self, pid: int, keys: tuple[str, ...], skip_process: bool) -> None:
         self.pid = pid
@@ -78,6 +80,17 @@ class _Plan:
             (const if k in CONST_CANDIDATES else var).append(k)
         self.const_keys = tuple(const)
         self.var_keys = tuple(var)
+        groups: dict[str, list[tuple[str, int]]] = {}
+        for t, src, f in self.copies:
+            groups.setdefault(t, []).append((src, f))
+        self.copy_groups = tuple((t, tuple(c)) for t, c in groups.items())
+        if len(const) >= 2:
+            self.get_consts = itemgetter(*const)
+        elif const:
+            k0 = const[0]
+            self.get_consts = lambda ev: (ev[k0],)
+        else:
+            self.get_consts = lambda ev: ()
 
 
 def _const_ok(v: Any) -> bool:
@@ -182,11 +195,7 @@ class SegmentEncoder:
                 return
             plan = _Plan(len(self.plans), keys, ref is not None)
             self.plans[(keys, ref is not None)] = plan
-        cvals = tuple(ev[k] for k in plan.const_keys)
-        for v in cvals:
-            if not _const_ok(v):
-                self._raw_event(ev)
-                return
+        cvals = plan.get_consts(ev)
         derive = 0
         extra: list[str] = []
         if plan.fdname:
@@ -194,18 +203,15 @@ class SegmentEncoder:
                 derive |= D_FDNAME
             else:
                 extra.append("fd.name")
-        if plan.copies:
-            done = set()
-            for target, source, flag in plan.copies:
-                if target in done:
-                    continue
-                if ev[target] == ev[source] and type(ev[target]) is type(ev[source]):
+        for target, cands in plan.copy_groups:
+            tv = ev[target]
+            for source, flag in cands:
+                sv = ev[source]
+                if tv == sv and type(tv) is type(sv):
                     derive |= flag
-                    done.add(target)
-            for target, _, _ in plan.copies:
-                if target not in done:
-                    done.add(target)
-                    extra.append(target)
+                    break
+            else:
+                extra.append(target)
         if plan.tid:
             pid = ev.get("proc.pid") if ref is None else self.proc_pids.get(exec_id)
             tid = ev["thread.tid"]
@@ -215,6 +221,7 @@ class SegmentEncoder:
                 extra.append("thread.tid")
         vals: list[Any] = []
         codes: list[int] = []
+        new_num = None
         for k in (plan.var_keys + tuple(extra)) if extra else plan.var_keys:
             v = ev[k]
             t = type(v)
@@ -228,26 +235,34 @@ class SegmentEncoder:
                     continue
             elif t is int and k == "evt.num":
                 vals.append(v - self.last_num)
-                self.last_num = v
+                new_num = v
                 codes.append(fmt.C_DELTA)
                 continue
             vals.append(v)
             codes.append(fmt.C_RAW)
         skey = (plan.pid, cvals, tuple(map(type, cvals)), derive, tuple(codes), tuple(extra))
-        sid = self.shapes.get(skey)
+        try:
+            sid = self.shapes.get(skey)
+        except TypeError:  # an unhashable value where a constant was expected
+            self._raw_event(ev)
+            return
         if sid is None:
-            if len(self.shapes) >= MAX_SHAPES:
+            if len(self.shapes) >= MAX_SHAPES or not all(map(_const_ok, cvals)):
                 self._raw_event(ev)
                 return
             sid = self._define_shape(skey, plan, extra, codes)
+        if new_num is not None:
+            self.last_num = new_num
         t_ns = ev.get("evt.time") if plan.has_time else None
         if type(t_ns) is int:
             dt = t_ns - self.last_t
             self.last_t = t_ns
-            if self.first_ns is None or t_ns < self.first_ns:
-                self.first_ns = t_ns
-            if self.last_ns is None or t_ns > self.last_ns:
+            if self.first_ns is None:
+                self.first_ns = self.last_ns = t_ns
+            elif t_ns > self.last_ns:
                 self.last_ns = t_ns
+            elif t_ns < self.first_ns:
+                self.first_ns = t_ns
         else:
             dt = None
         self.counts["events"] += 1
@@ -274,15 +289,26 @@ class SegmentEncoder:
             self.last_ns = t_ns if self.last_ns is None else max(self.last_ns, t_ns)
         self._out([fmt.K_RAWEVENT, dict(ev)])
 
-    def alert(self, alert: Mapping[str, Any]) -> None:
-        """Write a Falco-format alert dict."""
+    def alert(self, alert: Mapping[str, Any] | Any) -> None:
+        """Write a Falco-format alert (dict, or an object with ``to_dict()``)."""
         self.counts["alerts"] += 1
-        self._out([fmt.K_ALERT, dict(alert)])
+        self._out([fmt.K_ALERT, _mapping(alert)])
 
-    def verdict(self, verdict: Mapping[str, Any]) -> None:
-        """Write an enforcement verdict (any JSON-able mapping)."""
+    def verdict(self, verdict: Mapping[str, Any] | Any) -> None:
+        """Write an enforcement verdict (mapping, dataclass or object with ``to_dict()``)."""
         self.counts["verdicts"] += 1
-        self._out([fmt.K_VERDICT, dict(verdict)])
+        self._out([fmt.K_VERDICT, _mapping(verdict)])
+
+
+def _mapping(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return {"value": str(obj)}
 
 
 def _fallback(obj: Any) -> Any:
