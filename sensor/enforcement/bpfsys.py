@@ -9,12 +9,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import struct
 from collections.abc import Iterator
 
 from sensor.enforcement.errors import BPFSyscallError
 
-_SYS_BPF = 321  # x86_64
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280}.get(platform.machine(), 321)
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 

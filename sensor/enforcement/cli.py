@@ -18,7 +18,7 @@ from sensor.enforcement.errors import EnforcementError, InvalidEntryError
 from sensor.enforcement.keys import (
     DIRECTION_NAMES, MODE_NAMES, ORIGIN_NAMES, PROTOCOL_NAMES, DenyKey,
 )
-from sensor.enforcement.layout import DEFAULT_BASE, PinLayout
+from sensor.enforcement.layout import DEFAULT_BASE, HOOK_OF_ATTACH_TYPE, PinLayout
 from sensor.enforcement.manager import manual_entries, scope_label
 from sensor.enforcement.maps import EnforcementMaps, boot_ns
 from sensor.enforcement.safety import SafetyList
@@ -210,7 +210,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         info = {
             "pin_path": str(args.pin_path),
             "attachments": [{"kind": "cgroup" if r.kind == KIND_CGROUP else "tc",
-                             "target": r.target, "attach_type": r.attach_type, "prog_id": r.prog_id}
+                             "target": r.target, "prog_id": r.prog_id,
+                             "hook": HOOK_OF_ATTACH_TYPE.get(r.attach_type, str(r.attach_type))
+                             if r.kind == KIND_CGROUP else ("ingress", "egress")[r.attach_type & 1]}
                             for r in recs.values()],
             "safety": [f"{s.network}" + (f" port {s.port}" if s.port else "") for s in sorted(maps.safety())],
             "entries": len(maps.entries()),
@@ -221,7 +223,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"pinned under {info['pin_path']}: {info['entries']} entries")
     for a in info["attachments"]:
-        print(f"  {a['kind']:6} {a['target']} (type {a['attach_type']}, prog {a['prog_id']})")
+        print(f"  {a['kind']:6} {a['hook']:9} {a['target']} (prog id {a['prog_id']})")
     print("safety list: " + (", ".join(info["safety"]) or "(empty)"))
     print("counters: " + ", ".join(f"{k}={v}" for k, v in info["counters"].items()))
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from sensor.enforcement import bpfsys
 from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError
 from sensor.enforcement.keys import AttachRecord
-from sensor.enforcement.layout import CGROUP_PROGRAMS, TC_PROGRAMS, PinLayout
+from sensor.enforcement.layout import CGROUP_PROGRAMS, HOOK_OF_ATTACH_TYPE, TC_PROGRAMS, PinLayout
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.verdicts import verdict_callback
 
@@ -307,7 +307,8 @@ def remove_all(layout: PinLayout) -> list[str]:
                 try:
                     if rec.kind == KIND_CGROUP:
                         _detach_cgroup(rec)
-                        done.append(f"detached {rec.attach_type} from {rec.target}")
+                        hook = HOOK_OF_ATTACH_TYPE.get(rec.attach_type, str(rec.attach_type))
+                        done.append(f"detached {hook} from {rec.target}")
                     elif rec.kind == KIND_TC:
                         direction = "ingress" if rec.attach_type == 0 else "egress"
                         _tc("filter", "del", "dev", rec.target, direction, "pref", str(TC_PREF),

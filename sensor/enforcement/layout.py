@@ -17,6 +17,7 @@ CGROUP_PROGRAMS = {
     "nv_bind4": ("bind4", 8),
     "nv_bind6": ("bind6", 9),
 }
+HOOK_OF_ATTACH_TYPE = {at: pin for pin, at in CGROUP_PROGRAMS.values()}
 TC_PROGRAMS = {
     "nv_tc_ingress": ("tc_ingress", "ingress"),
     "nv_tc_egress": ("tc_egress", "egress"),
