@@ -36,6 +36,20 @@ class SegmentDecoder:
         created = header.get("created_ns")
         self.last_t = created if isinstance(created, int) else 0
         self.last_num = 0
+        # (ref << 13 | shape) -> {**process fields, **shape constants}: the start of every
+        # event of that process and shape (copied, then the event's own values stored)
+        self.merged_cache: dict[int, dict[str, Any]] = {}
+        self.ref_keys: dict[int, list[int]] = {}
+        self.consts: dict[int, dict[str, Any]] = {}
+
+    def _merged(self, ref: int, sid: int, exec_id: str,
+                resolve: Callable[[str], Mapping[str, Any]] | None) -> dict[str, Any]:
+        base = resolve(exec_id) if resolve else {}
+        merged = {**base, **self.consts[sid]}
+        key = (ref << 13) | sid
+        self.merged_cache[key] = merged
+        self.ref_keys.setdefault(ref, []).append(key)
+        return merged
 
     def decode(self, records: list[list], on_error: Callable[[int, Exception], None],
                resolve: Callable[[str], Mapping[str, Any]] | None = None,
@@ -50,7 +64,8 @@ class SegmentDecoder:
         out: list[Item] = []
         append = out.append
         shapes, refs, pids = self.shapes, self.refs, self.pids
-        empty: dict[str, Any] = {}
+        cache = self.merged_cache
+        consts = self.consts
         n = len(records)
         i = 0
         last_t = self.last_t
@@ -66,17 +81,23 @@ class SegmentDecoder:
                         else:
                             t = None
                         if ref is None:
-                            append((IT_EVENT, None, shapes[sid](vals, t, None, empty)))
+                            append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
                         else:
                             exec_id = refs[ref]
-                            append((IT_EVENT, exec_id, shapes[sid](
-                                vals, t, pids[ref], resolve(exec_id) if resolve else empty)))
+                            key = (ref << 13) | sid
+                            merged = cache.get(key)
+                            if merged is None:
+                                merged = self._merged(ref, sid, exec_id, resolve)
+                            append((IT_EVENT, exec_id, shapes[sid](vals, t, pids[ref], merged)))
                     else:
                         item = self._other(rec)
                         if item is not None:
                             append(item)
-                            if on_process is not None and item[0] is IT_PROCESS:
-                                on_process(item[1])
+                            if item[0] is IT_PROCESS:
+                                for key in self.ref_keys.pop(rec[1], ()):
+                                    cache.pop(key, None)
+                                if on_process is not None:
+                                    on_process(item[1])
                 break
             except (KeyError, IndexError, TypeError, ValueError, AttributeError,
                     DecodeError) as exc:
@@ -97,7 +118,7 @@ class SegmentDecoder:
             self.values[vid] = value
         elif kind == fmt.K_SHAPE:
             _, sid, var, consts, derive, has_time, _tag = rec
-            self.shapes[sid] = self._compile(var, consts, derive, has_time)
+            self.shapes[sid] = self._compile(sid, var, consts, derive, has_time)
         elif kind == fmt.K_PROC:
             _, ref, m, _tag = rec
             d = {}
@@ -125,7 +146,8 @@ class SegmentDecoder:
             raise DecodeError(f"unknown record kind {kind!r}")
         return None
 
-    def _compile(self, var: list, consts: list, derive: int, has_time: int) -> Callable:
+    def _compile(self, sid: int, var: list, consts: list, derive: int, has_time: int
+                 ) -> Callable:
         """Build the decode function of one shape.
 
         Field names and constant values only enter the generated code through its
@@ -169,12 +191,17 @@ class SegmentDecoder:
             if derive & flag:
                 parts.append(f"{target!r}: {where[source]}")
         if derive & enc.D_TID_PID:
-            alt = where.get("proc.pid", "B.get('proc.pid')")
+            alt = where.get("proc.pid", "M.get('proc.pid')")
             parts.append(f"'thread.tid': pid if pid is not None else {alt}")
-        lines = [f"def f(v, t, pid, B, {', '.join(params)}):",
+        lines = [f"def f(v, t, pid, M, {', '.join(params)}):",
                  f"    if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
         lines += pre
-        lines.append("    return {**B, **CD, " + ", ".join(parts) + "}")
+        lines.append("    d = M.copy()")
+        for part in parts:
+            k, _, expr = part.partition(": ")
+            lines.append(f"    d[{k}] = {expr}")
+        lines.append("    return d")
         ns.update(defaults)
+        self.consts[sid] = defaults["CD"]
         exec("\n".join(lines), ns)  # noqa: S102 - code built from our own templates only
         return ns["f"]

@@ -114,6 +114,22 @@ class Replayer:
                                  f"mismatch): {pref.path.name} was replaced, or altered at "
                                  f"its end", kind="link"))
 
+    def _span(self, *times: Any) -> None:
+        """Widen first_ns/last_ns (tracked per block: events are nearly time-ordered)."""
+        for t in times:
+            if isinstance(t, int):
+                if self.first_ns is None or t < self.first_ns:
+                    self.first_ns = t
+                if self.last_ns is None or t > self.last_ns:
+                    self.last_ns = t
+
+    def _exit(self, ev: Mapping[str, Any]) -> None:
+        """Mirror the live table: an exited process stays resolvable for a while, then goes."""
+        t, pid = ev.get("evt.time"), ev.get("proc.pid")
+        if isinstance(pid, int) and isinstance(t, int):
+            status = ev.get("evt.arg.status")
+            self.table.exit(pid, t, status if isinstance(status, int) else None)
+
     def _add_process(self, d: dict[str, Any]) -> None:
         self.stats["processes"] += 1
         try:
@@ -147,36 +163,36 @@ class Replayer:
             stats["records"] += len(blk.records)
             n_read = 0
             n_sel = 0
+            filtered = since is not None or until is not None or where is not None
+            lo = hi = None
             for item in items:
                 kind = item[0]
                 if kind is IT_EVENT:
                     n_read += 1
                     ev = item[2]
-                    t = ev.get("evt.time")
-                    if since is not None or until is not None:
-                        if t is None or (since is not None and t < since) or (
-                                until is not None and t > until):
-                            continue
-                    if where is not None and not where(ev):
-                        continue
-                    n_sel += 1
-                    if t is not None:
-                        if self.first_ns is None or t < self.first_ns:
-                            self.first_ns = t
-                        if self.last_ns is None or t > self.last_ns:
-                            self.last_ns = t
-                    yield ev
                     if ev.get("evt.type") == "procexit":
-                        pid = ev.get("proc.pid")
-                        if isinstance(pid, int) and t is not None:
-                            status = ev.get("evt.arg.status")
-                            table.exit(pid, t, status if isinstance(status, int) else None)
+                        self._exit(ev)
+                    if filtered:
+                        t = ev.get("evt.time")
+                        if since is not None or until is not None:
+                            if t is None or (since is not None and t < since) or (
+                                    until is not None and t > until):
+                                continue
+                        if where is not None and not where(ev):
+                            continue
+                    n_sel += 1
+                    if lo is None:
+                        lo = ev
+                    hi = ev
+                    yield ev
                 elif kind is IT_ALERT:
                     self.recorded_alerts.append(item[1])
                 elif kind is IT_VERDICT:
                     self.verdicts.append(item[1])
             stats["events_read"] += n_read
             stats["events_selected"] += n_sel
+            if lo is not None:
+                self._span(lo.get("evt.time"), hi.get("evt.time"))
             if progress is not None:
                 progress(-1, 0)  # heartbeat: lets a progress bar refresh mid-segment
         if undecodable[0] > 1:
