@@ -77,6 +77,13 @@ class Sensor:
             self._events += 1
             self.on_event(event)
 
+    def enrich(self, event: dict[str, Any]) -> dict[str, Any]:
+        """An event from elsewhere (e.g. an enforcement verdict) with its process fields."""
+        pid = event.get("proc.pid")
+        if not isinstance(pid, int):
+            return event
+        return {**self.decoder.fields_of_pid(pid), **event}
+
     def poll(self, timeout_ms: int = 100) -> None:
         """Deliver pending events (waiting up to timeout_ms for the first)."""
         assert self.program is not None, "start() first"

@@ -129,7 +129,7 @@ class EventDecoder:
         ts, tgid, tid, ret, fd, op, aux, family, stype, lport, rport, laddr, raddr = NET_FAST.unpack_from(raw)
         pf = self._pid_fields.get(tgid)
         if pf is None:
-            pf = self._fields_of_pid(tgid)
+            pf = self.fields_of_pid(tgid)
         ev = pf.copy()
         v6 = family == AF_INET6
         cache = self._v6_text if v6 else self._v4_text
@@ -184,7 +184,8 @@ class EventDecoder:
         self._seq += 1
         return self._seq
 
-    def _fields_of_pid(self, tgid: int) -> dict[str, Any]:
+    def fields_of_pid(self, tgid: int) -> dict[str, Any]:
+        """Process fields of a live pid (cached until its next exec, fork or exit)."""
         record = self.table.by_pid(tgid)
         fields = {"proc.pid": tgid} if record is None else self.table.fields(record.exec_id)
         if record is not None:
@@ -236,7 +237,7 @@ class EventDecoder:
         wall = ts + self.boot_offset_ns
         self.table.fork(tgid, child, wall, make_exec_id(self.boot_id, child, wall))
         self._pid_fields.pop(child, None)
-        ev = dict(self._fields_of_pid(tgid))
+        ev = dict(self.fields_of_pid(tgid))
         ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "clone", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": child, "thread.tid": tid})
         return ev

@@ -1,7 +1,8 @@
-"""The hot path after decoding: record, evaluate rules, hand alerts and enforcement on.
+"""The hot path after decoding: record, evaluate rules, hand alerts on.
 
-One thread runs it; nothing here blocks on a sink (the alert router queues), on disk
-(the recorder buffers) or on the datapath (enforcement requests are cheap map writes).
+One thread runs it; nothing here blocks on a sink (the alert router queues) or on disk
+(the recorder buffers). Enforcement requests reach the datapath through the rule set's
+enforcement consumer (cheap map writes), set by `netvigil run`.
 """
 from __future__ import annotations
 
@@ -29,14 +30,12 @@ class Pipeline:
         ruleset: Any | None = None,
         router: Any | None = None,
         recorder: EventRecorder | None = None,
-        enforcement: Any | None = None,
         on_event: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.hostname = hostname
         self.ruleset = ruleset
         self.router = router
         self.recorder = recorder
-        self.enforcement = enforcement
         self.on_event = on_event
         self.alerts = 0
         self.enforcement_requests = 0
@@ -58,6 +57,5 @@ class Pipeline:
                     self.recorder.alert(alert.to_dict())
                 if self.router is not None:
                     self.router.submit(alert)
-            if match.enforcement is not None and self.enforcement is not None:
+            if match.enforcement is not None:  # the rule set hands it to its consumer
                 self.enforcement_requests += 1
-                self.enforcement.submit(match.enforcement)

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alert-set", metavar="SINK.KEY=VALUE", action="append", default=[],
                    help="override an alerts setting for this run (e.g. stdout.format=json)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("--no-enforce", action="store_true",
+                   help="do not load the enforcement datapath (detection only)")
     p.add_argument("--cleanup", action="store_true",
                    help="remove every pinned map and attached enforcement program, then exit")
     p.set_defaults(func=run)
@@ -95,13 +97,14 @@ def _alerts_section(cfg: AgentConfig, overrides: list[str], as_json: bool) -> di
 
 def run(args: argparse.Namespace) -> int:
     """Run the sensor until SIGINT/SIGTERM or --duration; returns the exit code."""
-    if args.cleanup:
-        from sensor.enforcement.datapath import cleanup  # noqa: PLC0415
-
-        cleanup()
-        print("netvigil: removed pinned maps and enforcement programs", file=sys.stderr)
-        return 0
     cfg = load_config(args.config)
+    if args.cleanup:
+        from sensor.enforcement.agent import Enforcement  # noqa: PLC0415
+        from sensor.enforcement.config import parse_enforce_config  # noqa: PLC0415
+
+        removed = Enforcement(parse_enforce_config(cfg.enforce, cfg.source)).cleanup()
+        print(f"netvigil: removed {len(removed)} pinned or attached enforcement object(s)", file=sys.stderr)
+        return 0
     ruleset = _load_ruleset(args, cfg)
     as_json = args.json or not sys.stdout.isatty()
     hostname = socket.gethostname()
@@ -128,6 +131,18 @@ def run(args: argparse.Namespace) -> int:
                                 max_segment_bytes=cfg.record_max_segment_bytes,
                                 max_total_bytes=cfg.record_max_total_bytes)
             stack.callback(recorder.close)
+        enforcement = None
+        if ruleset is not None and not args.no_enforce:
+            from sensor.enforcement.agent import Enforcement  # noqa: PLC0415
+            from sensor.enforcement.config import parse_enforce_config  # noqa: PLC0415
+
+            enforce_cfg = parse_enforce_config(cfg.enforce, cfg.source)
+            if enforce_cfg.enabled:
+                enforcement = Enforcement(enforce_cfg)
+                enforcement.start(ruleset.static_enforcements(),
+                                  known_rules=[r.name for r in ruleset.rules])
+                stack.callback(enforcement.stop)
+                ruleset.set_enforcement_consumer(enforcement)
         printer = EventPrinter(sys.stdout, as_json) if args.events else None
         pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
                             recorder=recorder, on_event=printer)
@@ -141,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         if recorder is not None:
             for record in sensor.table:
                 recorder.process(record)
+        if enforcement is not None:
+            enforcement.open_verdicts(lambda verdict: pipeline(sensor.enrich(verdict)))
         print(f"netvigil {__version__}: sensor running"
               f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
               f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops",
@@ -150,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         tty = sys.stderr.isatty()
         while not stop.requested and (deadline is None or time.monotonic() < deadline):
             sensor.poll(100)
+            if enforcement is not None:
+                enforcement.poll(0)
             sys.stdout.flush()
             now = time.monotonic()
             if now - last_status >= 1.0:
