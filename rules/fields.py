@@ -61,6 +61,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("evt.arg.sig", "int", "Signal that ended the process, 0 for none.", ("procexit",)),
     _F("evt.arg.domain", "str", "Socket domain (AF_PACKET).", ("socket",)),
     _F("evt.arg.type", "str", "Socket type (SOCK_RAW, SOCK_DGRAM).", ("socket",)),
+    _F("evt.arg.backlog", "int", "Backlog passed to listen().", ("listen",)),
+    _F("evt.arg.newfd", "int", "The stdio fd (0, 1 or 2) a socket was duplicated onto.",
+       ("dup2", "dup3")),
     _F("thread.tid", "int", "Thread id of the caller."),
     # --- process ---------------------------------------------------------------------
     _F("proc.exec_id", "str", "Host-unique id of the process image (boot id + pid + start)."),
@@ -131,6 +134,16 @@ FIELDS: tuple[FieldSpec, ...] = (
        ("netvigil_verdict",)),
     _F("netvigil.rule", "str", "Rule whose enforcement entry produced the verdict.",
        ("netvigil_verdict",)),
+    _F("netvigil.hook", "str", "Kernel hook that decided (connect4, sendmsg6, bind4, tc_egress, ...).",
+       ("netvigil_verdict",)),
+    _F("netvigil.op", "str", "The operation the verdict applies to (connect, sendmsg, bind, packet).",
+       ("netvigil_verdict",)),
+    _F("netvigil.scope_cgroup_id", "int", "Cgroup id of the deny entry's scope (0: node).",
+       ("netvigil_verdict",)),
+    _F("netvigil.ifindex", "int", "Interface index, for verdicts of the tc programs.",
+       ("netvigil_verdict",)),
+    _F("proc.args_truncated", "bool", "True when the command line was longer than the sensor "
+       "captures (20 arguments, 1 KiB)."),
 )
 
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
