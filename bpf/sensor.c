@@ -32,8 +32,15 @@
 #define NV_TCP_CLOSE 7
 #define NV_EINPROGRESS 115
 
+#ifndef NV_WAKEUP_NS
+#define NV_WAKEUP_NS 1000000
+#endif
+#define NV_RB_NO_WAKEUP 1
+#define NV_RB_FORCE_WAKEUP 2
+
 BPF_RINGBUF_OUTPUT(events, NV_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(last_wakeup, u64, 1);
 
 struct nv_inflight {
     u32 op;
@@ -92,6 +99,22 @@ static __always_inline void count_lost(void)
     u64 *n = lost.lookup(&zero);
     if (n)
         (*n)++;
+}
+
+/* Wake the consumer at most once per NV_WAKEUP_NS per CPU: a wakeup per event costs
+ * the producing task more than the event itself. The consumer also drains on its poll
+ * timeout, so a record submitted without a wakeup waits at most that long. */
+static __always_inline u64 wakeup_flag(void)
+{
+    int zero = 0;
+    u64 *last = last_wakeup.lookup(&zero);
+    if (!last)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (now - *last < NV_WAKEUP_NS)
+        return NV_RB_NO_WAKEUP;
+    *last = now;
+    return NV_RB_FORCE_WAKEUP;
 }
 
 static __always_inline void fill_header(struct nv_header *h, u32 kind)
@@ -154,7 +177,7 @@ static __always_inline void emit_net(struct nv_inflight *f, s32 ret, s32 fd, u32
     e->op = op;
     e->aux = f->aux;
     __builtin_memcpy(&e->s, &f->s, sizeof(e->s));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, wakeup_flag());
 }
 
 /* ---------------------------------------------------------------- processes */
@@ -223,7 +246,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 len = offsetof(struct nv_exec_event, args) + (e->args_len & (NV_ARGS_SIZE - 1));
     if (e->args_len >= NV_ARGS_SIZE)
         len = offsetof(struct nv_exec_event, args) + NV_ARGS_SIZE;
-    if (events.ringbuf_output(e, len, 0))
+    if (events.ringbuf_output(e, len, wakeup_flag()))
         count_lost();
     if (stash)
         exec_args.delete(&old);
@@ -265,7 +288,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     fill_header(&e->h, NV_FORK);
     e->child_pid = args->child_pid;
     e->pad = 0;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, wakeup_flag());
     return 0;
 }
 
@@ -290,7 +313,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         fill_header(&e->h, NV_EXIT);
         e->code = code ? *code : -1;
         e->pad = 0;
-        events.ringbuf_submit(e, 0);
+        events.ringbuf_submit(e, wakeup_flag());
     }
     if (code)
         exit_codes.delete(&tgid);
@@ -450,7 +473,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         e->op = NV_OP_CONNECT_RESULT;
         e->aux = 0;
         __builtin_memcpy(&e->s, &o->s, sizeof(e->s));
-        events.ringbuf_submit(e, 0);
+        events.ringbuf_submit(e, wakeup_flag());
     }
     sk_owner.delete(&skaddr);
     return 0;

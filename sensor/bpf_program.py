@@ -73,8 +73,13 @@ class SensorProgram:
             raise exc
 
     def poll(self, timeout_ms: int = 100) -> None:
-        """Wait up to timeout_ms for records and hand each to the callback."""
+        """Wait up to timeout_ms for a wakeup, then hand every record to the callback.
+
+        The kernel side wakes the consumer at most once per millisecond per CPU, so
+        records submitted without a wakeup are collected here after the wait.
+        """
         self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()
         self._raise_pending()
 
     def consume(self) -> None:
