@@ -31,6 +31,45 @@ def load_bcc() -> type:
     return BPF
 
 
+_COMPILER_LIBS = ("libLLVM", "libclang")
+_MADV_DONTNEED = 4
+
+
+def release_compiler_pages(smaps_file: str = "/proc/self/smaps") -> int:
+    """Drop the clean read-only pages of LLVM/clang that compiling touched; returns bytes.
+
+    Only mappings with no dirty or anonymous pages qualify (so relocated RELRO data is
+    never touched): they are re-read from the page cache if a later compile needs them,
+    so this only shrinks the agent's resident set.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    try:
+        with open(smaps_file, encoding="ascii", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return 0
+    candidates: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    dirty = 0
+    for line in lines + ["0-0 ---- 0 0 0 [end]\n"]:
+        parts = line.split()
+        if parts and "-" in parts[0] and len(parts) >= 5:  # a mapping header line
+            if current is not None and dirty == 0:
+                candidates.append(current)
+            current, dirty = None, 0
+            if len(parts) >= 6 and "w" not in parts[1] and any(lib in parts[5] for lib in _COMPILER_LIBS):
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                current = (start, end)
+        elif current is not None and parts and parts[0] in ("Private_Dirty:", "Shared_Dirty:", "Anonymous:"):
+            dirty += int(parts[1])
+    released = 0
+    for start, end in candidates:
+        if libc.madvise(start, end - start, _MADV_DONTNEED) == 0:
+            released += end - start
+    return released
+
+
 class SensorProgram:
     """Compiled and attached tracepoint programs plus their ring buffer.
 
@@ -57,6 +96,8 @@ class SensorProgram:
         self.bpf._open_ring_buffer(table.map_fd, self._cb, None)
         table._cbs[0] = self._cb
         self._lost = self.bpf[b"lost"]
+        self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
+        release_compiler_pages()
         self.closed = False
 
     def _trampoline(self, _ctx: int, data: int, size: int) -> int:
