@@ -386,24 +386,35 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+/* connect/bind enter: remember the socket and the address it names (remote or local) */
+static __always_inline int begin_with_addr(u32 op, s32 fd, u64 uaddr, int local)
 {
     u8 addr[16] = {};
     u16 port = 0;
-    u16 family = read_sockaddr((u64)args->uservaddr, addr, &port);
+    u16 family = read_sockaddr(uaddr, addr, &port);
     if (!family)
         return 0;
-    struct nv_inflight *f = begin(NV_OP_CONNECT, args->fd, 0, 0);
+    struct nv_inflight *f = begin(op, fd, 0, 0);
     if (!f)
         return 0;
-    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, args->fd);
+    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, fd);
     struct nv_sock *known = socks.lookup(&key);
     if (known)
         __builtin_memcpy(&f->s, known, sizeof(f->s));
     f->s.family = family;
-    f->s.rport = port;
-    __builtin_memcpy(f->s.raddr, addr, 16);
+    if (local) {
+        f->s.lport = port;
+        __builtin_memcpy(f->s.laddr, addr, 16);
+    } else {
+        f->s.rport = port;
+        __builtin_memcpy(f->s.raddr, addr, 16);
+    }
     return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    return begin_with_addr(NV_OP_CONNECT, args->fd, (u64)args->uservaddr, 0);
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
@@ -590,22 +601,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_bind)
 {
-    u8 addr[16] = {};
-    u16 port = 0;
-    u16 family = read_sockaddr((u64)args->umyaddr, addr, &port);
-    if (!family)
-        return 0;
-    struct nv_inflight *f = begin(NV_OP_BIND, args->fd, 0, 0);
-    if (!f)
-        return 0;
-    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, args->fd);
-    struct nv_sock *known = socks.lookup(&key);
-    if (known)
-        __builtin_memcpy(&f->s, known, sizeof(f->s));
-    f->s.family = family;
-    f->s.lport = port;
-    __builtin_memcpy(f->s.laddr, addr, 16);
-    return 0;
+    return begin_with_addr(NV_OP_BIND, args->fd, (u64)args->umyaddr, 1);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_bind)
