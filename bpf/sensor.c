@@ -351,7 +351,13 @@ static __always_inline void finish_done(void)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 {
-    begin(NV_OP_SOCKET, -1, 0, ((u32)args->family << 16) | ((u32)args->type & 0xFFFF));
+    u16 family = args->family;
+    u16 type = args->type & 0xF;
+    /* TCP sockets are recorded by connect/accept/bind; only UDP/raw IP sockets (whose type
+     * sendto needs) and packet sockets are worth a map entry at creation */
+    if (family != NV_AF_PACKET && !((family == NV_AF_INET || family == NV_AF_INET6) && type != NV_SOCK_STREAM))
+        return 0;
+    begin(NV_OP_SOCKET, -1, 0, ((u32)family << 16) | type);
     return 0;
 }
 
