@@ -33,7 +33,7 @@
 #define NV_EINPROGRESS 115
 
 #ifndef NV_WAKEUP_NS
-#define NV_WAKEUP_NS 1000000
+#define NV_WAKEUP_NS 10000000
 #endif
 #define NV_RB_NO_WAKEUP 1
 #define NV_RB_FORCE_WAKEUP 2
@@ -101,7 +101,7 @@ static __always_inline void count_lost(void)
         (*n)++;
 }
 
-/* Wake the consumer at most once per NV_WAKEUP_NS per CPU: a wakeup per event costs
+/* Wake the consumer at most once per NV_WAKEUP_NS (10 ms) per CPU: a wakeup per event costs
  * the producing task more than the event itself. The consumer also drains on its poll
  * timeout, so a record submitted without a wakeup waits at most that long. */
 static __always_inline u64 wakeup_flag(void)
