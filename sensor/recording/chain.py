@@ -19,6 +19,13 @@ def block_hash(previous: bytes, block: bytes, key: bytes | None) -> bytes:
     return h.digest()
 
 
+def footer_tag(chain_hash: bytes, fields: bytes, key: bytes | None) -> bytes:
+    """Tag of a footer: binds its time range and counts to the final chain hash."""
+    h = blake2b(chain_hash, digest_size=16, key=key or b"", person=b"netvigil-foot")
+    h.update(fields)
+    return h.digest()
+
+
 def record_tag(root: bytes, index: int, body: bytes) -> bytes:
     """16-bit tag of data record ``index`` (its bytes without the tag), keyed by the root."""
     return blake2b(index.to_bytes(8, "little") + body, digest_size=2, key=root).digest()

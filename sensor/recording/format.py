@@ -7,7 +7,8 @@ A segment file is ``MAGIC`` followed by a stream of msgpack arrays (records):
   bytes and its index, always encoded as ``0xcd XX XX`` (3 bytes); it locates damage.
 * ``[CHECK, b"NVck", count, chain_hash]`` after every flushed block: ``chain_hash`` =
   BLAKE2b(previous chain hash + the block's bytes), ``count`` = data records so far.
-* ``[FOOTER, b"NVft", count, chain_hash, first_ns, last_ns, counts]`` on close.
+* ``[FOOTER, b"NVft", count, chain_hash, first_ns, last_ns, counts, tag]`` on close;
+  ``tag`` binds the time range and counts to the chain hash.
 
 See docs/forensics.md for the full description.
 """
@@ -40,7 +41,8 @@ CHECK_MAGIC = b"NVck"
 FOOTER_MAGIC = b"NVft"
 # byte patterns used to find a checkpoint/footer again after damaged bytes
 CHECK_PATTERN = b"\x94\x02\xc4\x04" + CHECK_MAGIC
-FOOTER_PATTERN = b"\x97\x03\xc4\x04" + FOOTER_MAGIC
+FOOTER_PATTERN = b"\x98\x03\xc4\x04" + FOOTER_MAGIC
+FOOTER_KEYS = ("kind", "magic", "count", "chain_hash", "first_ns", "last_ns", "counts", "tag")
 TAG_PREFIX = b"\xcd"
 TAG_LEN = 3  # encoded length of the tag at the end of every data record
 

@@ -6,6 +6,7 @@ say which record was changed, removed or moved, and to keep the records that are
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from sensor.recording.errors import SegmentFormatError
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 _TAG_SEARCH = 64  # how far (in records) a displaced record's tag is searched for
+# what msgpack raises on damaged bytes (TypeError: e.g. a list where a map key must be)
+_UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class SegmentReader:
         u.feed(data[len(fmt.MAGIC):len(fmt.MAGIC) + 65536])
         try:
             head = next(u)
-        except (StopIteration, ValueError, msgpack.UnpackException) as exc:
+        except (StopIteration, *_UNPACK_ERRORS) as exc:
             raise SegmentFormatError(f"{self.path}: corrupt segment header") from exc
         if not (type(head) is list and len(head) == 2 and head[0] == fmt.K_HEADER
                 and isinstance(head[1], dict)):
@@ -129,36 +132,31 @@ class SegmentReader:
 
     # -- public -----------------------------------------------------------------------
     def blocks(self) -> Iterator[Block]:
-        """Blocks of sound records in order; findings accumulate in ``self.problems``."""
+        """Blocks of sound records in order; findings accumulate in ``self.problems``.
+
+        Fast path: parse a block, check it against its checkpoint with one hash. Where
+        the bytes stop parsing (damage, or a crash's torn tail), ``_walk`` takes over
+        record by record until the next checkpoint, then the fast path resumes.
+        """
         if self._done:
             raise SegmentFormatError(f"{self.path}: blocks() can be iterated once")
         self._done = True
-        data = self._data
-        n = len(data)
+        n = len(self._data)
         pos = self.header_end
-        prev_candidates = (self.root,)
+        prev_candidates: tuple[bytes, ...] = (self.root,)
         index = 0
-        adopt_next = False
         while pos < n:
             u = _unpacker(n)
             u.feed(self._view[pos:])
             recs: list[list] = []
             blk_start = pos
-            seal_end = None
             try:
                 for obj in u:
                     if type(obj) is list and obj and (obj[0] == fmt.K_CHECK or obj[0] == fmt.K_FOOTER) \
                             and _is_seal(obj):
                         end = pos + u.tell()
                         seal_start = end - len(_pack(obj))
-                        if adopt_next and isinstance(obj[2], int) and obj[2] > index + len(recs):
-                            self.problems.append(Problem(
-                                self.path, f"{obj[2] - index - len(recs)} record(s) lost in "
-                                f"the damaged bytes (records {index}..{obj[2] - len(recs) - 1})",
-                                record=index, offset=blk_start))
-                        blk = self._seal(blk_start, seal_start, recs, index, prev_candidates,
-                                         obj, adopt_next)
-                        adopt_next = False
+                        blk = self._seal(blk_start, seal_start, recs, index, prev_candidates, obj)
                         if blk is not None:
                             self.records_read += len(blk.records)
                             yield blk
@@ -172,43 +170,136 @@ class SegmentReader:
                         blk_start = end
                     else:
                         recs.append(obj)
-                else:
-                    seal_end = None
-            except (ValueError, msgpack.UnpackException):
-                seal_end = -1  # damaged framing
-            # the loop ended without a seal after blk_start: end of data, torn or damaged
-            good_end, recs = self._complete_records(blk_start, n)
-            nxt = self._find_seal(good_end)
-            if nxt is None:
-                blk = self._verify_by_tags(blk_start, recs, index, index + len(recs))
-                if blk is not None:
-                    self.records_read += len(blk.records)
-                    yield blk
-                if good_end < n:
-                    if seal_end == -1:
-                        msg = (f"unreadable bytes from here to the end of the file "
-                               f"({n - good_end} bytes), "
-                               f"{self.records_read} complete records read")
-                    else:
-                        msg = (f"torn tail at byte {good_end}: {n - good_end} bytes of an "
-                               f"incomplete record (crash while writing?), "
-                               f"{self.records_read} complete records read")
-                    self.problems.append(Problem(self.path, msg, record=index + len(recs),
-                                                 offset=good_end, kind="torn"))
-                self._unclosed(n)
-                return
-            # damaged bytes in the middle: keep what verifies, resync at the next seal
-            blk = self._verify_by_tags(blk_start, recs, index, index + len(recs))
+            except _UNPACK_ERRORS:
+                pass
+            # no checkpoint after blk_start: unsealed tail, torn tail, or damaged bytes
+            walked = self._walk(blk_start, index, prev_candidates)
+            blk, pos, index, prev_candidates, ended = walked
             if blk is not None:
                 self.records_read += len(blk.records)
                 yield blk
-            self.problems.append(Problem(
-                self.path, f"damaged bytes {good_end}..{nxt} cannot be parsed; records there "
-                f"skipped, reading resumes at the next checkpoint", record=index + len(recs),
-                offset=good_end))
-            pos = nxt
-            adopt_next = True
-            index += len(recs)
+            if ended:
+                return
+
+    def _walk(self, start: int, base: int, prev: tuple[bytes, ...]
+              ) -> tuple[Block | None, int, int, tuple[bytes, ...], bool]:
+        """Read record by record from ``start`` up to and including the next checkpoint.
+
+        Returns (sound records, where to resume, next record index, chain candidates,
+        whether the file ended). Records are kept when their tag verifies; unparseable
+        or unverifiable bytes are skipped to the next verifying record or checkpoint.
+        """
+        data = self._data
+        n = len(data)
+        bio = io.BytesIO(self._view)
+        found: list[tuple[int, int, list]] = []
+        lost: set[int] = set()
+        problems: list[Problem] = []
+        pos, idx = start, base
+        seal: list | None = None
+        seal_end = n
+        while pos < n:
+            obj, size = self._parse_at(bio, pos, n)
+            if _is_seal(obj):
+                seal, seal_end = obj, pos + size
+                if isinstance(obj[2], int) and obj[2] > idx:
+                    problems.append(Problem(
+                        self.path, f"{obj[2] - idx} record(s) lost before this checkpoint "
+                        f"(records {idx}..{obj[2] - 1})", record=idx, offset=pos))
+                    lost.update(range(idx, obj[2]))
+                    idx = obj[2]
+                break
+            match = None
+            if type(obj) is list and size > 3 and data[pos + size - 3] == 0xCD:
+                match = (self._tag_index(data[pos:pos + size - 3],
+                                         data[pos + size - 2:pos + size], idx, base)
+                         if self.verify else idx)
+            if match is not None:
+                found.append((match, pos, obj))
+                pos += size
+                idx = match + 1
+                continue
+            # cannot use the bytes here: find where sound records (or a checkpoint) resume
+            nxt_seal = self._find_seal(pos + 1)
+            res = self._resync_by_tags(pos, nxt_seal if nxt_seal is not None else n, idx) \
+                if self.verify else None
+            if res is None and nxt_seal is None:
+                if obj is None:
+                    problems.append(Problem(
+                        self.path, f"torn tail at byte {pos}: {n - pos} bytes of an incomplete "
+                        f"record (crash while writing?), "
+                        f"{self.records_read + len(found)} complete records read",
+                        record=idx, offset=pos, kind="torn"))
+                else:
+                    problems.append(Problem(
+                        self.path, f"unreadable bytes from here to the end of the file "
+                        f"({n - pos} bytes), {self.records_read + len(found)} complete "
+                        f"records read", record=idx, offset=pos))
+                pos = n
+                break
+            if res is None:
+                problems.append(Problem(
+                    self.path, f"damaged bytes {pos}..{nxt_seal} cannot be parsed; reading "
+                    f"resumes at the next checkpoint", record=idx, offset=pos))
+                pos = nxt_seal
+                continue
+            o, k = res
+            if obj is not None and pos + size == o and k == idx + 1:
+                problems.append(Problem(self.path, "record does not match its hash tag "
+                                        "(changed or corrupted); skipped", record=idx,
+                                        offset=pos))
+            else:
+                problems.append(Problem(
+                    self.path, f"damaged bytes {pos}..{o} cannot be parsed: {k - idx} "
+                    f"record(s) lost (records {idx}..{k - 1}); reading resumes at record {k}",
+                    record=idx, offset=pos))
+            lost.update(range(idx, k))
+            pos, idx = o, k
+        problems += self._order_problems(found, lost, base, idx, pos)
+        self.problems.extend(problems)
+        blk = None
+        if found:
+            found.sort(key=lambda t: t[0])
+            blk = Block(base, [r for _, _, r in found], start,
+                        indices=[o for o, _, _ in found], offsets=[off for _, off, _ in found])
+        if seal is None:
+            self._unclosed(n)
+            return blk, n, idx, prev, True
+        stored = seal[3] if isinstance(seal[3], bytes) else None
+        new_prev = (stored,) if stored else prev
+        if stored:
+            self.final_hash = stored
+        self.sealed_count = idx
+        if seal[0] == fmt.K_FOOTER:
+            self._footer(seal, seal_end)
+            return blk, n, idx, new_prev, True
+        return blk, seal_end, idx, new_prev, False
+
+    def _order_problems(self, found: list[tuple[int, int, list]], lost: set[int], base: int,
+                        expected_end: int, end_offset: int) -> list[Problem]:
+        """Removed and reordered records among the verified ones of a walk."""
+        problems = []
+        found_set = {orig for orig, _, _ in found}
+        expect = base
+        for orig, off, _ in found:
+            if orig > expect:
+                missing = sum(1 for k in range(expect, orig)
+                              if k not in found_set and k not in lost)
+                if missing > 0:
+                    problems.append(Problem(
+                        self.path, f"{missing} record(s) before this one are missing "
+                        f"(removed): hash chain broken", record=orig, offset=off))
+            elif orig < expect:
+                problems.append(Problem(
+                    self.path, f"record {orig} found after record {expect - 1}: records "
+                    f"reordered; replayed in their original order", record=orig, offset=off))
+            expect = max(expect, orig + 1)
+        tail = sum(1 for k in range(expect, expected_end) if k not in lost)
+        if tail > 0:
+            problems.append(Problem(
+                self.path, f"{tail} record(s) at the end of the block are missing (removed)",
+                record=expect, offset=end_offset))
+        return problems
 
     # -- internals ----------------------------------------------------------------------
     def record_offsets(self, start: int, count: int) -> list[int]:
@@ -223,25 +314,47 @@ class SegmentReader:
                 cur = start + u.tell()
                 if len(offs) >= count:
                     break
-        except (ValueError, msgpack.UnpackException):
+        except _UNPACK_ERRORS:
             pass
         return offs
 
-    def _complete_records(self, start: int, end: int) -> tuple[int, list]:
-        """Parse records one by one from ``start``: (end of the last complete one, records)."""
-        u = _unpacker(end - start)
-        u.feed(self._view[start:end])
-        recs = []
-        good = start
-        try:
-            for obj in u:
-                if _is_seal(obj):
-                    break
-                recs.append(obj)
-                good = start + u.tell()
-        except (ValueError, msgpack.UnpackException):
-            pass
-        return good, recs
+    def _resync_by_tags(self, start: int, limit: int, index: int) -> tuple[int, int] | None:
+        """First offset in (start, limit) where records with valid tags begin again.
+
+        Returns (offset, record index). Candidates are short arrays whose first element is
+        a data record kind; the index is searched from ``index`` on, widening with the
+        distance from ``start`` (a record takes at least 6 bytes). A candidate is accepted
+        when the record after it verifies too (or a checkpoint or the limit follows), so a
+        chance match of a 16-bit tag does not resync onto garbage.
+        """
+        data = self._data
+        bio = io.BytesIO(self._view)
+        kinds = fmt.DATA_KINDS
+        o = start + 1
+        while o < limit - 3:
+            head = data[o]
+            if 0x92 <= head <= 0x9E and data[o + 1] in kinds:
+                obj, size = self._parse_at(bio, o, limit)
+                if type(obj) is list and size > 3 and data[o + size - 3] == 0xCD:
+                    body, tag = data[o:o + size - 3], data[o + size - 2:o + size]
+                    for k in range(index, index + (o - start) // 6 + 4):
+                        if chain.record_tag(self.root, k, body) == tag \
+                                and self._confirms(bio, o + size, limit, k + 1):
+                            return o, k
+            o += 1
+        return None
+
+    def _confirms(self, bio: io.BytesIO, pos: int, limit: int, k: int) -> bool:
+        """True if the record at ``pos`` verifies as record ``k`` (or nothing follows)."""
+        if pos >= limit:
+            return True
+        obj, size = self._parse_at(bio, pos, len(self._data))
+        if _is_seal(obj):
+            return True
+        if type(obj) is not list or size <= 3 or self._data[pos + size - 3] != 0xCD:
+            return False
+        data = self._data
+        return chain.record_tag(self.root, k, data[pos:pos + size - 3]) == data[pos + size - 2:pos + size]
 
     def _find_seal(self, start: int) -> int | None:
         d = self._data
@@ -252,17 +365,14 @@ class SegmentReader:
         return min(cands) if cands else None
 
     def _seal(self, blk_start: int, blk_end: int, recs: list, index: int,
-              prev_candidates: tuple[bytes, ...], seal: list, adopt: bool) -> Block | None:
+              prev_candidates: tuple[bytes, ...], seal: list) -> Block | None:
         count, stored = seal[2], seal[3]
         if not recs:
             if blk_end != blk_start:
                 self.problems.append(Problem(self.path, "unparsed bytes before checkpoint",
                                              record=index, offset=blk_start))
             return None
-        if not self.verify or adopt:
-            if adopt and self.verify:
-                return self._verify_by_tags(blk_start, recs, index, count
-                                            if isinstance(count, int) else index + len(recs))
+        if not self.verify:
             return Block(index, recs, blk_start, _reader=self)
         block = self._view[blk_start:blk_end]
         for prev in prev_candidates:
@@ -274,9 +384,31 @@ class SegmentReader:
                         record=index, offset=blk_end))
                 return Block(index, recs, blk_start, _reader=self)
         expected_end = count if isinstance(count, int) and count >= index else index + len(recs)
-        blk = self._verify_by_tags(blk_start, recs, index, expected_end, checked=True,
-                                   seal_offset=blk_end)
-        return blk
+        if index == 0 and self._header_suspect(recs):
+            return Block(index, recs, blk_start, _reader=self)
+        return self._verify_by_tags(blk_start, blk_end, recs, index, expected_end, checked=True)
+
+    def _header_suspect(self, recs: list) -> bool:
+        """First block: if no record tag verifies at all, the chain root (header) is wrong.
+
+        Then nothing in the segment can be verified: say so once and read unverified.
+        """
+        probe = recs[:8]
+        if not probe or any(type(r) is not list for r in probe):
+            return False
+        offsets = self.record_offsets(self.header_end, len(probe) + 1)
+        data = self._data
+        for i, off in enumerate(offsets[:len(probe)]):
+            end = offsets[i + 1] if i + 1 < len(offsets) else off + len(_pack(probe[i]))
+            if end - off > 3 and data[end - 3] == 0xCD and self._tag_index(
+                    data[off:end - 3], data[end - 2:end], i, 0) is not None:
+                return False
+        self.verify = False
+        self.problems.append(Problem(
+            self.path, "segment header altered (or a different key): no record verifies "
+            "against it, so nothing in this segment can be verified; read unverified",
+            offset=len(fmt.MAGIC)))
+        return True
 
     def _after_seal(self, seal: list, index: int, n: int, prev_candidates: tuple,
                     blk_start: int, blk_end: int) -> tuple[int, tuple[bytes, ...]]:
@@ -294,76 +426,79 @@ class SegmentReader:
         self.sealed_count = new_index
         return new_index, tuple(cands)
 
-    def _verify_by_tags(self, start: int, recs: list, base: int, expected_end: int,
-                        checked: bool = False, seal_offset: int | None = None) -> Block | None:
-        """Keep the records whose tag verifies, report the ones changed/removed/moved."""
-        if not recs:
-            return None
-        if not self.verify:
-            return Block(base, recs, start, _reader=self)
-        offsets = self.record_offsets(start, len(recs))
-        data = self._data
+    def _parse_at(self, bio: io.BytesIO, pos: int, end: int) -> tuple[Any, int]:
+        """(object, size) of the msgpack object at ``pos``, or (None, 0) if none ends < end."""
+        bio.seek(pos)
+        u = msgpack.Unpacker(bio, raw=False, strict_map_key=False, read_size=1024,
+                             max_buffer_size=max(len(self._data), 1 << 20))
+        try:
+            obj = next(u)
+        except (StopIteration, *_UNPACK_ERRORS):
+            return None, 0
+        size = u.tell()
+        return (obj, size) if pos + size <= end else (None, 0)
+
+    def _tag_index(self, body: bytes, tag: bytes, guess: int, base: int) -> int | None:
+        """The record index (near ``guess``) whose tag ``tag`` is, or None."""
         root = self.root
-        found: list[tuple[int, int, list]] = []  # (orig index, position, record)
-        bad_positions = []
-        for pos, rec in enumerate(recs):
-            off = offsets[pos] if pos < len(offsets) else None
-            nxt = offsets[pos + 1] if pos + 1 < len(offsets) else None
-            if off is None:
-                bad_positions.append(pos)
-                continue
-            if nxt is None:
-                nxt = off + len(_pack(rec))
-            raw = data[off:nxt]
-            if len(raw) < 4 or raw[-3] != 0xCD:
-                bad_positions.append(pos)
-                continue
-            body, tag = raw[:-3], raw[-2:]
-            guess = base + pos
-            match = None
-            for d in range(0, _TAG_SEARCH + 1):
-                for k in ((guess,) if d == 0 else (guess + d, guess - d)):
-                    if k >= base and chain.record_tag(root, k, body) == tag:
-                        match = k
-                        break
-                if match is not None:
-                    break
-            if match is None:
-                bad_positions.append(pos)
-            else:
-                found.append((match, pos, rec))
-        problems = []
-        for pos in bad_positions:
-            problems.append(Problem(self.path, "record does not match its hash tag "
-                                    "(changed or corrupted); skipped",
-                                    record=base + pos,
-                                    offset=offsets[pos] if pos < len(offsets) else None))
-        expect = base
-        unverified_since = 0
-        bad_set = set(bad_positions)
-        found_set = {orig for orig, _, _ in found}
-        last_pos = -1
-        for orig, pos, _ in found:
-            unverified_since = sum(1 for p in range(last_pos + 1, pos) if p in bad_set)
-            last_pos = pos
-            if orig > expect:
-                missing = sum(1 for k in range(expect, orig) if k not in found_set) \
-                    - unverified_since
-                if missing > 0:
+        for d in range(0, _TAG_SEARCH + 1):
+            for k in ((guess,) if d == 0 else (guess + d, guess - d)):
+                if k >= base and chain.record_tag(root, k, body) == tag:
+                    return k
+        return None
+
+    def _verify_by_tags(self, start: int, end: int, recs: list, base: int, expected_end: int,
+                        checked: bool = False) -> Block | None:
+        """Walk [start, end) (a block that failed its checkpoint) record by record.
+
+        A record whose tag matches another index nearby was moved (or records before it
+        were removed); a record that verifies nowhere was changed; bytes that do not parse
+        into verifiable records are skipped up to the next record whose tag verifies.
+        """
+        if start >= end:
+            return None
+        data = self._data
+        bio = io.BytesIO(self._view)
+        found: list[tuple[int, int, list]] = []
+        lost: set[int] = set()
+        problems: list[Problem] = []
+        pos, idx = start, base
+        while pos < end:
+            obj, size = self._parse_at(bio, pos, end)
+            if _is_seal(obj):  # a checkpoint inside the region: its count is authoritative
+                if isinstance(obj[2], int) and obj[2] > idx:
+                    lost.update(range(idx, obj[2]))
                     problems.append(Problem(
-                        self.path, f"{missing} record(s) before this one are missing "
-                        f"(removed): hash chain broken", record=orig, offset=offsets[pos]))
-            elif orig < expect:
+                        self.path, f"{obj[2] - idx} record(s) lost before this checkpoint "
+                        f"(records {idx}..{obj[2] - 1})", record=idx, offset=pos))
+                    idx = obj[2]
+                pos += size
+                continue
+            match = None
+            if type(obj) is list and size > 3 and data[pos + size - 3] == 0xCD:
+                match = self._tag_index(data[pos:pos + size - 3],
+                                        data[pos + size - 2:pos + size], idx, base)
+            if match is not None:
+                found.append((match, pos, obj))
+                pos += size
+                idx = match + 1
+                continue
+            res = self._resync_by_tags(pos, end, idx)
+            o, k = res if res is not None else (end, max(idx + 1, expected_end))
+            if obj is not None and pos + size == o and k == idx + 1:
+                problems.append(Problem(self.path, "record does not match its hash tag "
+                                        "(changed or corrupted); skipped", record=idx,
+                                        offset=pos))
+            elif k > idx:
                 problems.append(Problem(
-                    self.path, f"record {orig} found after record {expect - 1}: records "
-                    f"reordered; replayed in their original order", record=orig,
-                    offset=offsets[pos]))
-            expect = max(expect, orig + 1)
-        tail_bad = sum(1 for p in bad_positions if p > last_pos)
-        if expected_end - expect - tail_bad > 0:
-            problems.append(Problem(
-                self.path, f"{expected_end - expect - tail_bad} record(s) at the end of the "
-                f"block are missing (removed)", record=expect, offset=seal_offset))
+                    self.path, f"damaged bytes {pos}..{o} cannot be parsed: {k - idx} "
+                    f"record(s) lost (records {idx}..{k - 1})", record=idx, offset=pos))
+            else:
+                problems.append(Problem(self.path, f"damaged bytes {pos}..{o} skipped",
+                                        record=idx, offset=pos))
+            lost.update(range(idx, k))
+            pos, idx = o, k
+        problems += self._order_problems(found, lost, base, expected_end, end)
         if checked and not problems:
             problems.append(Problem(
                 self.path, "block does not match its checkpoint hash (records or "
@@ -374,11 +509,14 @@ class SegmentReader:
             return None
         found.sort(key=lambda t: t[0])
         return Block(base, [r for _, _, r in found], start, indices=[o for o, _, _ in found],
-                     offsets=[offsets[p] for _, p, _ in found])
+                     offsets=[off for _, off, _ in found])
 
     def _footer(self, obj: list, end: int) -> None:
-        keys = ("kind", "magic", "count", "chain_hash", "first_ns", "last_ns", "counts")
-        self.footer = dict(zip(keys, obj))
+        footer = _footer_dict(obj, self._key if self.verify else None, self.verify)
+        if footer is None:
+            self.problems.append(Problem(self.path, "footer altered: its time range and "
+                                         "counts are not trusted", offset=end))
+        self.footer = footer
         if end < len(self._data):
             self.problems.append(Problem(self.path, f"{len(self._data) - end} unexpected "
                                          "bytes after the footer (ignored)", offset=end))
@@ -400,8 +538,13 @@ def final_hash(path: Path, key: bytes | None) -> bytes | None:
     return r.final_hash
 
 
-def read_footer(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(header, footer or None) of a segment without reading it all (no verification)."""
+def read_footer(path: Path, key: bytes | str | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(header, footer) of a segment without reading it all.
+
+    The footer is None when missing, or when its tag does not verify (then the segment
+    must be read to know its time range).
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(65536)
@@ -411,15 +554,29 @@ def read_footer(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
             tail = f.read()
     except OSError as exc:
         raise SegmentFormatError(f"{path}: cannot read: {exc.strerror}") from exc
-    r = SegmentReader(path, data=head)
+    r = SegmentReader(path, data=head, key=key)
     i = tail.rfind(fmt.FOOTER_PATTERN)
     footer = None
     if i >= 0:
         try:
             obj = msgpack.unpackb(tail[i:], raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException):
+        except _UNPACK_ERRORS:
             obj = None
-        if _is_seal(obj) and len(obj) == 7:
-            keys = ("kind", "magic", "count", "chain_hash", "first_ns", "last_ns", "counts")
-            footer = dict(zip(keys, obj))
+        footer = _footer_dict(obj, r._key, r.verify)
     return r.header, footer
+
+
+def _footer_dict(obj: Any, key: bytes | None, verify: bool) -> dict[str, Any] | None:
+    """The footer as a dict if well-formed and its tag verifies (when verifiable)."""
+    if not (_is_seal(obj) and len(obj) == len(fmt.FOOTER_KEYS) and obj[0] == fmt.K_FOOTER):
+        return None
+    footer = dict(zip(fmt.FOOTER_KEYS, obj))
+    if not isinstance(footer["chain_hash"], bytes):
+        return None
+    if verify:
+        fields = _pack([footer["count"], footer["first_ns"], footer["last_ns"], footer["counts"]])
+        if chain.footer_tag(footer["chain_hash"], fields, key) != footer["tag"]:
+            return None
+    elif not isinstance(footer.get("counts"), dict):
+        return None
+    return footer

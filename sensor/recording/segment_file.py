@@ -72,8 +72,10 @@ class SegmentFile:
               counts: dict[str, int]) -> None:
         """Write the footer (time range, counts, final chain hash) and close the file."""
         try:
+            fields = [self.count, first_ns, last_ns, counts]
+            tag = chain.footer_tag(self.chain, _pack(fields), self._key)
             self._write(_pack([fmt.K_FOOTER, fmt.FOOTER_MAGIC, self.count, self.chain,
-                               first_ns, last_ns, counts]))
+                               first_ns, last_ns, counts, tag]))
             os.fsync(self._fd)
         finally:
             self.abandon()

@@ -42,7 +42,7 @@ class Replayer:
         self.problems: list[Problem] = []
         self._report_cb = report
         self.progress = progress
-        self.segments: list[SegmentRef] = discover(paths, self._report)
+        self.segments: list[SegmentRef] = discover(paths, self._report, key)
         self.table = ProcessTable()
         self.keep_records = keep_records
         self.records: dict[str, dict[str, Any]] = {}

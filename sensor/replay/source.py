@@ -75,13 +75,13 @@ def _candidates(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def discover(paths: Sequence[str | Path], report: Callable[[Problem], None]
-             ) -> list[SegmentRef]:
+def discover(paths: Sequence[str | Path], report: Callable[[Problem], None],
+             key: bytes | str | None = None) -> list[SegmentRef]:
     """Segments under ``paths`` in replay order; gaps in a host's sequence are reported."""
     refs: list[SegmentRef] = []
     for path in _candidates(paths):
         try:
-            header, footer = read_footer(path)
+            header, footer = read_footer(path, key)
         except SegmentFormatError as exc:
             report(Problem(path, str(exc).removeprefix(f"{path}: "), kind="format"))
             continue
