@@ -71,6 +71,20 @@ def test_event_of_unknown_process_keeps_its_own_fields(tmp_path: Path) -> None:
     assert events == sent
 
 
+def test_varying_would_be_constants_stay_compact(tmp_path: Path) -> None:
+    """clone's evt.rawres is a child pid; errno names vary: neither may bloat the file."""
+    sent = []
+    for i in range(400):
+        sent.append({"evt.type": "clone", "evt.time": 10 * i, "evt.num": i, "evt.dir": "<",
+                     "evt.res": "SUCCESS", "evt.rawres": 5000 + i, "thread.tid": 7})
+        sent.append({"evt.type": "connect", "evt.time": 10 * i + 5, "evt.num": i, "evt.dir": "<",
+                     "evt.res": f"E{i % 60}", "evt.rawres": -(i % 60), "thread.tid": 7})
+    record(tmp_path, [("event", e) for e in sent])
+    path = list_segments(tmp_path)[0][1]
+    assert [x[2] for x in read_items(path) if x[0] == IT_EVENT] == sent
+    assert path.stat().st_size / len(sent) < 20
+
+
 def test_alerts_and_verdicts_are_recorded(tmp_path: Path) -> None:
     alert = {"rule": "R", "priority": "Warning", "output": "o", "time": "2026-01-01T00:00:00Z",
              "output_fields": {"fd.sip": "1.2.3.4"}, "tags": ["a"]}

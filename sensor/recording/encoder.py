@@ -45,6 +45,7 @@ FDNAME_SOURCES = ("fd.cip", "fd.cport", "fd.sip", "fd.sport")
 MAX_VALUES = 1 << 16
 MAX_SHAPES = 1 << 13
 MAX_PLANS = 1 << 12
+MAX_CONST_VALUES = 24  # distinct values of one constant field before it becomes variable
 MAX_INTERN_LEN = 256
 NO_INTERN_PROC_KEYS = frozenset({"exec_id", "start_ns", "exit_ns"})
 
@@ -53,7 +54,7 @@ class _Plan:
     """How events with one exact key sequence are split into const/variable/derived."""
 
     __slots__ = ("pid", "const_keys", "var_keys", "has_time", "fdname", "copies", "tid",
-                 "derived_targets", "get_consts", "copy_groups")
+                 "derived_targets", "get_consts", "copy_groups", "version", "seen")
 
     def __init__(self, pid: int, keys: tuple[str, ...], skip_process: bool) -> None:
         self.pid = pid
@@ -78,12 +79,18 @@ class _Plan:
             if skip_process and k.startswith(PROCESS_PREFIXES):
                 continue
             (const if k in CONST_CANDIDATES else var).append(k)
-        self.const_keys = tuple(const)
-        self.var_keys = tuple(var)
         groups: dict[str, list[tuple[str, int]]] = {}
         for t, src, f in self.copies:
             groups.setdefault(t, []).append((src, f))
         self.copy_groups = tuple((t, tuple(c)) for t, c in groups.items())
+        self.version = -1
+        self._set(tuple(const), tuple(var))
+
+    def _set(self, const: tuple[str, ...], var: tuple[str, ...]) -> None:
+        self.const_keys = const
+        self.var_keys = var
+        self.version += 1
+        self.seen: list[set] = [set() for _ in const]
         if len(const) >= 2:
             self.get_consts = itemgetter(*const)
         elif const:
@@ -91,6 +98,20 @@ class _Plan:
             self.get_consts = lambda ev: (ev[k0],)
         else:
             self.get_consts = lambda ev: ()
+
+    def demote(self, keys: set[str]) -> None:
+        """Treat ``keys`` as variable fields from now on (values too varied or unsuitable)."""
+        self._set(tuple(k for k in self.const_keys if k not in keys),
+                  self.var_keys + tuple(k for k in self.const_keys if k in keys))
+
+    def too_varied(self, cvals: tuple) -> set[str]:
+        """Record the constants of a new shape; keys with many distinct values."""
+        out = set()
+        for k, seen, v in zip(self.const_keys, self.seen, cvals):
+            seen.add((type(v), v))
+            if len(seen) > MAX_CONST_VALUES:
+                out.add(k)
+        return out
 
 
 def _const_ok(v: Any) -> bool:
@@ -240,14 +261,21 @@ class SegmentEncoder:
                 continue
             vals.append(v)
             codes.append(fmt.C_RAW)
-        skey = (plan.pid, cvals, tuple(map(type, cvals)), derive, tuple(codes), tuple(extra))
+        skey = (plan.pid, plan.version, cvals, tuple(map(type, cvals)), derive, tuple(codes),
+                tuple(extra))
         try:
             sid = self.shapes.get(skey)
         except TypeError:  # an unhashable value where a constant was expected
-            self._raw_event(ev)
-            return
+            sid = None
         if sid is None:
-            if len(self.shapes) >= MAX_SHAPES or not all(map(_const_ok, cvals)):
+            bad = {k for k, v in zip(plan.const_keys, cvals) if not _const_ok(v)}
+            if not bad:
+                bad = plan.too_varied(cvals)
+            if bad:  # e.g. clone's evt.rawres (a child pid): a variable field, not a constant
+                plan.demote(bad)
+                self.event(ev)
+                return
+            if len(self.shapes) >= MAX_SHAPES:
                 self._raw_event(ev)
                 return
             sid = self._define_shape(skey, plan, extra, codes)
@@ -270,7 +298,7 @@ class SegmentEncoder:
 
     def _define_shape(self, skey: tuple, plan: _Plan, extra: list[str],
                       codes: list[int]) -> int:
-        _, cvals, _, derive, _, _ = skey
+        _, _, cvals, _, derive, _, _ = skey
         keys = plan.var_keys + tuple(extra)
         var = [[self._fid(k), c] for k, c in zip(keys, codes)]
         consts = [[self._fid(k), v] for k, v in zip(plan.const_keys, cvals)]
