@@ -251,6 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         progress.close()
         if export_file is not None:
             export_file.close()
+    stdout.flush()
     st = replayer.stats
     span = (f", {format_ns(replayer.first_ns)} .. {format_ns(replayer.last_ns)}"
             if replayer.first_ns is not None else "")

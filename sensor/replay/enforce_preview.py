@@ -262,8 +262,12 @@ class EnforcePreview:
         for r in rep["rules"]:
             mode = "audit: would be recorded only" if r["mode"] == "audit" else "enforce"
             stream.write(f"rule \"{r['rule']}\": {r['enforcement']} [{mode}]\n")
-            stream.write(f"  matched {r['detected']} time(s); would have denied "
-                         f"{r['denied']} connection(s)")
+            if r["rule"].endswith(" (static)"):
+                stream.write(f"  in force from the start; would have denied {r['denied']} "
+                             f"connection(s)")
+            else:
+                stream.write(f"  matched {r['detected']} time(s); would have denied "
+                             f"{r['denied']} connection(s)")
             if r["first"]:
                 stream.write(f" between {r['first']} and {r['last']}")
             stream.write("\n")
@@ -275,7 +279,7 @@ class EnforcePreview:
             for w in r["workloads"]:
                 dests = ", ".join(f"{d} ({n})" for d, n in w["destinations"].items())
                 stream.write(f"  {w['workload'][:40]:<40} {w['detected']:>7} "
-                             f"{w['denied']:>7}  {dests}\n")
+                             f"{w['denied']:>7}  {dests}".rstrip() + "\n")
         for name in rep["enforcing_rules_without_effect"]:
             stream.write(f"rule \"{name}\": no match, nothing would have been denied\n")
         stream.flush()

@@ -113,7 +113,8 @@ def connection_row(ev: Mapping[str, Any], lookup: RecordLookup) -> dict[str, Any
         "type": etype, "direction": direction, "proto": ev.get("fd.l4proto"),
         "local": _endpoint(ev.get("fd.lip"), ev.get("fd.lport")),
         "remote": (_endpoint(ev.get("fd.rip"), ev.get("fd.rport"))
-                   if ev.get("fd.rip") is not None else None),
+                   if ev.get("fd.rip") is not None and direction in ("out", "in", "verdict")
+                   else None),
         "result": ev.get("evt.res") or ev.get("netvigil.verdict"),
         "pid": ev.get("proc.pid"), "process": ev.get("proc.name"),
         "cmdline": ev.get("proc.cmdline"), "exec_id": ev.get("proc.exec_id"),
