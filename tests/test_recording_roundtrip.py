@@ -109,6 +109,17 @@ def test_header_and_footer_describe_the_segment(tmp_path: Path) -> None:
     assert reader.footer["counts"]["events"] == sum(1 for k, _ in items if k == "event")
 
 
+def test_malformed_input_is_counted_not_raised(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, host="h", boot_id="b", version="v")
+    rec.event({("not", "a", "name"): 1})                 # not a field name
+    rec.process({"pid": 3})                              # no exec_id
+    rec.event({"evt.type": "ok", "evt.time": 1, "evt.num": 2**70})  # beyond 64 bits: as text
+    rec.close()
+    assert rec.stats()["encode_errors"] == 2
+    assert [x[2] for x in read_items(list_segments(tmp_path)[0][1]) if x[0] == IT_EVENT] == [
+        {"evt.type": "ok", "evt.time": 1, "evt.num": str(2**70)}]
+
+
 def test_recorder_refuses_use_after_close_and_a_second_writer(tmp_path: Path) -> None:
     rec = Recorder(tmp_path, host="h", boot_id="b", version="v")
     with pytest.raises(RecordingError, match="another recorder"):

@@ -150,8 +150,8 @@ class SegmentDecoder:
                  ) -> Callable:
         """Build the decode function of one shape.
 
-        Field names and constant values only enter the generated code through its
-        namespace (default arguments), never as source text.
+        Field names and constant values only enter the generated code as closure
+        variables, never as source text.
         """
         if not isinstance(var, list) or not isinstance(consts, list) or not isinstance(derive, int):
             raise DecodeError("malformed shape")
@@ -193,15 +193,17 @@ class SegmentDecoder:
         if derive & enc.D_TID_PID:
             alt = where.get("proc.pid", "M.get('proc.pid')")
             parts.append(f"'thread.tid': pid if pid is not None else {alt}")
-        lines = [f"def f(v, t, pid, M, {', '.join(params)}):",
-                 f"    if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
-        lines += pre
-        lines.append("    d = M.copy()")
+        names = [p.partition("=")[0] for p in params]
+        lines = [f"def make(DecodeError, {', '.join(names)}):",
+                 "    def f(v, t, pid, M):",
+                 f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
+        lines += ["    " + line for line in pre]
+        lines.append("        d = M.copy()")
         for part in parts:
             k, _, expr = part.partition(": ")
-            lines.append(f"    d[{k}] = {expr}")
-        lines.append("    return d")
-        ns.update(defaults)
+            lines.append(f"        d[{k}] = {expr}")
+        lines.append("        return d")
+        lines.append("    return f")
         self.consts[sid] = defaults["CD"]
         exec("\n".join(lines), ns)  # noqa: S102 - code built from our own templates only
-        return ns["f"]
+        return ns["make"](DecodeError, **{n: defaults[n] for n in names})

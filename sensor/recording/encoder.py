@@ -45,6 +45,7 @@ FDNAME_SOURCES = ("fd.cip", "fd.cport", "fd.sip", "fd.sport")
 MAX_VALUES = 1 << 16
 MAX_SHAPES = 1 << 13
 MAX_PLANS = 1 << 12
+_I62 = 1 << 62  # evt.num is delta-coded only within this range (deltas stay 64-bit)
 MAX_CONST_VALUES = 24  # distinct values of one constant field before it becomes variable
 MAX_INTERN_LEN = 256
 NO_INTERN_PROC_KEYS = frozenset({"exec_id", "start_ns", "exit_ns"})
@@ -57,6 +58,8 @@ class _Plan:
                  "derived_targets", "get_consts", "copy_groups", "version", "seen")
 
     def __init__(self, pid: int, keys: tuple[str, ...], skip_process: bool) -> None:
+        if not all(type(k) is str for k in keys):
+            raise TypeError("event field names must be strings")
         self.pid = pid
         keyset = set(keys)
         self.has_time = "evt.time" in keyset
@@ -254,7 +257,7 @@ class SegmentEncoder:
                     vals.append(vid)
                     codes.append(fmt.C_INTERN)
                     continue
-            elif t is int and k == "evt.num":
+            elif t is int and k == "evt.num" and -_I62 < v < _I62:
                 vals.append(v - self.last_num)
                 new_num = v
                 codes.append(fmt.C_DELTA)

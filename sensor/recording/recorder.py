@@ -28,6 +28,9 @@ from sensor.recording.segment_file import SegmentFile
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+# what encoding a malformed record can raise (bad keys, unpackable values, huge ints)
+_ENCODE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError,
+                  RecursionError, RecordingError)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ class Recorder:
         self._file_broken = False
         self._stats = {"events": 0, "processes": 0, "alerts": 0, "verdicts": 0,
                        "dropped_events": 0, "bytes_written": 0, "flushes": 0,
-                       "segments_written": 0, "segments_pruned": 0, "write_errors": 0}
+                       "segments_written": 0, "segments_pruned": 0, "write_errors": 0,
+                       "encode_errors": 0}
         self._enc: SegmentEncoder
         self._seg_started = 0.0
         self._start_segment()
@@ -132,19 +136,23 @@ class Recorder:
     # -- hot path -------------------------------------------------------------------
     def process(self, record: Any) -> None:
         """Record a process record (ProcessRecord or its dict); unchanged ones are skipped."""
-        d = _as_dict(record)
-        exec_id = d.get("exec_id")
-        if not isinstance(exec_id, str):
-            return
         with self._lock:
             self._check_open()
-            live = self._live
-            live[exec_id] = d
-            live.move_to_end(exec_id)
-            if len(live) > self._max_live:
-                live.popitem(last=False)
-            self._store_ancestors(d)
-            self._enc.process(d)
+            try:
+                d = _as_dict(record)
+                exec_id = d.get("exec_id")
+                if not isinstance(exec_id, str):
+                    raise ValueError("process record without a string exec_id")
+                live = self._live
+                live[exec_id] = d
+                live.move_to_end(exec_id)
+                if len(live) > self._max_live:
+                    live.popitem(last=False)
+                self._store_ancestors(d)
+                self._enc.process(d)
+            except _ENCODE_ERRORS as exc:
+                self._encode_error("process record", exc)
+                return
             if self._enc.bytes >= self._max_segment_bytes:
                 self._rotate()
 
@@ -156,27 +164,44 @@ class Recorder:
                 self._stats["dropped_events"] += 1
                 return
             enc = self._enc
-            exec_id = event.get("proc.exec_id")
-            if exec_id is not None and exec_id not in enc.proc_refs:
-                rec = self._live.get(exec_id)
-                if rec is not None:
-                    self._store_ancestors(rec)
-                    enc.process(rec)
-            enc.event(event)
+            try:
+                exec_id = event.get("proc.exec_id")
+                if exec_id is not None and exec_id not in enc.proc_refs:
+                    rec = self._live.get(exec_id)
+                    if rec is not None:
+                        self._store_ancestors(rec)
+                        enc.process(rec)
+                enc.event(event)
+            except _ENCODE_ERRORS as exc:
+                self._encode_error("event", exc)
+                return
             if enc.bytes >= self._max_segment_bytes:
                 self._rotate()
 
     def alert(self, alert: Mapping[str, Any]) -> None:
-        """Record an alert (Falco JSON dict, e.g. Alert.to_dict())."""
+        """Record an alert (Falco JSON dict, e.g. Alert.to_dict(), or an Alert)."""
         with self._lock:
             self._check_open()
-            self._enc.alert(alert)
+            try:
+                self._enc.alert(alert)
+            except _ENCODE_ERRORS as exc:
+                self._encode_error("alert", exc)
 
     def verdict(self, verdict: Mapping[str, Any]) -> None:
-        """Record an enforcement verdict (any JSON-able mapping)."""
+        """Record an enforcement verdict (mapping, dataclass or object with to_dict())."""
         with self._lock:
             self._check_open()
-            self._enc.verdict(verdict)
+            try:
+                self._enc.verdict(verdict)
+            except _ENCODE_ERRORS as exc:
+                self._encode_error("verdict", exc)
+
+    def _encode_error(self, what: str, exc: Exception) -> None:
+        """Never let a malformed input stop the sensor: count it, log the first ones."""
+        self._stats["encode_errors"] += 1
+        if self._stats["encode_errors"] <= 5:
+            log.warning("recording: cannot record %s (%s: %s); skipped", what,
+                        type(exc).__name__, exc)
 
     # -- control --------------------------------------------------------------------
     def flush(self) -> None:
