@@ -118,3 +118,26 @@ def test_progress_line_only_on_a_terminal() -> None:
         p.close()
     assert "replay:  50.0% of 0.0 MB, 5,000 events" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_recordings_of_several_nodes_merge_by_time(tmp_path, capsys) -> None:
+    """Two nodes' directories: events interleave by time; alerts carry their own host."""
+    ruleset = load_rules([DEFAULT_RULES])
+    expected = []
+    for i, host in enumerate(("node-a", "node-b")):
+        node = SyntheticNode(seed=30 + i, suspicious_every=300)
+        node.t += i * 7_000  # the two nodes' clocks interleave
+        with Recorder(tmp_path / host, host=host, boot_id=f"b{i}", version="v") as rec:
+            for kind, x in node.stream(900):
+                getattr(rec, kind)(x)
+                if kind == "event":
+                    expected += [(m.time_ns, host, m.rule) for m in ruleset.evaluate(x)]
+    code, out, _ = cli(capsys, str(tmp_path / "node-a"), str(tmp_path / "node-b"), "--json")
+    alerts = [json.loads(line) for line in out.splitlines()]
+    got = [(format_time_ns(t), h, r) for t, h, r in sorted(expected)]
+    assert [(a["time"], a["hostname"], a["rule"]) for a in alerts] == got
+    assert {a["hostname"] for a in alerts} == {"node-a", "node-b"}
+    code, out, _ = cli(capsys, str(tmp_path / "node-a"), str(tmp_path / "node-b"), "--events",
+                       "--json")
+    times = [json.loads(line)["evt.time"] for line in out.splitlines()]
+    assert len(times) > 1700 and times == sorted(times)

@@ -6,6 +6,7 @@ flat event the live sensor evaluated.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,11 @@ from sensor.recording.reader import Problem, SegmentReader
 from sensor.replay.source import SegmentRef, discover
 
 log = logging.getLogger(__name__)
+
+
+def _event_time(item: tuple[str, Mapping[str, Any]]) -> int:
+    t = item[1].get("evt.time")
+    return t if isinstance(t, int) else 0
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -54,7 +60,7 @@ class Replayer:
                       "events_selected": 0, "processes": 0, "records": 0}
         self.first_ns: int | None = None
         self.last_ns: int | None = None
-        self._path = Path()
+        self._done_bytes = 0
 
     def _report(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -73,16 +79,38 @@ class Replayer:
                 and ref.last_ns < self.since_ns)
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """The selected events, fully hydrated (proc.*, container.*, k8s.* fields)."""
-        last_by_host: dict[str, tuple[SegmentRef, bytes | None]] = {}
-        done_bytes = 0
-        total = self.total_bytes
+        """The selected events, fully hydrated (proc.*, container.*, k8s.* fields).
+
+        One host: its segments in sequence order. Several hosts (recordings of several
+        nodes): each host's stream in order, merged by event time; ``self.host`` is the
+        host of the event last yielded.
+        """
+        hosts: dict[str, list[SegmentRef]] = {}
         for ref in self.segments:
+            hosts.setdefault(ref.host, []).append(ref)
+        self._done_bytes = 0
+        if len(hosts) <= 1:
+            yield from self._host_events(self.segments)
+            return
+        streams = [self._tagged(host, refs) for host, refs in hosts.items()]
+        for host, ev in heapq.merge(*streams, key=_event_time):
+            self.host = host
+            yield ev
+
+    def _tagged(self, host: str, refs: list[SegmentRef]
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
+        for ev in self._host_events(refs):
+            yield host, ev
+
+    def _host_events(self, refs: list[SegmentRef]) -> Iterator[dict[str, Any]]:
+        """Events of one host's segments, in order, checking the links between them."""
+        last: tuple[SegmentRef, bytes | None] | None = None
+        total = self.total_bytes
+        for ref in refs:
             if self._skip(ref):
                 self.stats["segments_skipped"] += 1
-                footer_hash = ref.footer.get("chain_hash") if ref.footer else None
-                last_by_host[ref.host] = (ref, footer_hash)
-                done_bytes += ref.size
+                last = (ref, ref.footer.get("chain_hash") if ref.footer else None)
+                self._done_bytes += ref.size
                 continue
             try:
                 reader = SegmentReader(ref.path, key=self._key)
@@ -90,17 +118,17 @@ class Replayer:
                 self._report(Problem(ref.path, str(exc).removeprefix(f"{ref.path}: "),
                                      kind="format"))
                 continue
-            self._check_link(ref, last_by_host.get(ref.host))
+            self._check_link(ref, last)
             self.host = ref.host
             self.hosts.add(ref.host)
             self.stats["segments"] += 1
             yield from self._segment_events(ref, reader)
             for p in reader.problems:
                 self._report(p)
-            last_by_host[ref.host] = (ref, reader.final_hash)
-            done_bytes += ref.size
+            last = (ref, reader.final_hash)
+            self._done_bytes += ref.size
             if self.progress is not None:
-                self.progress(done_bytes, total)
+                self.progress(self._done_bytes, total)
 
     def _check_link(self, ref: SegmentRef, prev: tuple[SegmentRef, bytes | None] | None) -> None:
         if prev is None:
@@ -130,12 +158,12 @@ class Replayer:
             status = ev.get("evt.arg.status")
             self.table.exit(pid, t, status if isinstance(status, int) else None)
 
-    def _add_process(self, d: dict[str, Any]) -> None:
+    def _add_process(self, d: dict[str, Any], path: Path) -> None:
         self.stats["processes"] += 1
         try:
             self.table.add(ProcessRecord.from_dict(d))
         except (TypeError, ValueError) as exc:
-            self._report(Problem(self._path, f"bad process record {d.get('exec_id')!r}: {exc}"))
+            self._report(Problem(path, f"bad process record {d.get('exec_id')!r}: {exc}"))
             return
         if self.keep_records:
             self.records[d["exec_id"]] = d
@@ -147,8 +175,8 @@ class Replayer:
         since, until, where = self.since_ns, self.until_ns, self.where
         stats = self.stats
         progress = self.progress
-        self._path = ref.path
-        add_process = self._add_process
+        def add_process(d: dict[str, Any], path: Path = ref.path) -> None:
+            self._add_process(d, path)
         undecodable = [0]
         for blk in reader.blocks():
             def on_error(i: int, exc: Exception, blk=blk) -> None:
