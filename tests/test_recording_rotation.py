@@ -119,3 +119,35 @@ def test_crash_loses_at_most_the_unflushed_second_and_restart_links(tmp_path: Pa
     assert SegmentReader(segs[1][1]).header["prev_seq"] == 1
     events, problems = replay(tmp_path)
     assert problems == [] and events == got + more
+
+
+def test_a_write_error_costs_that_segment_only(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from sensor.recording import segment_file
+
+    real_write = segment_file.os.write
+
+    rec = recorder(tmp_path, flush_interval_s=3600)
+    before = feed(rec, 200, seed=1)
+    rec.flush()
+    calls = {"n": 0}
+
+    def full_disk(fd, data):
+        calls["n"] += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(segment_file.os, "write", full_disk)
+    lost = feed(rec, 100, seed=2)
+    rec.flush()                      # fails: this segment's remaining records are dropped
+    monkeypatch.setattr(segment_file.os, "write", real_write)
+    with rec._lock:                  # what the background thread does on its next tick
+        rec._need_rotate = False
+        rec._rotate()
+    after = feed(rec, 100, seed=3)
+    rec.close()
+    st = rec.stats()
+    assert calls["n"] >= 1 and st["write_errors"] == 1
+    events, problems = replay(tmp_path)
+    assert events[:len(before)] == before and events[-len(after):] == after
+    assert not any(ev in events for ev in lost[-50:])

@@ -284,15 +284,19 @@ class Recorder:
     # -- background writer --------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(self._flush_interval_s):
-            with self._lock:
-                if not self._closed and (
-                        self._need_rotate or (
-                            self._enc.bytes > 0
-                            and time.monotonic() - self._seg_started
-                            >= self._max_segment_age_s)):
-                    self._need_rotate = False
-                    self._rotate()
-            self._drain()
+            try:
+                with self._lock:
+                    if not self._closed and (
+                            self._need_rotate or (
+                                self._enc.bytes > 0
+                                and time.monotonic() - self._seg_started
+                                >= self._max_segment_age_s)):
+                        self._need_rotate = False
+                        self._rotate()
+                self._drain()
+            except Exception:  # noqa: BLE001 - the writer thread must outlive any bug
+                self._stats["write_errors"] += 1
+                log.exception("recording: background writer failed; retrying next interval")
 
     def _drain(self) -> None:
         with self._io_lock:

@@ -35,7 +35,11 @@ class SegmentFile:
         except OSError as exc:
             raise RecordingError(f"{path}: cannot create segment: {exc.strerror}") from exc
         self.size = 0
-        self._write(fmt.MAGIC + header_bytes)
+        try:
+            self._write(fmt.MAGIC + header_bytes)
+        except OSError as exc:
+            self.abandon()
+            raise RecordingError(f"{path}: cannot write segment header: {exc.strerror}") from exc
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
