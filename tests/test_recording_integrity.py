@@ -79,6 +79,19 @@ def test_clean_recording_verifies(seg, capsys) -> None:
     assert code == 0 and out == events and "0 integrity problem(s)" in err
 
 
+def test_check_lists_segments_and_fails_on_damage(seg, capsys) -> None:
+    path, events, recs = seg
+    assert main(["replay", str(path.parent), "--check", "--json"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["events"], line["closed"], line["problems"]) == (len(events), True, 0)
+    data = bytearray(path.read_bytes())
+    data[recs[10][1] - 4] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert main(["replay", str(path.parent), "--check", "--text"]) == 1
+    out = capsys.readouterr().out
+    assert "seg-0000000001.nvseg" in out and "1 problem(s)" in out
+
+
 def test_torn_tail_is_reported_and_everything_before_it_is_read(seg, capsys) -> None:
     path, events, recs = seg
     cut = recs[1000][0] + 3  # in the middle of data record 1000

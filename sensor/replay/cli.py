@@ -244,6 +244,8 @@ def _run(args: argparse.Namespace) -> int:
             elif args.check:
                 for _ in replayer.events():
                     pass
+                progress.close()
+                _print_segments(replayer.segment_info, stdout, as_json)
             else:
                 n = _replay_alerts(replayer, ruleset, stdout, as_json)
                 result = f"{n} alerts"
@@ -309,3 +311,23 @@ def _print_recorded(alerts: list[Mapping[str, Any]], stream: TextIO, as_json: bo
         n += 1
         stream.write((alert.json_bytes.decode() if as_json else format_text(alert, False)) + "\n")
     return n
+
+
+def _print_segments(info: list[dict[str, Any]], stream: TextIO, as_json: bool) -> None:
+    """One line per segment read by --check: host, sequence, time range, counts, status."""
+    import json  # noqa: PLC0415
+
+    if as_json:
+        for seg in info:
+            stream.write(json.dumps({**seg, "first": format_ns(seg["first"]),
+                                     "last": format_ns(seg["last"])}) + "\n")
+        return
+    stream.write(f"{'SEGMENT':<24} {'HOST':<16} {'FIRST EVENT':<24} {'LAST EVENT':<24} "
+                 f"{'EVENTS':>9}  STATUS\n")
+    for seg in info:
+        status = "ok" if not seg["problems"] else f"{seg['problems']} problem(s)"
+        if not seg["closed"]:
+            status += ", open (no footer)"
+        stream.write(f"{Path(seg['file']).name:<24} {seg['host'][:16]:<16} "
+                     f"{format_ns(seg['first']):<24} {format_ns(seg['last']):<24} "
+                     f"{seg['events']:>9,}  {status}\n")

@@ -21,6 +21,18 @@ from sensor.replay.source import SegmentRef, discover
 log = logging.getLogger(__name__)
 
 
+def _min_time(a: int | None, b: Any) -> int | None:
+    if not isinstance(b, int):
+        return a
+    return b if a is None or b < a else a
+
+
+def _max_time(a: int | None, b: Any) -> int | None:
+    if not isinstance(b, int):
+        return a
+    return b if a is None or b > a else a
+
+
 def _event_time(item: tuple[str, Mapping[str, Any]]) -> int:
     t = item[1].get("evt.time")
     return t if isinstance(t, int) else 0
@@ -53,6 +65,7 @@ class Replayer:
         self.keep_records = keep_records
         self.records: dict[str, dict[str, Any]] = {}
         self.recorded_alerts: list[dict[str, Any]] = []
+        self.segment_info: list[dict[str, Any]] = []  # per segment read: range, counts
         self.verdicts: list[dict[str, Any]] = []
         self.host = "?"
         self.hosts: set[str] = set()
@@ -169,6 +182,22 @@ class Replayer:
             self.records[d["exec_id"]] = d
 
     def _segment_events(self, ref: SegmentRef, reader: SegmentReader) -> Iterator[dict[str, Any]]:
+        acc: dict[str, Any] = {"events": 0, "lo": None, "hi": None}
+        problems_before = len(self.problems)
+        try:
+            yield from self._segment_body(ref, reader, acc)
+        finally:
+            footer = reader.footer
+            self.segment_info.append({
+                "file": str(ref.path), "host": ref.host, "seq": ref.seq,
+                "first": footer["first_ns"] if footer else acc["lo"],
+                "last": footer["last_ns"] if footer else acc["hi"],
+                "events": acc["events"], "records": reader.records_read,
+                "closed": footer is not None,
+                "problems": len(self.problems) - problems_before + len(reader.problems)})
+
+    def _segment_body(self, ref: SegmentRef, reader: SegmentReader, acc: dict[str, Any]
+                      ) -> Iterator[dict[str, Any]]:
         dec = SegmentDecoder(reader.header)
         table = self.table
         resolve = table.fields
@@ -219,8 +248,18 @@ class Replayer:
                     self.verdicts.append(item[1])
             stats["events_read"] += n_read
             stats["events_selected"] += n_sel
+            acc["events"] += n_read
             if lo is not None:
                 self._span(lo.get("evt.time"), hi.get("evt.time"))
+            if items:
+                for item in items:
+                    if item[0] is IT_EVENT:
+                        acc["lo"] = _min_time(acc["lo"], item[2].get("evt.time"))
+                        break
+                for item in reversed(items):
+                    if item[0] is IT_EVENT:
+                        acc["hi"] = _max_time(acc["hi"], item[2].get("evt.time"))
+                        break
             if progress is not None:
                 progress(-1, 0)  # heartbeat: lets a progress bar refresh mid-segment
         if undecodable[0] > 1:
