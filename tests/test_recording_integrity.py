@@ -12,6 +12,7 @@ from sensor.cli import main
 from sensor.recording import Recorder
 from sensor.recording import format as fmt
 from sensor.recording.format import list_segments
+from sensor.recording.decoder import IT_EVENT, SegmentDecoder
 from sensor.recording.reader import SegmentReader
 from sensor.recording.synthetic import SyntheticNode
 
@@ -102,7 +103,7 @@ def test_torn_tail_is_reported_and_everything_before_it_is_read(seg, capsys) -> 
                and "1000 complete records read" in p for p in problems)
     code, out, err = replay_cli(capsys, str(path))
     assert "torn tail" in err and code == 0
-    assert out == events[:len(out)] and len(out) > 500
+    assert out == events[:len(out)] and len(out) > 300
 
 
 def test_flipped_byte_drops_only_that_record(seg, capsys) -> None:
@@ -158,8 +159,8 @@ def test_damaged_framing_loses_only_the_damaged_record(seg) -> None:
                         f"(records 650..650); reading resumes at record 651"]
 
 
-def test_any_single_flipped_byte_is_reported_and_costs_few_records(seg) -> None:
-    path, _, recs = seg
+def test_any_single_flipped_byte_is_reported_and_costs_few_events(seg) -> None:
+    path, events, recs = seg
     clean = path.read_bytes()
     rng = random.Random(3)
     for _ in range(40):
@@ -167,9 +168,11 @@ def test_any_single_flipped_byte_is_reported_and_costs_few_records(seg) -> None:
         data = bytearray(clean)
         data[pos] ^= 1 << rng.randrange(8)
         reader = SegmentReader(path.with_name("x"), data=bytes(data))
-        n = sum(len(b.records) for b in reader.blocks())
+        dec = SegmentDecoder(reader.header)
+        items = [i for b in reader.blocks() for i in dec.decode(b.records, lambda i, e: None)]
+        n = sum(1 for i in items if i[0] == IT_EVENT)
         assert reader.problems, f"flip at byte {pos} not detected"
-        assert n >= len(recs) - 3, f"flip at byte {pos} lost {len(recs) - n} records"
+        assert n >= len(events) - 1, f"flip at byte {pos} lost {len(events) - n} events"
 
 
 def test_altered_header_or_footer_is_reported(seg) -> None:

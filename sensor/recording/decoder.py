@@ -41,6 +41,7 @@ class SegmentDecoder:
         self.merged_cache: dict[int, dict[str, Any]] = {}
         self.ref_keys: dict[int, list[int]] = {}
         self.consts: dict[int, dict[str, Any]] = {}
+        self.orphans = 0  # events whose process record was lost (decoded without it)
 
     def _merged(self, ref: int, sid: int, exec_id: str,
                 resolve: Callable[[str], Mapping[str, Any]] | None) -> dict[str, Any]:
@@ -83,7 +84,11 @@ class SegmentDecoder:
                         if ref is None:
                             append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
                         else:
-                            exec_id = refs[ref]
+                            exec_id = refs.get(ref)
+                            if exec_id is None:  # its process record was lost
+                                self.orphans += 1
+                                append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
+                                continue
                             key = (ref << 13) | sid
                             merged = cache.get(key)
                             if merged is None:

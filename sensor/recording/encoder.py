@@ -150,12 +150,20 @@ class SegmentEncoder:
         self.bytes += len(b) + fmt.TAG_LEN
         self._emit(b)
 
+    def _out_definition(self, rec: list) -> None:
+        """Definitions (fields, values, shapes) are written twice: many later records
+        depend on each one, so one damaged byte must not make them all undecodable."""
+        b = self._pack(rec)
+        self.bytes += 2 * (len(b) + fmt.TAG_LEN)
+        self._emit(b)
+        self._emit(b)
+
     def _fid(self, name: str) -> int:
         fid = self.fields.get(name)
         if fid is None:
             fid = len(self.fields)
             self.fields[name] = fid
-            self._out([fmt.K_FIELD, fid, name])
+            self._out_definition([fmt.K_FIELD, fid, name])
         return fid
 
     def _intern(self, v: Any) -> int | None:
@@ -174,7 +182,7 @@ class SegmentEncoder:
                 return None
             vid = len(self.values)
             self.values[key] = vid
-            self._out([fmt.K_VALUE, vid, v])
+            self._out_definition([fmt.K_VALUE, vid, v])
         return vid
 
     # -- records --------------------------------------------------------------------
@@ -308,7 +316,7 @@ class SegmentEncoder:
         has_time = 1 if plan.has_time else 0
         sid = len(self.shapes)
         self.shapes[skey] = sid
-        self._out([fmt.K_SHAPE, sid, var, consts, derive, has_time])
+        self._out_definition([fmt.K_SHAPE, sid, var, consts, derive, has_time])
         return sid
 
     def _raw_event(self, ev: Mapping[str, Any]) -> None:

@@ -262,6 +262,12 @@ class Replayer:
                         break
             if progress is not None:
                 progress(-1, 0)  # heartbeat: lets a progress bar refresh mid-segment
+        if dec.orphans:
+            self._report(Problem(ref.path, f"{dec.orphans} event(s) refer to a process record "
+                                 f"that was lost: replayed without their process fields"))
+        if dec.orphans:
+            self._report(Problem(ref.path, f"{dec.orphans} event(s) refer to a process record "
+                                 f"that was lost: replayed without their process fields"))
         if undecodable[0] > 1:
             self._report(Problem(ref.path, f"{undecodable[0] - 1} more undecodable record(s) "
                                  f"in this segment skipped (they depend on damaged or missing "
