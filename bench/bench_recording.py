@@ -3,9 +3,9 @@
 Usage: bench/bench_recording.py [--quick] [--events N]
 
 Workload: sensor.recording.synthetic.SyntheticNode, a Kubernetes-node-like mix (accept
-30%, connect 32% + 4% egress, UDP sendto 23%, execve of short-lived health checks 8%,
-procexit 3%, a few suspicious events), every event carrying its full process fields as
-the live sensor emits them. Prints figures; never passes or fails on time.
+28%, connect 30% + 4% egress, UDP sendto 21%, short-lived health checks: clone 7%,
+execve 7%, procexit 3%; a few suspicious events), every event carrying its full process
+fields as the live sensor emits them. Prints figures; never passes or fails on time.
 """
 from __future__ import annotations
 

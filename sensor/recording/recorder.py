@@ -366,8 +366,10 @@ class Recorder:
             self._prev_hash, self._prev_seq = None, None
 
     def _prune(self) -> None:
+        """Keep the directory under max_total_bytes, leaving room for the open segment."""
         keep = frozenset({self._file.path}) if self._file else frozenset()
-        removed = prune(self.directory, self._max_total_bytes, keep)
+        reserve = min(self._max_segment_bytes, self._max_total_bytes // 2) if self._file else 0
+        removed = prune(self.directory, self._max_total_bytes - reserve, keep)
         self._stats["segments_pruned"] += len(removed)
         for path in removed:
             log.info("pruned %s (recording directory over %d bytes)", path,

@@ -3,7 +3,7 @@
 It plays the part of the live sensor: a ProcessTable fed with process records, and flat
 events built as ``{**table.fields(exec_id), **event_fields}``. The mix resembles a
 Kubernetes node: web pods accepting connections and calling backends, DNS over UDP,
-occasional execs (health checks, shells), and a few suspicious actions that the shipped
+health checks (clone, execve, procexit), and a few suspicious actions that the shipped
 rules flag (metadata service, mining pool port, netcat).
 """
 from __future__ import annotations
@@ -118,8 +118,11 @@ class SyntheticNode:
                 ev = self._event(main, self._net(
                     "sendto", "udp", pod["ip"], rng.randrange(32768, 60999), "10.96.0.10", 53,
                     True, fdnum=rng.randrange(8, 200)))
-            elif r < 0.93:  # health check exec + exit
-                child = self._proc(self._pid(), main.pid, main.exec_id, "curl", "/usr/bin/curl",
+            elif r < 0.93:  # health check: clone (by the parent), exec, later exit
+                pid = self._pid()
+                self._pending.append(("event", self._event(main, {
+                    "evt.type": "clone", "evt.res": "SUCCESS", "evt.rawres": pid})))
+                child = self._proc(pid, main.pid, main.exec_id, "curl", "/usr/bin/curl",
                                    ["-fsS", "http://127.0.0.1:8080/healthz"], pod["cid"],
                                    pod["meta"])
                 self._children.append(child)
