@@ -141,3 +141,14 @@ def test_recordings_of_several_nodes_merge_by_time(tmp_path, capsys) -> None:
                        "--json")
     times = [json.loads(line)["evt.time"] for line in out.splitlines()]
     assert len(times) > 1700 and times == sorted(times)
+
+
+def test_event_types_no_rule_looks_at_are_skipped_without_changing_the_rest(recording) -> None:
+    from sensor.replay.engine import Replayer, unwatched_types
+
+    directory, events, _ = recording
+    skip = unwatched_types(load_rules([DEFAULT_RULES]))
+    assert skip("clone") and not skip("connect") and not skip("procexit")
+    r = Replayer([directory], skip_event_type=skip)
+    assert list(r.events()) == [e for e in events if e["evt.type"] != "clone"]
+    assert r.stats["events_unwatched"] == sum(1 for e in events if e["evt.type"] == "clone") > 0

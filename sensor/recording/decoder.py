@@ -27,7 +27,8 @@ class DecodeError(RecordingError):
 class SegmentDecoder:
     """Decodes the verified data records of one segment, in order."""
 
-    def __init__(self, header: dict) -> None:
+    def __init__(self, header: dict, skip_event_type: Callable[[str], bool] | None = None
+                 ) -> None:
         self.fields: dict[int, str] = {}
         self.values: dict[int, Any] = {}
         self.shapes: dict[int, Callable] = {}
@@ -42,6 +43,11 @@ class SegmentDecoder:
         self.ref_keys: dict[int, list[int]] = {}
         self.consts: dict[int, dict[str, Any]] = {}
         self.orphans = 0  # events whose process record was lost (decoded without it)
+        # shapes whose evt.type the caller does not need (e.g. no rule looks at it):
+        # their events are counted and skipped without being built
+        self._skip_type = skip_event_type
+        self.skip_sids: dict[int, int | None] = {}  # sid -> index of its evt.num delta
+        self.skipped = 0
 
     def _merged(self, ref: int, sid: int, exec_id: str,
                 resolve: Callable[[str], Mapping[str, Any]] | None) -> dict[str, Any]:
@@ -67,6 +73,7 @@ class SegmentDecoder:
         shapes, refs, pids = self.shapes, self.refs, self.pids
         cache = self.merged_cache
         consts = self.consts
+        skip = self.skip_sids
         n = len(records)
         i = 0
         last_t = self.last_t
@@ -81,6 +88,12 @@ class SegmentDecoder:
                             t = last_t
                         else:
                             t = None
+                        if skip and sid in skip:
+                            delta = skip[sid]
+                            if delta is not None:
+                                self.last_num += vals[delta]
+                            self.skipped += 1
+                            continue
                         if ref is None:
                             append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
                         else:
@@ -124,6 +137,13 @@ class SegmentDecoder:
         elif kind == fmt.K_SHAPE:
             _, sid, var, consts, derive, has_time, _tag = rec
             self.shapes[sid] = self._compile(sid, var, consts, derive, has_time)
+            evt_type = self.consts[sid].get("evt.type")
+            if self._skip_type is not None and isinstance(evt_type, str) \
+                    and self._skip_type(evt_type):
+                self.skip_sids[sid] = next((i for i, (_, codec) in enumerate(var)
+                                            if codec == fmt.C_DELTA), None)
+            else:
+                self.skip_sids.pop(sid, None)
         elif kind == fmt.K_PROC:
             _, ref, m, _tag = rec
             d = {}

@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sensor.replay.engine import Replayer  # noqa: PLC0415
+    from sensor.replay.engine import Replayer, unwatched_types  # noqa: PLC0415
     from sensor.replay.progress import Progress  # noqa: PLC0415
 
     since = parse_time_spec(args.since, option="--since") if args.since else None
@@ -189,8 +189,10 @@ def _run(args: argparse.Namespace) -> int:
                                         or args.check) else None
     reporter = _Reporter(sys.stderr)
     keep = bool(args.tree or args.connections or args.export)
+    alerts_mode = ruleset is not None and not args.enforce_preview
     replayer = Replayer(args.paths, key=key, since_ns=since, until_ns=until, where=where,
-                        report=reporter, keep_records=keep)
+                        report=reporter, keep_records=keep,
+                        skip_event_type=unwatched_types(ruleset) if alerts_mode else None)
     progress = Progress(replayer.total_bytes, lambda: replayer.stats["events_read"])
     replayer.progress = progress
     lookup = replayer.records.get
@@ -258,9 +260,11 @@ def _run(args: argparse.Namespace) -> int:
     span = (f", {format_ns(replayer.first_ns)} .. {format_ns(replayer.last_ns)}"
             if replayer.first_ns is not None else "")
     hosts = ", ".join(sorted(replayer.hosts)) or "no host"
+    unwatched = (f" ({st['events_unwatched']:,} of types no rule looks at, skipped)"
+                 if st["events_unwatched"] else "")
     sys.stderr.write(
-        f"netvigil: replayed {st['events_selected']:,} of {st['events_read']:,} events from "
-        f"{st['segments']} segment(s) ({hosts}){span}"
+        f"netvigil: replayed {st['events_selected']:,} of {st['events_read']:,} events"
+        f"{unwatched} from {st['segments']} segment(s) ({hosts}){span}"
         f"{': ' + result if result else ''}; {reporter.summary()}\n")
     if reporter.problems and (args.strict or args.check):
         return 1

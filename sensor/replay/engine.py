@@ -21,6 +21,23 @@ from sensor.replay.source import SegmentRef, discover
 log = logging.getLogger(__name__)
 
 
+def unwatched_types(ruleset: Any) -> Callable[[str], bool] | None:
+    """Event types no loaded rule looks at: replay counts them without building them
+    (as Falco only evaluates the syscalls its rules need). procexit is always built: it
+    keeps the rebuilt process table in step."""
+    candidates = getattr(ruleset, "candidates", None)
+    if candidates is None:
+        return None
+    cache: dict[str, bool] = {}
+
+    def unwatched(evt_type: str) -> bool:
+        if evt_type not in cache:
+            cache[evt_type] = evt_type != "procexit" and not candidates(evt_type)
+        return cache[evt_type]
+
+    return unwatched
+
+
 def _min_time(a: int | None, b: Any) -> int | None:
     if not isinstance(b, int):
         return a
@@ -53,7 +70,8 @@ class Replayer:
                  where: Predicate | None = None,
                  report: Callable[[Problem], None] | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 keep_records: bool = False) -> None:
+                 keep_records: bool = False,
+                 skip_event_type: Callable[[str], bool] | None = None) -> None:
         self._key = key
         self.since_ns, self.until_ns = since_ns, until_ns
         self.where = where
@@ -63,6 +81,7 @@ class Replayer:
         self.segments: list[SegmentRef] = discover(paths, self._report, key)
         self.table = ProcessTable()
         self.keep_records = keep_records
+        self.skip_event_type = skip_event_type  # event types nobody needs: not built
         self.records: dict[str, dict[str, Any]] = {}
         self.recorded_alerts: list[dict[str, Any]] = []
         self.segment_info: list[dict[str, Any]] = []  # per segment read: range, counts
@@ -70,7 +89,8 @@ class Replayer:
         self.host = "?"
         self.hosts: set[str] = set()
         self.stats = {"segments": 0, "segments_skipped": 0, "events_read": 0,
-                      "events_selected": 0, "processes": 0, "records": 0}
+                      "events_selected": 0, "events_unwatched": 0, "processes": 0,
+                      "records": 0}
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self._done_bytes = 0
@@ -202,7 +222,7 @@ class Replayer:
     def _segment_body(self, ref: SegmentRef, reader: SegmentReader, acc: dict[str, Any]
                       ) -> Iterator[list[dict[str, Any]]]:
         """One batch of selected events per block (fewer generator hops per event)."""
-        dec = SegmentDecoder(reader.header)
+        dec = SegmentDecoder(reader.header, self.skip_event_type)
         table = self.table
         resolve = table.fields
         since, until, where = self.since_ns, self.until_ns, self.where
@@ -220,9 +240,10 @@ class Replayer:
                 self._report(Problem(ref.path, f"undecodable record ({type(exc).__name__}: "
                                      f"{exc}): it depends on a damaged or missing record; "
                                      f"skipped", record=index, offset=offset))
+            skipped = dec.skipped
             items = dec.decode(blk.records, on_error, resolve, add_process)
             stats["records"] += len(blk.records)
-            n_read = 0
+            n_read = dec.skipped - skipped
             n_sel = 0
             batch: list[dict[str, Any]] = []
             keep = batch.append
@@ -254,6 +275,7 @@ class Replayer:
                     self.verdicts.append(item[1])
             stats["events_read"] += n_read
             stats["events_selected"] += n_sel
+            stats["events_unwatched"] += dec.skipped - skipped
             acc["events"] += n_read
             if batch:
                 yield batch
