@@ -198,3 +198,24 @@ def test_enforce_preview_groups_would_be_denials_by_workload(recorded, capsys, t
     assert "matched 4 time(s); would have denied 2 connection(s)" in text
     assert "pod shop/web                                   3       2  169.254.169.254:80/tcp (2)" \
         in text
+
+
+def test_replaced_images_are_forgotten_after_the_retention_period(tmp_path) -> None:
+    """Long replays keep a bounded process table: an exec'd-over image is retired."""
+    sc = Scenario()
+    init = sc.proc(1, None, "systemd", [])
+    old = sc.proc(50, init, "sh", ["-c", "exec app"])
+    sc.event(old, 1, {"evt.type": "execve", "evt.res": "SUCCESS", "evt.rawres": 0})
+    new = ProcessRecord("b:50:new", 50, 1, init.exec_id, "app", "app", "/usr/bin/app", [],
+                        0, 0, 1, "host", T0 + 2 * S)
+    sc.items.append(("process", new))
+    sc.table.add(new)
+    for t in (2, 100):  # the second event is long after the retention (30 s) of the old image
+        sc.event(new, t, {"evt.type": "execve", "evt.res": "SUCCESS", "evt.rawres": 0})
+    with Recorder(tmp_path, host="h", boot_id="b", version="v") as rec:
+        for kind, x in sc.items:
+            getattr(rec, kind)(x)
+    r = Replayer([tmp_path])
+    events = list(r.events())
+    assert [e["proc.name"] for e in events] == ["sh", "app", "app"]
+    assert r.table.get(old.exec_id) is None and r.table.get("b:50:new") is not None

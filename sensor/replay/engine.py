@@ -196,7 +196,14 @@ class Replayer:
     def _add_process(self, d: dict[str, Any], path: Path) -> None:
         self.stats["processes"] += 1
         try:
-            self.table.add(ProcessRecord.from_dict(d))
+            rec = ProcessRecord.from_dict(d)
+            table = self.table
+            prev = table.by_pid(rec.pid)
+            if prev is not None and prev.exec_id != rec.exec_id and rec.exit_ns is None:
+                # a new image (exec) or a reused pid: the old one is gone, as in the live
+                # table, so it is forgotten after the retention period (bounded memory)
+                table.exit(rec.pid, rec.start_ns, prev.exit_code)
+            table.add(rec)
         except (TypeError, ValueError) as exc:
             self._report(Problem(path, f"bad process record {d.get('exec_id')!r}: {exc}"))
             return
@@ -282,6 +289,10 @@ class Replayer:
             if lo is not None:
                 self._span(lo.get("evt.time"), hi.get("evt.time"))
             if items:
+                for item in reversed(items):  # forget processes gone long enough ago
+                    if item[0] is IT_EVENT and isinstance(item[2].get("evt.time"), int):
+                        table.evict(item[2]["evt.time"])
+                        break
                 for item in items:
                     if item[0] is IT_EVENT:
                         acc["lo"] = _min_time(acc["lo"], item[2].get("evt.time"))
