@@ -197,6 +197,8 @@ class SegmentEncoder:
             return
         if self.stored_procs.get(exec_id) == rec:
             return
+        if not all(type(k) is str for k in rec):
+            raise TypeError("process record field names must be strings")
         ref = self.proc_refs.get(exec_id)
         if ref is None:
             ref = len(self.proc_refs) + 1
