@@ -192,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     alerts_mode = ruleset is not None and not args.enforce_preview
     replayer = Replayer(args.paths, key=key, since_ns=since, until_ns=until, where=where,
                         report=reporter, keep_records=keep,
+                        keep_alerts=bool(args.recorded_alerts),
                         skip_event_type=unwatched_types(ruleset) if alerts_mode else None)
     progress = Progress(replayer.total_bytes, lambda: replayer.stats["events_read"])
     replayer.progress = progress

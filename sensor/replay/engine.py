@@ -62,7 +62,8 @@ class Replayer:
 
     ``report`` receives every integrity/format problem as it is found (reading goes on
     with what is sound). ``keep_records`` keeps every process record seen (latest
-    version by exec_id) in ``records`` for ancestry views.
+    version by exec_id) in ``records`` for ancestry views; ``keep_alerts`` keeps the
+    recorded alerts and verdicts in ``recorded_alerts`` / ``verdicts``.
     """
 
     def __init__(self, paths: Sequence[str | Path], *, key: bytes | str | None = None,
@@ -70,7 +71,7 @@ class Replayer:
                  where: Predicate | None = None,
                  report: Callable[[Problem], None] | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 keep_records: bool = False,
+                 keep_records: bool = False, keep_alerts: bool = False,
                  skip_event_type: Callable[[str], bool] | None = None) -> None:
         self._key = key
         self.since_ns, self.until_ns = since_ns, until_ns
@@ -81,6 +82,7 @@ class Replayer:
         self.segments: list[SegmentRef] = discover(paths, self._report, key)
         self.table = ProcessTable()
         self.keep_records = keep_records
+        self.keep_alerts = keep_alerts  # collect recorded alerts/verdicts (memory grows)
         self.skip_event_type = skip_event_type  # event types nobody needs: not built
         self.records: dict[str, dict[str, Any]] = {}
         self.recorded_alerts: list[dict[str, Any]] = []
@@ -276,10 +278,11 @@ class Replayer:
                         lo = ev
                     hi = ev
                     keep(ev)
-                elif kind is IT_ALERT:
+                elif kind is IT_ALERT and self.keep_alerts:
                     self.recorded_alerts.append(item[1])
                 elif kind is IT_VERDICT:
-                    self.verdicts.append(item[1])
+                    if self.keep_alerts:
+                        self.verdicts.append(item[1])
             stats["events_read"] += n_read
             stats["events_selected"] += n_sel
             stats["events_unwatched"] += dec.skipped - skipped
