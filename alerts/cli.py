@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
-
-import yaml
 
 from alerts.config import parse_alerts_config
-from alerts.errors import AlertsConfigError
 from alerts.sinktest import run_sink_tests
+
+from sensor.config import read_config_file
 
 DEFAULT_CONFIG = "/etc/netvigil/netvigil.yaml"
 
@@ -31,20 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_alerts_section(path: str) -> dict:
-    """The raw `alerts:` section of a config file (other sections are ignored)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise AlertsConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise AlertsConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise AlertsConfigError(f"{path}: top level must be a mapping of sections")
-    return data.get("alerts") or {}
+    """The raw `alerts:` section of the agent's config file (other sections are ignored)."""
+    return read_config_file(path).get("alerts") or {}
 
 
 def cmd_sinks_test(args: argparse.Namespace) -> int:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sensor.bpf_program import DEFAULT_RINGBUF_PAGES, SensorProgram
-from sensor.container_identity import CgroupResolver, find_cgroup2_mount
+from sensor.container_identity import CgroupResolver, find_cgroup2_mount, identity_from_proc
 from sensor.decoding import EventDecoder
 from sensor.process_table import ProcessTable
 from sensor.procfs import ProcReader, boot_to_wall_offset_ns, cgroup2_id_of_pid, read_boot_id
@@ -34,7 +33,6 @@ class SensorStats:
     lost: int = 0
     decode_errors: int = 0
     processes: int = 0
-    start_s: float = field(default_factory=time.monotonic)
 
 
 class Sensor:
@@ -61,7 +59,6 @@ class Sensor:
         self._events = 0
 
     def _container_of_pid(self, pid: int) -> str:
-        from sensor.container_identity import identity_from_proc  # noqa: PLC0415
         return identity_from_proc(pid, self.options.proc_root).container_id
 
     def start(self) -> None:

@@ -8,25 +8,29 @@ from typing import Any
 import yaml
 
 from sensor.errors import ConfigError
+from sensor.recording.config import RecordConfig, parse_record_config
 
-DEFAULT_RECORD_DIR = "/var/lib/netvigil/recordings"
 KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce")
 
 
 @dataclass
 class AgentConfig:
-    """Top-level settings; `alerts` and `enforce` stay raw for their packages to parse."""
+    """Top-level settings; `alerts` and `enforce` stay raw for their packages to parse,
+    `record` is parsed by the recording package."""
 
     source: str = "<defaults>"
     rules_paths: list[str] = field(default_factory=list)
     skip_unsupported: bool = True
     enforce_mode: str | None = None
     ringbuf_pages: int = 2048
-    record_dir: str | None = DEFAULT_RECORD_DIR
-    record_max_total_bytes: int = 1 << 30
-    record_max_segment_bytes: int = 64 << 20
+    record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record_dir(self) -> str | None:
+        """Where to record, or None when recording is disabled."""
+        return str(self.record.directory) if self.record.enabled else None
 
 
 def _section(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:
@@ -36,10 +40,8 @@ def _section(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:
     return value
 
 
-def load_config(path: str | Path | None) -> AgentConfig:
-    """Read a config file (None: defaults). Errors name the file and, for YAML, the line."""
-    if path is None:
-        return AgentConfig()
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The config file's sections as a mapping; errors name the file (and line, for YAML)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -53,6 +55,15 @@ def load_config(path: str | Path | None) -> AgentConfig:
         raise ConfigError(f"{source}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections {KNOWN_SECTIONS}")
+    return data
+
+
+def load_config(path: str | Path | None) -> AgentConfig:
+    """Read a config file (None: defaults). Errors name the file and, for YAML, the line."""
+    if path is None:
+        return AgentConfig()
+    source = str(path)
+    data = read_config_file(path)
     unknown = sorted(set(data) - set(KNOWN_SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; known: {', '.join(KNOWN_SECTIONS)}")
@@ -65,16 +76,11 @@ def load_config(path: str | Path | None) -> AgentConfig:
         cfg.rules_paths = [str(p) for p in rules.get("paths", [])]
         cfg.skip_unsupported = bool(rules.get("skip_unsupported", True))
         cfg.enforce_mode = rules.get("enforce_mode")
-        if record.get("enabled", True) is False:
-            cfg.record_dir = None
-        else:
-            cfg.record_dir = str(record.get("dir", DEFAULT_RECORD_DIR))
-        cfg.record_max_total_bytes = int(record.get("max_total_bytes", cfg.record_max_total_bytes))
-        cfg.record_max_segment_bytes = int(record.get("max_segment_bytes", cfg.record_max_segment_bytes))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: bad value: {exc}") from exc
     if cfg.enforce_mode not in (None, "audit", "enforce"):
         raise ConfigError(f"{source}: rules.enforce_mode must be 'audit' or 'enforce'")
+    cfg.record = parse_record_config(record, source)
     cfg.alerts = _section(data, "alerts", source)
     cfg.enforce = _section(data, "enforce", source)
     return cfg

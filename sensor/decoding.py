@@ -16,12 +16,9 @@ from sensor.container_identity import HOST, CgroupResolver
 from sensor.procfs import socket_local_address, user_name
 from sensor.process_table import ProcessRecord, ProcessTable, make_exec_id
 
-# struct nv_header (56 bytes)
-HEADER = struct.Struct("<QQIIIIII16s")
+# layouts of bpf/sensor.h: struct nv_header (56 bytes) first, then the kind's own fields
 KIND_OFFSET = 16
 NV_EXEC, NV_FORK, NV_EXIT, NV_NET = 1, 2, 3, 4
-# nv_header + ret, fd, op, aux + struct nv_sock
-NET = struct.Struct("<QQIIIIII16siiIIQHHHH16s16s")
 EXEC_FIXED = struct.Struct("<QQIIIIII16sIHHII256s")
 FORK = struct.Struct("<QQIIIIII16sII")
 EXIT = struct.Struct("<QQIIIIII16siI")
@@ -39,7 +36,8 @@ OP_CONNECT, OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND = 1, 2, 3, 4, 5
 OP_DUP2, OP_DUP3, OP_SOCKET = 8, 9, 10
 SERVER_SIDE_OPS = frozenset({OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND})
 OP_SENDTO, OP_SENDMSG = 6, 7
-# only the fields the decoder uses: pad bytes skip cgroup id, kind, uid, gid, comm, gen
+# struct nv_net_event, only the fields the decoder uses: pad bytes skip cgroup id, kind,
+# uid, gid, comm and the socket's generation
 NET_FAST = struct.Struct("<Q8x4xII12x16xiiII8xHHHH16s16s")
 _COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
 _SOCKET_KEYS = (*_COMMON_KEYS, "evt.arg.domain", "evt.arg.type", "fd.type")

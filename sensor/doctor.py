@@ -83,23 +83,24 @@ def check_tracefs() -> Check:
 
 
 def check_bpffs() -> Check:
-    try:
-        fstype = _fs_type("/sys/fs/bpf")
-    except OSError:
-        fstype = None
-    if fstype != "bpf":
+    if _fs_type("/sys/fs/bpf") != "bpf":
         return Check("bpffs", "fail", "/sys/fs/bpf is not a bpf filesystem (pinned deny maps need it)",
                      "mount -t bpf bpf /sys/fs/bpf")
     return Check("bpffs", "ok", "/sys/fs/bpf mounted")
 
 
 def _fs_type(path: str) -> str | None:
+    """Filesystem type of the longest mount point that contains `path`."""
     best, fstype = "", None
-    with open("/proc/mounts", encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) > 2 and path.startswith(parts[1]) and len(parts[1]) >= len(best):
-                best, fstype = parts[1], parts[2]
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 2 and path.startswith(parts[1]) and len(parts[1]) >= len(best):
+            best, fstype = parts[1], parts[2]
     return fstype
 
 

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from alerts.model import Alert
+
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,6 @@ class Pipeline:
         for match in self.ruleset.evaluate(event):
             self.alerts += 1
             if self.router is not None or self.recorder is not None:
-                from alerts.model import Alert  # noqa: PLC0415 (only when rules fire)
-
                 alert = Alert.from_match(match, self.hostname)
                 if self.recorder is not None:
                     self.recorder.alert(alert.to_dict())

@@ -127,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
             from sensor.procfs import read_boot_id  # noqa: PLC0415
 
             recorder = Recorder(Path(record_dir), host=hostname, boot_id=read_boot_id(),
-                                version=__version__,
-                                max_segment_bytes=cfg.record_max_segment_bytes,
-                                max_total_bytes=cfg.record_max_total_bytes)
+                                version=__version__, **cfg.record.recorder_kwargs())
             stack.callback(recorder.close)
         enforcement = None
         if ruleset is not None and not args.no_enforce:

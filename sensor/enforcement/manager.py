@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sensor.enforcement import cgroups
 from sensor.enforcement.errors import EnforcementError, InvalidEntryError
@@ -24,6 +24,7 @@ from sensor.enforcement.keys import (
     DIR_EGRESS, DIR_INGRESS, MODE_AUDIT, MODE_ENFORCE, MODES, ORIGIN_DETECTION, ORIGIN_MANUAL,
     ORIGIN_STATIC, DenyKey, DenyValue,
 )
+from rules.enforcement import EnforcementRequest
 from sensor.enforcement.latency import LatencyWindow
 from sensor.enforcement.maps import EnforcementMaps, boot_ns
 from sensor.enforcement.safety import SafetyList
@@ -33,21 +34,8 @@ log = logging.getLogger(__name__)
 ANY_ADDRESS = "::/0"   # v4-mapped space included: matches IPv4 and IPv6
 
 
-class Request(Protocol):
-    """The fields of rules.enforcement.EnforcementRequest the manager reads."""
-
-    rule: str
-    action: str
-    target: str
-    scope: str
-    ttl_s: float
-    mode: str
-    max_entries: int
-    event: Mapping[str, Any] | None
-    cidrs: tuple[str, ...]
-    ports: tuple[int, ...]
-    protocol: str
-    cgroups: tuple[str, ...]
+Request = EnforcementRequest
+"""What the manager installs: the rule engine's enforcement request."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 NETVIGIL = str(Path(sys.executable).with_name("netvigil"))
@@ -36,10 +37,9 @@ def _stop_after_connect(sig: int) -> tuple[subprocess.CompletedProcess, set[int]
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
-    client = subprocess.run([sys.executable, "-c", "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close()",
+    subprocess.run([sys.executable, "-c", "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close()",
                              str(srv.getsockname()[1])], check=True)
     srv.close()
-    import time
     time.sleep(0.5)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
