@@ -44,7 +44,7 @@ class Sensor:
 
     def __init__(self, on_event: EventConsumer, options: SensorOptions | None = None) -> None:
         self.options = options or SensorOptions()
-        self.on_event = on_event
+        self._on_event = on_event
         self.boot_id = read_boot_id()
         self.boot_offset_ns = boot_to_wall_offset_ns()
         mount = find_cgroup2_mount()
@@ -56,7 +56,6 @@ class Sensor:
         self.decoder = EventDecoder(self.table, self.boot_id, self.boot_offset_ns, self.cgroups,
                                     self._container_of_pid)
         self.program: SensorProgram | None = None
-        self._events = 0
 
     def _container_of_pid(self, pid: int) -> str:
         return identity_from_proc(pid, self.options.proc_root).container_id
@@ -66,13 +65,20 @@ class Sensor:
         for record in self.reader.snapshot():
             self.table.add(record)
         log.debug("seeded %d processes", len(self.table))
-        self.program = SensorProgram(self._on_record, self.options.ringbuf_pages)
+        self.program = SensorProgram(None, self.options.ringbuf_pages)
+        # records go straight from the ring buffer to the decoder and on to the consumer
+        self.program.set_sink(self.decoder.decode_at, self._on_event)
 
-    def _on_record(self, raw: bytes) -> None:
-        event = self.decoder.decode(raw)
-        if event is not None:
-            self._events += 1
-            self.on_event(event)
+    @property
+    def on_event(self) -> EventConsumer:
+        """The consumer every event is handed to (may be replaced while running)."""
+        return self._on_event
+
+    @on_event.setter
+    def on_event(self, consumer: EventConsumer) -> None:
+        self._on_event = consumer
+        if self.program is not None:
+            self.program.set_sink(self.decoder.decode_at, consumer)
 
     def enrich(self, event: dict[str, Any]) -> dict[str, Any]:
         """An event from elsewhere (e.g. an enforcement verdict) with its process fields."""
@@ -94,7 +100,7 @@ class Sensor:
     def stats(self) -> SensorStats:
         """Event, loss and process counters so far."""
         return SensorStats(
-            events=self._events,
+            events=self.decoder.events,
             lost=self.program.lost_events() if self.program else 0,
             decode_errors=self.decoder.decode_errors,
             processes=self.table.live_count,

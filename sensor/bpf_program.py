@@ -1,4 +1,4 @@
-"""The sensor's BPF object: compile bpf/sensor.c with BCC, attach, drain, detach."""
+"""The sensor's BPF object: compile bpf/sensor.c with BCC, attach, read its ring buffer, detach."""
 from __future__ import annotations
 
 import ctypes
@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensor.errors import BPFUnavailableError
+from sensor.ring_reader import ItemConsumer, RecordDecoder, RingBufferError, RingReader
 
 RecordCallback = Callable[[bytes], None]
-_RINGBUF_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB with 4 KiB pages
 
 
@@ -73,11 +73,16 @@ def release_compiler_pages(smaps_file: str = "/proc/self/smaps") -> int:
 class SensorProgram:
     """Compiled and attached tracepoint programs plus their ring buffer.
 
-    Records are handed to `on_record` as bytes from `poll()`; exceptions raised by the
-    callback are re-raised from `poll()` instead of being lost inside ctypes.
+    BCC compiles, loads and attaches; records are read through `RingReader`, which maps
+    the ring buffer itself (no ctypes callback per record). What `poll()`/`consume()`
+    deliver is set by `set_sink(decode, consume)`: `decode(buffer, offset, length)`
+    turns a record into an item (None: nothing to deliver) and `consume(item)` takes it.
+    With only `on_record` given, each record is delivered as a `bytes` copy. Exceptions
+    raised by either function propagate from `poll()`/`consume()`, the record consumed.
     """
 
-    def __init__(self, on_record: RecordCallback, ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> None:
+    def __init__(self, on_record: RecordCallback | None = None,
+                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()
@@ -89,51 +94,52 @@ class SensorProgram:
             self.bpf = bpf_cls(src_file=str(src).encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception for compile/load failures
             raise BPFUnavailableError(f"cannot load {src}: {exc} (try `netvigil doctor`)") from exc
-        self._on_record = on_record
-        self._error: BaseException | None = None
-        self._cb = _RINGBUF_CB(self._trampoline)
-        table = self.bpf[b"events"]
-        self.bpf._open_ring_buffer(table.map_fd, self._cb, None)
-        table._cbs[0] = self._cb
+        try:
+            table = self.bpf[b"events"]
+            self.reader = RingReader.open_map(table.map_fd, int(table.max_entries))
+        except RingBufferError as exc:
+            self.bpf.cleanup()
+            raise BPFUnavailableError(f"{exc} (try `netvigil doctor`)") from exc
+        self._decode: RecordDecoder = copy_record
+        self._consume: ItemConsumer = on_record if on_record is not None else _ignore
         self._lost = self.bpf[b"lost"]
         self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
         release_compiler_pages()
         self.closed = False
 
-    def _trampoline(self, _ctx: int, data: int, size: int) -> int:
-        try:
-            self._on_record(ctypes.string_at(data, size))
-        except BaseException as exc:  # re-raised from poll(): never lost in ctypes
-            self._error = exc
-            return -1
-        return 0
+    def set_sink(self, decode: RecordDecoder, consume: ItemConsumer) -> None:
+        """Deliver consume(decode(buffer, offset, length)) for every record from now on."""
+        self._decode, self._consume = decode, consume
 
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise exc
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Wait up to timeout_ms for data, then deliver every record; returns how many.
 
-    def poll(self, timeout_ms: int = 100) -> None:
-        """Wait up to timeout_ms for a wakeup, then hand every record to the callback.
-
-        The kernel side wakes the consumer at most once per millisecond per CPU, so
-        records submitted without a wakeup are collected here after the wait.
+        The kernel side wakes the consumer at most once per 10 ms per CPU, so records
+        submitted without a wakeup are collected here after the wait.
         """
-        self.bpf.ring_buffer_poll(timeout_ms)
-        self.bpf.ring_buffer_consume()
-        self._raise_pending()
+        self.reader.wait(timeout_ms)
+        return self.reader.drain(self._decode, self._consume)
 
-    def consume(self) -> None:
-        """Hand every record already in the ring buffer to the callback, without waiting."""
-        self.bpf.ring_buffer_consume()
-        self._raise_pending()
+    def consume(self) -> int:
+        """Deliver every record already in the ring buffer, without waiting."""
+        return self.reader.drain(self._decode, self._consume)
 
     def lost_events(self) -> int:
         """Records the kernel could not put in the ring buffer (summed over CPUs)."""
         return sum(int(getattr(v, "value", v)) for v in self._lost[ctypes.c_int(0)])
 
     def close(self) -> None:
-        """Detach every program and free the maps (idempotent)."""
+        """Unmap the ring buffer, detach every program and free the maps (idempotent)."""
         if not self.closed:
             self.closed = True
+            self.reader.close()
             self.bpf.cleanup()
+
+
+def copy_record(buffer: memoryview, offset: int, length: int) -> bytes:
+    """A record's bytes, copied out of the ring buffer."""
+    return bytes(buffer[offset : offset + length])
+
+
+def _ignore(_item: object) -> None:
+    return None

@@ -38,7 +38,9 @@ SERVER_SIDE_OPS = frozenset({OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND})
 OP_SENDTO, OP_SENDMSG = 6, 7
 # struct nv_net_event, only the fields the decoder uses: pad bytes skip cgroup id, kind,
 # uid, gid, comm and the socket's generation
-NET_FAST = struct.Struct("<Q8x4xII12x16xiiII8xHHHH16s16s")
+NET_FAST = struct.Struct("<Q8x4xII12x16xiiII8xIHH16s16s")
+"""ts, tgid, tid, ret, fd, op, aux, family | type << 16, lport, rport, laddr, raddr"""
+NET_SIZE = 120  # sizeof(struct nv_net_event)
 _COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
 _SOCKET_KEYS = (*_COMMON_KEYS, "evt.arg.domain", "evt.arg.type", "fd.type")
 _IP_KEYS = (*_COMMON_KEYS, "fd.type", "fd.typechar", "fd.sockfamily", "fd.l4proto")
@@ -81,6 +83,7 @@ class EventDecoder:
         self._v4_text: dict[bytes, str] = {}
         self._v6_text: dict[bytes, str] = {}
         self._pid_fields: dict[int, dict[str, Any]] = {}
+        self._templates: dict[int, dict[int, dict[str, Any]]] = {}
         self._seq = 0
         self.decode_errors = 0
 
@@ -105,77 +108,139 @@ class EventDecoder:
         return HOST, None
 
     # ------------------------------------------------------------------ decode
+    @property
+    def events(self) -> int:
+        """Events decoded so far (the last `evt.num` handed out)."""
+        return self._seq
+
     def decode(self, raw: bytes) -> dict[str, Any] | None:
         """One event from one ring-buffer record (None for records that are not events)."""
-        kind = raw[KIND_OFFSET]
+        return self.decode_at(raw, 0, len(raw))
+
+    def decode_at(self, buf: Any, off: int, length: int) -> dict[str, Any] | None:
+        """One event from the record buf[off:off + length] (a `RingReader` decode function).
+
+        Network records, the bulk of the stream, are decoded here without a copy of the
+        record: a per-process, per-shape template (process fields, constant event fields
+        and slots for the rest, in the order of the event) is copied and its variable
+        fields filled in. Other kinds go through `_decode_other`.
+        """
         try:
-            if kind == NV_NET:
-                return self._net(raw)
-            if kind == NV_EXEC:
-                return self._exec(raw)
-            if kind == NV_FORK:
-                return self._fork(raw)
-            if kind == NV_EXIT:
-                return self._exit(raw)
+            if length < NET_SIZE or buf[off + KIND_OFFSET] != NV_NET:
+                return self._decode_other(bytes(buf[off : off + length]))
+            ts, tgid, tid, ret, fd, op, aux, famtype, lport, rport, laddr, raddr = NET_FAST.unpack_from(buf, off)
+            templates = self._templates.get(tgid)
+            tmpl = None if templates is None else templates.get(op << 32 | famtype)
+            if tmpl is None:
+                tmpl = self._net_template(tgid, op, famtype)
+            ev = tmpl.copy()
+            seq = self._seq + 1
+            self._seq = seq
+            ev["evt.num"] = seq
+            ev["evt.time"] = ts + self.boot_offset_ns
+            ev["thread.tid"] = tid
+            ev["fd.num"] = fd
+            ev["evt.rawres"] = ret
+            if ret >= 0:
+                ev["evt.res"] = "SUCCESS"
+            else:
+                res = _RES.get(ret)
+                ev["evt.res"] = res if res is not None else errno_name(ret)
+            if op == OP_SOCKET:
+                return ev
+            family = famtype & 0xFFFF
+            cache = self._v6_text if family == AF_INET6 else self._v4_text
+            lip = cache.get(laddr)
+            if lip is None:
+                lip = self._addr(family, laddr)
+            if op == OP_LISTEN or op == OP_BIND:
+                if op == OP_LISTEN:
+                    ev["evt.arg.backlog"] = aux
+                    if lport == 0 and ret == 0:
+                        found = socket_local_address(tgid, fd)
+                        if found is not None:
+                            lip, lport = found
+                ev["fd.lip"] = ev["fd.sip"] = lip
+                ev["fd.lport"] = ev["fd.sport"] = lport
+                ev["fd.name"] = f"{lip}:{lport}"
+                return ev
+            rip = cache.get(raddr)
+            if rip is None:
+                rip = self._addr(family, raddr)
+            ev["fd.lip"] = lip
+            ev["fd.lport"] = lport
+            ev["fd.rip"] = rip
+            ev["fd.rport"] = rport
+            if op == OP_ACCEPT or op == OP_ACCEPT4:  # the local end is the server
+                ev["fd.cip"] = rip
+                ev["fd.cport"] = rport
+                ev["fd.sip"] = lip
+                ev["fd.sport"] = lport
+                ev["fd.name"] = f"{rip}:{rport}->{lip}:{lport}"
+                return ev
+            ev["fd.cip"] = lip
+            ev["fd.cport"] = lport
+            ev["fd.sip"] = rip
+            ev["fd.sport"] = rport
+            ev["fd.name"] = f"{lip}:{lport}->{rip}:{rport}"
+            if op == OP_DUP2 or op == OP_DUP3:
+                ev["evt.res"] = "SUCCESS"
+                ev["evt.arg.newfd"] = aux
+            elif op != OP_SENDTO and op != OP_SENDMSG:
+                ev["fd.connected"] = ret == 0
+            return ev
         except (struct.error, ValueError, OSError):
             self.decode_errors += 1
             return None
-        self.decode_errors += 1
+
+    def _decode_other(self, raw: bytes) -> dict[str, Any] | None:
+        kind = raw[KIND_OFFSET] if len(raw) > KIND_OFFSET else 0
+        if kind == NV_EXEC:
+            return self._exec(raw)
+        if kind == NV_FORK:
+            return self._fork(raw)
+        if kind == NV_EXIT:
+            return self._exit(raw)
+        self.decode_errors += 1  # a short network record, or an unknown kind
         return None
 
-    def _net(self, raw: bytes) -> dict[str, Any]:
-        ts, tgid, tid, ret, fd, op, aux, family, stype, lport, rport, laddr, raddr = NET_FAST.unpack_from(raw)
+    def _net_template(self, tgid: int, op: int, famtype: int) -> dict[str, Any]:
+        """The fields every network event of this process and shape shares, with slots
+        (None) for the variable ones, in event order; cached while the pid's fields are."""
         pf = self._pid_fields.get(tgid)
         if pf is None:
             pf = self.fields_of_pid(tgid)
-        ev = pf.copy()
+        family, stype = famtype & 0xFFFF, famtype >> 16
         v6 = family == AF_INET6
-        cache = self._v6_text if v6 else self._v4_text
-        lip = cache.get(laddr)
-        if lip is None:
-            lip = self._addr(family, laddr)
-        res = _RES.get(ret)
-        if res is None:
-            res = errno_name(ret)
-        etype = OP_NAMES.get(op, "unknown")
-        proto = "tcp" if stype == SOCK_STREAM else "udp"
+        ev = pf.copy()
+        ev.update(dict.fromkeys(_COMMON_KEYS))
+        ev["evt.type"] = OP_NAMES.get(op, "unknown")
+        ev["evt.dir"] = "<"
         if op == OP_SOCKET:
-            ev.update(zip(_SOCKET_KEYS, (
-                self._next_seq(), ts + self.boot_offset_ns, etype, "<", tid, fd, ret, res,
-                "AF_PACKET" if family == AF_PACKET else str(family),
-                SOCK_TYPE_NAMES.get(stype, str(stype)), "packet")))
-            return ev
-        if op == OP_LISTEN or op == OP_BIND:
-            if op == OP_LISTEN and lport == 0 and ret == 0:
-                found = socket_local_address(tgid, fd)
-                if found is not None:
-                    lip, lport = found
-            ev.update(zip(_LOCAL_KEYS, (
-                self._next_seq(), ts + self.boot_offset_ns, etype, "<", tid, fd, ret, res,
-                "ipv6" if v6 else "ipv4", "6" if v6 else "4", "ip", proto,
-                lip, lport, lip, lport, f"{lip}:{lport}", False)))
-            if op == OP_LISTEN:
-                ev["evt.arg.backlog"] = aux
-            return ev
-        rip = cache.get(raddr)
-        if rip is None:
-            rip = self._addr(family, raddr)
-        if op == OP_ACCEPT or op == OP_ACCEPT4:
-            cip, cport, sip, sport, connected = rip, rport, lip, lport, True
+            ev["evt.arg.domain"] = "AF_PACKET" if family == AF_PACKET else str(family)
+            ev["evt.arg.type"] = SOCK_TYPE_NAMES.get(stype, str(stype))
+            ev["fd.type"] = "packet"
         else:
-            cip, cport, sip, sport = lip, lport, rip, rport
-            connected = ret == 0 if op != OP_DUP2 and op != OP_DUP3 else True
-        ev.update(zip(_REMOTE_KEYS, (
-            self._next_seq(), ts + self.boot_offset_ns, etype, "<", tid, fd, ret,
-            "SUCCESS" if op == OP_DUP2 or op == OP_DUP3 else res,
-            "ipv6" if v6 else "ipv4", "6" if v6 else "4", "ip", proto,
-            lip, lport, rip, rport, cip, cport, sip, sport,
-            f"{cip}:{cport}->{sip}:{sport}", connected)))
-        if op == OP_SENDTO or op == OP_SENDMSG:
-            ev["fd.connected"] = False
-            ev["fd.name_changed"] = True
-        elif op == OP_DUP2 or op == OP_DUP3:
-            ev["evt.arg.newfd"] = aux
+            ev["fd.type"] = "ipv6" if v6 else "ipv4"
+            ev["fd.typechar"] = "6" if v6 else "4"
+            ev["fd.sockfamily"] = "ip"
+            ev["fd.l4proto"] = "tcp" if stype == SOCK_STREAM else "udp"
+            if op == OP_LISTEN or op == OP_BIND:
+                ev.update(dict.fromkeys(_LOCAL_KEYS[len(_IP_KEYS):]))
+                ev["fd.connected"] = False
+                if op == OP_LISTEN:
+                    ev["evt.arg.backlog"] = None
+            else:
+                ev.update(dict.fromkeys(_REMOTE_KEYS[len(_IP_KEYS):]))
+                if op == OP_SENDTO or op == OP_SENDMSG:
+                    ev["fd.connected"] = False
+                    ev["fd.name_changed"] = True
+                elif op in (OP_ACCEPT, OP_ACCEPT4, OP_DUP2, OP_DUP3):
+                    ev["fd.connected"] = True
+                    if op == OP_DUP2 or op == OP_DUP3:
+                        ev["evt.arg.newfd"] = None
+        if self._pid_fields.get(tgid) is pf:  # a known process: keep it until exec/fork/exit
+            self._templates.setdefault(tgid, {})[op << 32 | famtype] = ev
         return ev
 
     def _next_seq(self) -> int:
@@ -189,8 +254,14 @@ class EventDecoder:
         if record is not None:
             if len(self._pid_fields) > 65536:
                 self._pid_fields.clear()
+                self._templates.clear()
             self._pid_fields[tgid] = fields
         return fields
+
+    def _forget_pid(self, tgid: int) -> None:
+        """Drop a pid's cached fields and templates (its process changed)."""
+        self._pid_fields.pop(tgid, None)
+        self._templates.pop(tgid, None)
 
     def _exec(self, raw: bytes) -> dict[str, Any]:
         (ts, cgroup_id, _k, tgid, tid, uid, gid, _pad, comm, _old_pid, path_len, args_len,
@@ -224,7 +295,7 @@ class EventDecoder:
             meta=meta,
         )
         self.table.exec(record)
-        self._pid_fields.pop(tgid, None)
+        self._forget_pid(tgid)
         ev = dict(self.table.fields(record.exec_id))
         ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "execve", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid})
@@ -234,7 +305,7 @@ class EventDecoder:
         ts, _cg, _k, tgid, tid, *_rest, child = FORK.unpack_from(raw)[:-1]
         wall = ts + self.boot_offset_ns
         self.table.fork(tgid, child, wall, make_exec_id(self.boot_id, child, wall))
-        self._pid_fields.pop(child, None)
+        self._forget_pid(child)
         ev = dict(self.fields_of_pid(tgid))
         ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "clone", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": child, "thread.tid": tid})
@@ -247,7 +318,7 @@ class EventDecoder:
         ev = dict(self.table.fields(record.exec_id)) if record else {"proc.pid": tgid}
         if record is not None:
             self.table.exit(tgid, wall, code)
-        self._pid_fields.pop(tgid, None)
+        self._forget_pid(tgid)
         status = code & 0xFF if code >= 0 else -1
         ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "procexit", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid,
