@@ -62,3 +62,48 @@ def cost(node: CNode) -> int:
     if isinstance(node, CNot):
         return cost(node.item)
     return 1
+
+
+NUMERIC_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists"})
+
+
+def field_uses(node: CNode) -> dict[str, frozenset | None]:
+    """The event fields ``node`` reads, and how their values can affect its result.
+
+    A field maps to a frozenset of ints when every use of it is a numeric comparison
+    (``= != < <= > >= in exists``) with those constants: then only the position of an
+    int value among the constants matters (``evt.num = 0`` cannot tell 5 from 6). It
+    maps to None when its exact value may matter. Used to memoize rule results.
+    """
+    out: dict[str, frozenset | None] = {}
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (CAnd, COr)):
+            stack.extend(n.items)
+        elif isinstance(n, CNot):
+            stack.append(n.item)
+        elif isinstance(n, CCmp):
+            numeric = _numeric_consts(n)
+            names = n.sources if n.access in ("direct", "either") else n.sources[:1]
+            for name in names:
+                if numeric is None:
+                    out[name] = None
+                elif name not in out:
+                    out[name] = numeric
+                elif out[name] is not None:
+                    out[name] = out[name] | numeric
+    return out
+
+
+def _numeric_consts(n: CCmp) -> frozenset | None:
+    """Constants of a numeric comparison on plain values, or None if not one."""
+    if n.access not in ("direct", "either") or n.scalar_type not in ("int", "port") \
+            or n.op not in NUMERIC_OPS:
+        return None
+    if n.op == "exists":
+        return frozenset()
+    values = n.const if isinstance(n.const, frozenset) else (n.const,)
+    if not all(type(v) is int for v in values):
+        return None
+    return frozenset(values)

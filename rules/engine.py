@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.analysis import equality_fields, required_values
+from rules.analysis import equality_fields, field_uses, required_values
 from rules.checker import CNode
 from rules.codegen import CodeGen
 from rules.enforcement import (EnforcementConsumer, EnforcementRequest, EnforceSpec,
@@ -70,6 +70,7 @@ class RuleSet:
     def __post_init__(self) -> None:
         self._active = [r for r in self.rules if r.enabled]
         self._dispatch, self._default = _build_index(self._active)
+        self._uses: dict[Any, dict[str, frozenset | None]] = {}
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(self, event: Mapping[str, Any]) -> list[RuleMatch]:
@@ -82,6 +83,35 @@ class RuleSet:
         if not hits:
             return []
         return [self._match(self._active[i], event) for i in hits]
+
+    def matches_any(self, event: Mapping[str, Any]) -> bool:
+        """True if some enabled rule matches ``event`` (no output, no enforcement)."""
+        try:
+            fn = self._dispatch.get(event.get("evt.type"), self._default)
+        except TypeError:
+            fn = self._default
+        return bool(fn(event))
+
+    def fields_read(self, evt_type: str) -> dict[str, frozenset | None]:
+        """Fields whose values decide which rules match an event of ``evt_type``.
+
+        The rules are pure functions of these fields: two events of that type that agree
+        on them (ints mapped to a frozenset only need to agree on how they compare with
+        its constants, see ``rules.analysis.field_uses``) match the same rules. Lets a
+        caller (e.g. replay) remember results instead of evaluating repeated events.
+        """
+        uses = self._uses.get(evt_type)
+        if uses is None:
+            uses = {"evt.type": None}
+            for r in self._active:
+                if r.evt_types is None or evt_type in r.evt_types:
+                    for name, consts in field_uses(r.condition).items():
+                        if name not in uses:
+                            uses[name] = consts
+                        elif uses[name] is not None:
+                            uses[name] = None if consts is None else uses[name] | consts
+            self._uses[evt_type] = uses
+        return uses
 
     def _match(self, rule: CompiledRule, event: Mapping[str, Any]) -> RuleMatch:
         text, fields = rule.output.render(event)

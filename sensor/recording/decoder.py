@@ -10,7 +10,9 @@ from typing import Any
 
 from sensor.recording import encoder as enc
 from sensor.recording import format as fmt
-from sensor.recording.errors import RecordingError
+from sensor.recording.errors import DecodeError
+from sensor.recording.prefilter import (MAX_REMEMBERED, MatchOracle, ShapeMemo,
+                                        compile_memo)
 
 IT_EVENT = "event"
 IT_PROCESS = "process"
@@ -20,15 +22,11 @@ IT_VERDICT = "verdict"
 Item = tuple  # (IT_EVENT, exec_id | None, fields) | (IT_PROCESS|IT_ALERT|IT_VERDICT, dict)
 
 
-class DecodeError(RecordingError):
-    """A record is well-framed but its content does not decode (unknown ids...)."""
-
-
 class SegmentDecoder:
     """Decodes the verified data records of one segment, in order."""
 
-    def __init__(self, header: dict, skip_event_type: Callable[[str], bool] | None = None
-                 ) -> None:
+    def __init__(self, header: dict, skip_event_type: Callable[[str], bool] | None = None,
+                 prefilter: MatchOracle | None = None) -> None:
         self.fields: dict[int, str] = {}
         self.values: dict[int, Any] = {}
         self.shapes: dict[int, Callable] = {}
@@ -48,6 +46,13 @@ class SegmentDecoder:
         self._skip_type = skip_event_type
         self.skip_sids: dict[int, int | None] = {}  # sid -> index of its evt.num delta
         self.skipped = 0
+        # with a prefilter (the rules): events no rule can match are counted, not returned
+        # (see sensor.recording.prefilter); procexit is always returned (process table)
+        self._oracle = prefilter
+        self.memos: dict[int, ShapeMemo] = {}
+        self.pkeys: dict[int, Any] = {}  # (ref << 13 | shape) -> process part of the key
+        self.remembered = 0
+        self.prefiltered = 0
 
     def _merged(self, ref: int, sid: int, exec_id: str,
                 resolve: Callable[[str], Mapping[str, Any]] | None) -> dict[str, Any]:
@@ -56,7 +61,25 @@ class SegmentDecoder:
         key = (ref << 13) | sid
         self.merged_cache[key] = merged
         self.ref_keys.setdefault(ref, []).append(key)
+        memo = self.memos.get(sid)
+        if memo is not None:
+            self.pkeys[key] = memo.process_key(merged)
         return merged
+
+    def _no_match(self, memo: ShapeMemo, k: Any, ev: Mapping[str, Any]) -> bool:
+        """After building an event of a memoized shape: True if no rule matches it
+        (then its key is remembered)."""
+        if self._oracle.matches_any(ev):  # type: ignore[union-attr]
+            return False
+        if k is not None:
+            if self.remembered >= MAX_REMEMBERED:
+                for m in self.memos.values():
+                    m.nohit.clear()
+                self.remembered = 0
+            memo.nohit.add(k)
+            self.remembered += 1
+        self.prefiltered += 1
+        return True
 
     def decode(self, records: list[list], on_error: Callable[[int, Exception], None],
                resolve: Callable[[str], Mapping[str, Any]] | None = None,
@@ -74,6 +97,7 @@ class SegmentDecoder:
         cache = self.merged_cache
         consts = self.consts
         skip = self.skip_sids
+        memos, pkeys = self.memos, self.pkeys
         n = len(records)
         i = 0
         last_t = self.last_t
@@ -93,6 +117,38 @@ class SegmentDecoder:
                             if delta is not None:
                                 self.last_num += vals[delta]
                             self.skipped += 1
+                            continue
+                        if memos and sid in memos:
+                            memo = memos[sid]
+                            if ref is None:
+                                pk, pid, merged, exec_id = sid, None, consts[sid], None
+                            else:
+                                exec_id = refs.get(ref)
+                                if exec_id is None:
+                                    self.orphans += 1
+                                    append((IT_EVENT, None,
+                                            shapes[sid](vals, t, None, consts[sid])))
+                                    continue
+                                key = (ref << 13) | sid
+                                merged = cache.get(key)
+                                if merged is None:
+                                    merged = self._merged(ref, sid, exec_id, resolve)
+                                pk = pkeys.get(key)
+                                if pk is None:
+                                    pk = pkeys[key] = memo.process_key(merged)
+                                pid = pids[ref]
+                            k = memo.key(vals, t, pk, pid)
+                            try:
+                                if k in memo.nohit:
+                                    if memo.delta is not None:
+                                        self.last_num += vals[memo.delta]
+                                    self.prefiltered += 1
+                                    continue
+                            except TypeError:  # an unhashable value: evaluate, don't remember
+                                k = None
+                            ev = shapes[sid](vals, t, pid, merged)
+                            if not self._no_match(memo, k, ev):
+                                append((IT_EVENT, exec_id, ev))
                             continue
                         if ref is None:
                             append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
@@ -114,6 +170,7 @@ class SegmentDecoder:
                             if item[0] is IT_PROCESS:
                                 for key in self.ref_keys.pop(rec[1], ()):
                                     cache.pop(key, None)
+                                    pkeys.pop(key, None)
                                 if on_process is not None:
                                     on_process(item[1])
                 break
@@ -138,12 +195,19 @@ class SegmentDecoder:
             _, sid, var, consts, derive, has_time, _tag = rec
             self.shapes[sid] = self._compile(sid, var, consts, derive, has_time)
             evt_type = self.consts[sid].get("evt.type")
+            self.memos.pop(sid, None)
             if self._skip_type is not None and isinstance(evt_type, str) \
                     and self._skip_type(evt_type):
                 self.skip_sids[sid] = next((i for i, (_, codec) in enumerate(var)
                                             if codec == fmt.C_DELTA), None)
             else:
                 self.skip_sids.pop(sid, None)
+                if self._oracle is not None and isinstance(evt_type, str) \
+                        and evt_type != "procexit":
+                    memo = compile_memo(self._oracle, self, evt_type, self.fields, var,
+                                        self.consts[sid], derive, has_time)
+                    if memo is not None:
+                        self.memos[sid] = memo
         elif kind == fmt.K_PROC:
             _, ref, m, _tag = rec
             d = {}

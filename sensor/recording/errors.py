@@ -14,3 +14,7 @@ class SegmentFormatError(RecordingError):
 
 class RecorderClosedError(RecordingError):
     """The recorder was used after close()."""
+
+
+class DecodeError(RecordingError):
+    """A record is well-framed but its content does not decode (unknown ids...)."""

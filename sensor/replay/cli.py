@@ -193,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
     replayer = Replayer(args.paths, key=key, since_ns=since, until_ns=until, where=where,
                         report=reporter, keep_records=keep,
                         keep_alerts=bool(args.recorded_alerts),
-                        skip_event_type=unwatched_types(ruleset) if alerts_mode else None)
+                        skip_event_type=unwatched_types(ruleset) if alerts_mode else None,
+                        prefilter=ruleset if alerts_mode else None)
     progress = Progress(replayer.total_bytes, lambda: replayer.stats["events_read"])
     replayer.progress = progress
     lookup = replayer.records.get
@@ -261,8 +262,9 @@ def _run(args: argparse.Namespace) -> int:
     span = (f", {format_ns(replayer.first_ns)} .. {format_ns(replayer.last_ns)}"
             if replayer.first_ns is not None else "")
     hosts = ", ".join(sorted(replayer.hosts)) or "no host"
-    unwatched = (f" ({st['events_unwatched']:,} of types no rule looks at, skipped)"
-                 if st["events_unwatched"] else "")
+    not_built = st["events_unwatched"] + st["events_prefiltered"]
+    unwatched = (f" ({not_built:,} that no rule could match were counted, not rebuilt)"
+                 if not_built else "")
     sys.stderr.write(
         f"netvigil: replayed {st['events_selected']:,} of {st['events_read']:,} events"
         f"{unwatched} from {st['segments']} segment(s) ({hosts}){span}"

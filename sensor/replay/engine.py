@@ -15,6 +15,7 @@ from typing import Any
 from sensor.process_table import ProcessRecord, ProcessTable
 from sensor.recording.decoder import IT_ALERT, IT_EVENT, IT_VERDICT, SegmentDecoder
 from sensor.recording.errors import SegmentFormatError
+from sensor.recording.prefilter import MatchOracle
 from sensor.recording.reader import Problem, SegmentReader
 from sensor.replay.source import SegmentRef, discover
 
@@ -72,7 +73,8 @@ class Replayer:
                  report: Callable[[Problem], None] | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  keep_records: bool = False, keep_alerts: bool = False,
-                 skip_event_type: Callable[[str], bool] | None = None) -> None:
+                 skip_event_type: Callable[[str], bool] | None = None,
+                 prefilter: MatchOracle | None = None) -> None:
         self._key = key
         self.since_ns, self.until_ns = since_ns, until_ns
         self.where = where
@@ -84,6 +86,7 @@ class Replayer:
         self.keep_records = keep_records
         self.keep_alerts = keep_alerts  # collect recorded alerts/verdicts (memory grows)
         self.skip_event_type = skip_event_type  # event types nobody needs: not built
+        self.prefilter = prefilter  # rules: events none of them can match are not built
         self.records: dict[str, dict[str, Any]] = {}
         self.recorded_alerts: list[dict[str, Any]] = []
         self.segment_info: list[dict[str, Any]] = []  # per segment read: range, counts
@@ -91,7 +94,8 @@ class Replayer:
         self.host = "?"
         self.hosts: set[str] = set()
         self.stats = {"segments": 0, "segments_skipped": 0, "events_read": 0,
-                      "events_selected": 0, "events_unwatched": 0, "processes": 0,
+                      "events_selected": 0, "events_unwatched": 0,
+                      "events_prefiltered": 0, "processes": 0,
                       "records": 0}
         self.first_ns: int | None = None
         self.last_ns: int | None = None
@@ -231,7 +235,7 @@ class Replayer:
     def _segment_body(self, ref: SegmentRef, reader: SegmentReader, acc: dict[str, Any]
                       ) -> Iterator[list[dict[str, Any]]]:
         """One batch of selected events per block (fewer generator hops per event)."""
-        dec = SegmentDecoder(reader.header, self.skip_event_type)
+        dec = SegmentDecoder(reader.header, self.skip_event_type, self.prefilter)
         table = self.table
         resolve = table.fields
         since, until, where = self.since_ns, self.until_ns, self.where
@@ -249,10 +253,10 @@ class Replayer:
                 self._report(Problem(ref.path, f"undecodable record ({type(exc).__name__}: "
                                      f"{exc}): it depends on a damaged or missing record; "
                                      f"skipped", record=index, offset=offset))
-            skipped = dec.skipped
+            skipped, prefiltered = dec.skipped, dec.prefiltered
             items = dec.decode(blk.records, on_error, resolve, add_process)
             stats["records"] += len(blk.records)
-            n_read = dec.skipped - skipped
+            n_read = dec.skipped - skipped + dec.prefiltered - prefiltered
             n_sel = 0
             batch: list[dict[str, Any]] = []
             keep = batch.append
@@ -286,6 +290,7 @@ class Replayer:
             stats["events_read"] += n_read
             stats["events_selected"] += n_sel
             stats["events_unwatched"] += dec.skipped - skipped
+            stats["events_prefiltered"] += dec.prefiltered - prefiltered
             acc["events"] += n_read
             if batch:
                 yield batch
@@ -306,9 +311,6 @@ class Replayer:
                         break
             if progress is not None:
                 progress(-1, 0)  # heartbeat: lets a progress bar refresh mid-segment
-        if dec.orphans:
-            self._report(Problem(ref.path, f"{dec.orphans} event(s) refer to a process record "
-                                 f"that was lost: replayed without their process fields"))
         if dec.orphans:
             self._report(Problem(ref.path, f"{dec.orphans} event(s) refer to a process record "
                                  f"that was lost: replayed without their process fields"))

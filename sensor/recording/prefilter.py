@@ -1,0 +1,155 @@
+"""Skipping recorded events that no rule can match, without building them.
+
+Rules are pure functions of the fields they read (``RuleSet.fields_read``). Within a
+segment, an event is determined by its shape, its process record and its few variable
+values, so for each shape this module compiles a *key function* that takes, from the
+raw record, only what the rules read: the variable values they look at (interned
+strings by their table id), the process fields they look at (once per process and
+shape), and for fields only compared with numbers, just how the value compares with
+those numbers (``evt.num = 0`` cannot tell 5 from 6). Two events with the same key match
+the same rules; once an event was built and matched nothing, later events with its key
+are counted and skipped. Events that match something are always built and yielded.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from sensor.recording import encoder as enc
+from sensor.recording import format as fmt
+from sensor.recording.errors import DecodeError
+
+MAX_REMEMBERED = 1 << 18
+"""Keys remembered per segment (a bound on memory; the cache restarts when full)."""
+
+
+class MatchOracle(Protocol):
+    """What the prefilter needs from a rule set (``rules.engine.RuleSet`` is one)."""
+
+    def fields_read(self, evt_type: str) -> Mapping[str, frozenset | None]:
+        """Fields deciding the match of an event of ``evt_type`` (see RuleSet)."""
+
+    def matches_any(self, event: Mapping[str, Any]) -> bool:
+        """True if some rule matches ``event``."""
+
+
+def rank(value: Any, consts: tuple[int, ...]) -> Any:
+    """How an int compares with the sorted ``consts`` (all that ``= < in ...`` can see);
+    other values stand for themselves (tagged with their type)."""
+    if type(value) is int:
+        i = bisect_left(consts, value)
+        return (i << 1) | (i < len(consts) and consts[i] == value)
+    return (type(value), value)
+
+
+def raw(value: Any) -> Any:
+    """A value as a key part: ``1``, ``True`` and ``1.0`` must not be taken as equal."""
+    return value if type(value) is str else (type(value), value)
+
+
+def freeze(value: Any) -> Any:
+    """A hashable stand-in for a field value (lists and maps included)."""
+    t = type(value)
+    if t is str:
+        return value
+    if t is list or t is tuple:
+        return (t, tuple(freeze(v) for v in value))
+    if t is dict:
+        return (t, tuple(sorted((k, freeze(v)) for k, v in value.items())))
+    return (t, value)
+
+
+class ShapeMemo:
+    """Key function and remembered no-match keys of one event shape."""
+
+    __slots__ = ("key", "proc_fields", "delta", "nohit")
+
+    def __init__(self, key: Any, proc_fields: tuple[tuple[str, tuple | None], ...],
+                 delta: int | None) -> None:
+        self.key = key                  # (vals, t, pk, pid) -> hashable key
+        self.proc_fields = proc_fields  # (name, sorted consts or None) read from the process
+        self.delta = delta              # index of the evt.num delta among the values
+        self.nohit: set = set()
+
+    def process_key(self, merged: Mapping[str, Any]) -> Any:
+        """The part of the key a process (and the shape's constants) decides."""
+        parts = []
+        for name, consts in self.proc_fields:
+            v = merged.get(name)
+            parts.append(rank(v, consts) if consts is not None else freeze(v))
+        try:
+            out = tuple(parts)
+            hash(out)
+        except TypeError:  # an unorderable/unhashable value: remember per process only
+            return object()
+        return out
+
+
+def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping[int, str], var: list,
+                 consts: Mapping[str, Any], derive: int, has_time: int) -> ShapeMemo | None:
+    """The memo of a shape (its K_SHAPE record's parts), or None if the rules say nothing.
+
+    ``state`` is the decoder (its ``last_num`` is the running ``evt.num``).
+    """
+    uses = oracle.fields_read(evt_type)
+    if uses is None:
+        return None
+    var_names = [fields[fid] for fid, _ in var]
+    codecs = [codec for _, codec in var]
+    pos = {name: i for i, name in enumerate(var_names)}
+    copies = {t: s for t, s, flag in enc.COPY_DERIVATIONS if derive & flag}
+    params: dict[str, Any] = {"rank": rank, "raw": raw, "DecodeError": DecodeError}
+    parts: list[str] = []
+    proc: list[tuple[str, tuple | None]] = []
+
+    def value_expr(name: str) -> str | None:
+        """Expression of a field's value as key material; None: from the process."""
+        if name in pos:
+            i = pos[name]
+            if codecs[i] == fmt.C_INTERN:
+                return f"v[{i}]"  # the value's table id: equal ids <=> equal values
+            if codecs[i] == fmt.C_DELTA:
+                return f"(S.last_num + v[{i}])"
+            return f"v[{i}]"
+        if name == "evt.time" and has_time:
+            return "t"
+        return None
+
+    for name, use in sorted(uses.items()):
+        sources: list[str] = [name]
+        if name == "fd.name" and derive & enc.D_FDNAME:
+            sources = list(enc.FDNAME_SOURCES)
+        elif name in copies:
+            sources = [copies[name]]
+        elif name == "thread.tid" and derive & enc.D_TID_PID:
+            parts.append("raw(pid)")
+            sources = ["proc.pid"]
+        for src in sources:
+            expr = value_expr(src)
+            interned = src in pos and codecs[pos[src]] == fmt.C_INTERN
+            if expr is None:
+                if src in consts:
+                    continue  # the same for every event of this shape
+                proc.append((src, tuple(sorted(use)) if use is not None else None))
+                continue
+            if use is not None and not interned:
+                cname = f"C{len(params)}"
+                params[cname] = tuple(sorted(use))
+                parts.append(f"rank({expr}, {cname})")
+            elif interned:
+                parts.append(expr)
+            else:
+                parts.append(f"raw({expr})")
+    delta = next((i for i, c in enumerate(codecs) if c == fmt.C_DELTA), None)
+    names = list(params)
+    src = (f"def make(S, {', '.join(names)}):\n"
+           f"    def key(v, t, pk, pid):\n"
+           f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')\n"
+           f"        return (pk, {''.join(p + ', ' for p in parts)})\n"
+           f"    return key\n")
+    ns: dict[str, Any] = {}
+    exec(src, ns)  # noqa: S102 - built from our own templates; values bound by name only
+    memo = ShapeMemo(None, tuple(proc), delta)
+    memo.key = ns["make"](state, **params)
+    return memo
