@@ -50,21 +50,37 @@ class SegmentDecoder:
         # (see sensor.recording.prefilter); procexit is always returned (process table)
         self._oracle = prefilter
         self.memos: dict[int, ShapeMemo] = {}
-        self.pkeys: dict[int, Any] = {}  # (ref << 13 | shape) -> process part of the key
+        # (ref << 13 | shape) -> (process part of the key, pid, exec_id, process fields)
+        self.pstate: dict[int, tuple[Any, Any, str | None, Mapping[str, Any] | None]] = {}
         self.remembered = 0
         self.prefiltered = 0
 
     def _merged(self, ref: int, sid: int, exec_id: str,
-                resolve: Callable[[str], Mapping[str, Any]] | None) -> dict[str, Any]:
-        base = resolve(exec_id) if resolve else {}
+                resolve: Callable[[str], Mapping[str, Any]] | None,
+                base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if base is None:
+            base = resolve(exec_id) if resolve else {}
         merged = {**base, **self.consts[sid]}
         key = (ref << 13) | sid
         self.merged_cache[key] = merged
         self.ref_keys.setdefault(ref, []).append(key)
-        memo = self.memos.get(sid)
-        if memo is not None:
-            self.pkeys[key] = memo.process_key(merged)
         return merged
+
+    def _pstate(self, memo: ShapeMemo, ref: int | None, sid: int,
+                resolve: Callable[[str], Mapping[str, Any]] | None
+                ) -> tuple[Any, Any, str | None, Mapping[str, Any] | None]:
+        """(process part of the key, pid, exec_id, process fields) for ``ref`` and ``sid``."""
+        exec_id = self.refs.get(ref) if ref is not None else None
+        if exec_id is None:  # no process (or its record was lost): the shape decides
+            if ref is not None:
+                self.orphans += 1
+            return (sid, None, None, None)
+        base = resolve(exec_id) if resolve else {}  # kept: the fields as of now
+        st = (memo.process_key(base), self.pids[ref], exec_id, base)
+        key = (ref << 13) | sid
+        self.pstate[key] = st
+        self.ref_keys.setdefault(ref, []).append(key)
+        return st
 
     def _no_match(self, memo: ShapeMemo, k: Any, ev: Mapping[str, Any]) -> bool:
         """After building an event of a memoized shape: True if no rule matches it
@@ -72,13 +88,12 @@ class SegmentDecoder:
         if self._oracle.matches_any(ev):  # type: ignore[union-attr]
             return False
         if k is not None:
-            if self.remembered >= MAX_REMEMBERED:
+            if self.remembered >= MAX_REMEMBERED:  # bounded memory: start afresh
                 for m in self.memos.values():
                     m.nohit.clear()
                 self.remembered = 0
             memo.nohit.add(k)
             self.remembered += 1
-        self.prefiltered += 1
         return True
 
     def decode(self, records: list[list], on_error: Callable[[int, Exception], None],
@@ -97,7 +112,8 @@ class SegmentDecoder:
         cache = self.merged_cache
         consts = self.consts
         skip = self.skip_sids
-        memos, pkeys = self.memos, self.pkeys
+        memos, pstate = self.memos, self.pstate
+        n_pre = 0
         n = len(records)
         i = 0
         last_t = self.last_t
@@ -118,36 +134,31 @@ class SegmentDecoder:
                                 self.last_num += vals[delta]
                             self.skipped += 1
                             continue
-                        if memos and sid in memos:
-                            memo = memos[sid]
-                            if ref is None:
-                                pk, pid, merged, exec_id = sid, None, consts[sid], None
-                            else:
-                                exec_id = refs.get(ref)
-                                if exec_id is None:
-                                    self.orphans += 1
-                                    append((IT_EVENT, None,
-                                            shapes[sid](vals, t, None, consts[sid])))
-                                    continue
-                                key = (ref << 13) | sid
-                                merged = cache.get(key)
-                                if merged is None:
-                                    merged = self._merged(ref, sid, exec_id, resolve)
-                                pk = pkeys.get(key)
-                                if pk is None:
-                                    pk = pkeys[key] = memo.process_key(merged)
-                                pid = pids[ref]
-                            k = memo.key(vals, t, pk, pid)
+                        memo = memos.get(sid) if memos else None
+                        if memo is not None:
+                            st = pstate.get((ref << 13) | sid) if ref is not None else None
+                            if st is None:
+                                st = self._pstate(memo, ref, sid, resolve)
+                            pk, pid, exec_id, base = st
+                            k = memo.key(vals, t, pk, pid)  # advances last_num
                             try:
                                 if k in memo.nohit:
-                                    if memo.delta is not None:
-                                        self.last_num += vals[memo.delta]
-                                    self.prefiltered += 1
+                                    n_pre += 1
                                     continue
                             except TypeError:  # an unhashable value: evaluate, don't remember
                                 k = None
-                            ev = shapes[sid](vals, t, pid, merged)
-                            if not self._no_match(memo, k, ev):
+                            if memo.delta is not None:
+                                self.last_num -= vals[memo.delta]  # the build advances it
+                            if exec_id is None:
+                                ev = shapes[sid](vals, t, None, consts[sid])
+                            else:
+                                merged = cache.get((ref << 13) | sid)
+                                if merged is None:
+                                    merged = self._merged(ref, sid, exec_id, resolve, base)
+                                ev = shapes[sid](vals, t, pid, merged)
+                            if self._no_match(memo, k, ev):
+                                n_pre += 1
+                            else:
                                 append((IT_EVENT, exec_id, ev))
                             continue
                         if ref is None:
@@ -170,7 +181,7 @@ class SegmentDecoder:
                             if item[0] is IT_PROCESS:
                                 for key in self.ref_keys.pop(rec[1], ()):
                                     cache.pop(key, None)
-                                    pkeys.pop(key, None)
+                                    pstate.pop(key, None)
                                 if on_process is not None:
                                     on_process(item[1])
                 break
@@ -179,6 +190,7 @@ class SegmentDecoder:
                 on_error(i, exc)
                 i += 1
         self.last_t = last_t
+        self.prefiltered += n_pre
         return out
 
     def _other(self, rec: list) -> Item | None:

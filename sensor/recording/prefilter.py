@@ -67,7 +67,7 @@ class ShapeMemo:
 
     def __init__(self, key: Any, proc_fields: tuple[tuple[str, tuple | None], ...],
                  delta: int | None) -> None:
-        self.key = key                  # (vals, t, pk, pid) -> hashable key
+        self.key = key                  # (vals, t, pk, pid) -> key; advances evt.num
         self.proc_fields = proc_fields  # (name, sorted consts or None) read from the process
         self.delta = delta              # index of the evt.num delta among the values
         self.nohit: set = set()
@@ -99,21 +99,25 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
     codecs = [codec for _, codec in var]
     pos = {name: i for i, name in enumerate(var_names)}
     copies = {t: s for t, s, flag in enc.COPY_DERIVATIONS if derive & flag}
-    params: dict[str, Any] = {"rank": rank, "raw": raw, "DecodeError": DecodeError}
+    params: dict[str, Any] = {"rank": rank, "raw": raw, "bl": bisect_left,
+                              "DecodeError": DecodeError}
     parts: list[str] = []
     proc: list[tuple[str, tuple | None]] = []
+    deltas = [i for i, c in enumerate(codecs) if c == fmt.C_DELTA]
+    if len(deltas) > 1:  # not what the encoder writes: build such events one by one
+        return None
+    delta = deltas[0] if deltas else None
 
-    def value_expr(name: str) -> str | None:
-        """Expression of a field's value as key material; None: from the process."""
+    def value_expr(name: str) -> tuple[str, bool] | None:
+        """(expression of a field's value as key material, known to be an int);
+        None: the value comes from the process record."""
         if name in pos:
             i = pos[name]
-            if codecs[i] == fmt.C_INTERN:
-                return f"v[{i}]"  # the value's table id: equal ids <=> equal values
             if codecs[i] == fmt.C_DELTA:
-                return f"(S.last_num + v[{i}])"
-            return f"v[{i}]"
+                return "n", True  # the running evt.num, advanced once per event below
+            return f"v[{i}]", False  # interned: the value's table id (equal ids <=> values)
         if name == "evt.time" and has_time:
-            return "t"
+            return "t", False
         return None
 
     for name, use in sorted(uses.items()):
@@ -126,27 +130,29 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
             parts.append("raw(pid)")
             sources = ["proc.pid"]
         for src in sources:
-            expr = value_expr(src)
-            interned = src in pos and codecs[pos[src]] == fmt.C_INTERN
-            if expr is None:
-                if src in consts:
-                    continue  # the same for every event of this shape
-                proc.append((src, tuple(sorted(use)) if use is not None else None))
+            found = value_expr(src)
+            if found is None:
+                if src not in consts:  # constants are the same for every event of the shape
+                    proc.append((src, tuple(sorted(use)) if use is not None else None))
                 continue
-            if use is not None and not interned:
-                cname = f"C{len(params)}"
-                params[cname] = tuple(sorted(use))
-                parts.append(f"rank({expr}, {cname})")
-            elif interned:
+            expr, is_int = found
+            if src in pos and codecs[pos[src]] == fmt.C_INTERN:
                 parts.append(expr)
-            else:
+            elif use is None:
                 parts.append(f"raw({expr})")
-    delta = next((i for i, c in enumerate(codecs) if c == fmt.C_DELTA), None)
+            else:
+                c = f"C{len(params)}"
+                params[c], params[c + "s"] = tuple(sorted(use)), frozenset(use)
+                ranked = f"(bl({c}, {expr}) << 1 | ({expr} in {c}s))"
+                parts.append(ranked if is_int else
+                             f"({ranked} if {expr}.__class__ is int else rank({expr}, {c}))")
     names = list(params)
+    body = [f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
+    if delta is not None:
+        body.append(f"        n = S.last_num = S.last_num + v[{delta}]")
+    body.append(f"        return (pk, {''.join(p + ', ' for p in parts)})")
     src = (f"def make(S, {', '.join(names)}):\n"
-           f"    def key(v, t, pk, pid):\n"
-           f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')\n"
-           f"        return (pk, {''.join(p + ', ' for p in parts)})\n"
+           f"    def key(v, t, pk, pid):\n" + "\n".join(body) + "\n"
            f"    return key\n")
     ns: dict[str, Any] = {}
     exec(src, ns)  # noqa: S102 - built from our own templates; values bound by name only
