@@ -127,3 +127,25 @@ def test_recorder_refuses_use_after_close_and_a_second_writer(tmp_path: Path) ->
     rec.close()
     with pytest.raises(RecorderClosedError):
         rec.event({"evt.type": "x"})
+
+
+def test_the_sensor_thread_only_queues_and_a_backlog_stays_bounded(tmp_path: Path) -> None:
+    """Events are encoded by the writer thread, not in the caller; when the writer falls
+    behind, the caller encodes the backlog itself: nothing is dropped, memory is bounded."""
+    items = list(SyntheticNode(seed=9).stream(3000))
+    rec = Recorder(tmp_path, host="n", boot_id="b", version="v", flush_interval_s=3600,
+                   max_inbox=200)
+    peak = 0
+    for kind, x in items[:150]:
+        getattr(rec, kind)(x)
+    assert rec.stats()["inbox"] == 150 and rec.stats()["events"] == 0  # not encoded yet
+    for kind, x in items[150:]:
+        getattr(rec, kind)(x)
+        peak = max(peak, len(rec._inbox))
+    st = rec.stats()
+    assert peak <= 200 and st["inbox_full"] > 0
+    rec.close()
+    st = rec.stats()
+    assert st["dropped_events"] == 0 and st["inbox"] == 0
+    live = [x for kind, x in items if kind == "event"]
+    assert list(Replayer([tmp_path]).events()) == live

@@ -1,9 +1,12 @@
 """The Recorder: everything the sensor sees, appended to rotating msgpack segments.
 
-Hot-path calls (``process``, ``event``, ``alert``, ``verdict``) only encode into memory
-under a short lock. A background thread writes the pending records to disk every
-``flush_interval_s`` (so a crash loses at most that much), seals each written block into
-the segment's hash chain, rotates segments by size and age and prunes old ones.
+Hot-path calls (``event``, ``alert``, ``verdict``) only append the object to an in-memory
+inbox (no lock, no encoding); ``process`` also takes a snapshot of the record, which
+changes later. A background thread encodes the inbox in batches (woken every
+``WAKE_BATCH`` items); if it falls behind (``max_inbox`` items waiting) the caller encodes
+the backlog itself, so memory stays bounded and nothing is dropped. The thread writes the encoded records to disk every ``flush_interval_s`` (so
+a crash loses at most that much), seals each written block into the segment's hash
+chain, rotates segments by size and age and prunes old ones.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +31,21 @@ from sensor.recording.segment_file import SegmentFile
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+WAKE_BATCH = 2048
+"""Inbox items that wake the writer thread to encode them (bounds the memory they hold)."""
 # what encoding a malformed record can raise (bad keys, unpackable values, huge ints)
 _ENCODE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError,
                   RecursionError, RecordingError)
+
+
+class _Item:
+    """A non-event inbox item: process snapshot, alert or verdict."""
+
+    __slots__ = ("kind", "obj")
+
+    def __init__(self, kind: str, obj: Any) -> None:
+        self.kind = kind
+        self.obj = obj
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ class Recorder:
                  max_segment_age_s: float = 3600, max_total_bytes: int = 1024 * MiB,
                  flush_interval_s: float = 1.0, key: bytes | str | None = None,
                  fsync: bool = False, max_live_processes: int = 65536,
-                 max_pending_bytes: int = 64 * MiB) -> None:
+                 max_pending_bytes: int = 64 * MiB, max_inbox: int = 16384) -> None:
         self.directory = Path(directory)
         self._host, self._boot_id, self._version = host, boot_id, version
         self._max_segment_bytes = max_segment_bytes
@@ -90,6 +105,9 @@ class Recorder:
         self._fsync = fsync
         self._max_live = max_live_processes
         self._max_pending = max_pending_bytes
+        self._max_inbox = max_inbox
+        self._inbox: deque[Any] = deque()  # events and _Items, in call order
+        self._wake = threading.Event()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT
@@ -124,7 +142,7 @@ class Recorder:
         self._stats = {"events": 0, "processes": 0, "alerts": 0, "verdicts": 0,
                        "dropped_events": 0, "bytes_written": 0, "flushes": 0,
                        "segments_written": 0, "segments_pruned": 0, "write_errors": 0,
-                       "encode_errors": 0}
+                       "encode_errors": 0, "inbox_full": 0}
         self._enc: SegmentEncoder
         self._seg_started = 0.0
         self._start_segment()
@@ -133,68 +151,117 @@ class Recorder:
                                         daemon=True)
         self._thread.start()
 
-    # -- hot path -------------------------------------------------------------------
+    # -- hot path (the sensor's thread): no encoding, no lock -----------------------------
     def process(self, record: Any) -> None:
-        """Record a process record (ProcessRecord or its dict); unchanged ones are skipped."""
+        """Record a process record (ProcessRecord or its dict); unchanged ones are skipped.
+
+        The record is copied now (it changes later, e.g. on exit)."""
+        if self._closed:
+            raise RecorderClosedError("recorder is closed")
+        try:
+            d = _as_dict(record)
+        except _ENCODE_ERRORS as exc:
+            self._encode_error("process record", exc)
+            return
+        self._put(_Item("p", d))
+
+    def event(self, event: Mapping[str, Any]) -> None:
+        """Record one event (a flat field dict).
+
+        The dict is encoded later by the writer thread: do not change it after this call
+        (the sensor builds a new dict per event)."""
+        if self._closed:
+            raise RecorderClosedError("recorder is closed")
+        inbox = self._inbox
+        if self._pending_bytes > self._max_pending:  # the disk does not keep up
+            self._stats["dropped_events"] += 1
+            return
+        if len(inbox) >= self._max_inbox:  # the writer thread is behind: help it
+            self._stats["inbox_full"] += 1
+            self._encode_inbox()
+        inbox.append(event)
+        if len(inbox) % WAKE_BATCH == 0:
+            self._wake.set()
+
+    def alert(self, alert: Mapping[str, Any]) -> None:
+        """Record an alert (Falco JSON dict, e.g. Alert.to_dict(), or an Alert)."""
+        if self._closed:
+            raise RecorderClosedError("recorder is closed")
+        self._put(_Item("a", alert))
+
+    def verdict(self, verdict: Mapping[str, Any]) -> None:
+        """Record an enforcement verdict (mapping, dataclass or object with to_dict())."""
+        if self._closed:
+            raise RecorderClosedError("recorder is closed")
+        self._put(_Item("v", verdict))
+
+    def _put(self, item: _Item) -> None:
+        inbox = self._inbox
+        if len(inbox) >= self._max_inbox:
+            self._stats["inbox_full"] += 1
+            self._encode_inbox()
+        inbox.append(item)
+        if len(inbox) % WAKE_BATCH == 0:
+            self._wake.set()
+
+    # -- encoding (writer thread, or flush()/close()) ------------------------------------
+    def _encode_inbox(self) -> None:
+        """Encode everything in the inbox, in call order."""
+        inbox = self._inbox
+        if not inbox:
+            return
+        pop = inbox.popleft
         with self._lock:
-            self._check_open()
             try:
-                d = _as_dict(record)
-                exec_id = d.get("exec_id")
+                while True:
+                    x = pop()
+                    if type(x) is _Item:
+                        self._encode_item(x)
+                    else:
+                        self._encode_event(x)
+            except IndexError:  # the inbox is empty
+                pass
+
+    def _encode_event(self, event: Mapping[str, Any]) -> None:
+        enc = self._enc
+        try:
+            exec_id = event.get("proc.exec_id")
+            if exec_id is not None and exec_id not in enc.proc_refs:
+                rec = self._live.get(exec_id)
+                if rec is not None:
+                    self._store_ancestors(rec)
+                    enc.process(rec)
+            enc.event(event)
+        except _ENCODE_ERRORS as exc:
+            self._encode_error("event", exc)
+            return
+        if enc.bytes >= self._max_segment_bytes:
+            self._rotate()
+
+    def _encode_item(self, item: _Item) -> None:
+        kind, obj = item.kind, item.obj
+        if kind == "p":
+            try:
+                exec_id = obj.get("exec_id")
                 if not isinstance(exec_id, str):
                     raise ValueError("process record without a string exec_id")
                 live = self._live
-                live[exec_id] = d
+                live[exec_id] = obj
                 live.move_to_end(exec_id)
                 if len(live) > self._max_live:
                     live.popitem(last=False)
-                self._store_ancestors(d)
-                self._enc.process(d)
+                self._store_ancestors(obj)
+                self._enc.process(obj)
             except _ENCODE_ERRORS as exc:
                 self._encode_error("process record", exc)
                 return
             if self._enc.bytes >= self._max_segment_bytes:
                 self._rotate()
-
-    def event(self, event: Mapping[str, Any]) -> None:
-        """Record one event (a flat field dict)."""
-        with self._lock:
-            self._check_open()
-            if self._pending_bytes > self._max_pending:
-                self._stats["dropped_events"] += 1
-                return
-            enc = self._enc
+        else:
             try:
-                exec_id = event.get("proc.exec_id")
-                if exec_id is not None and exec_id not in enc.proc_refs:
-                    rec = self._live.get(exec_id)
-                    if rec is not None:
-                        self._store_ancestors(rec)
-                        enc.process(rec)
-                enc.event(event)
+                (self._enc.alert if kind == "a" else self._enc.verdict)(obj)
             except _ENCODE_ERRORS as exc:
-                self._encode_error("event", exc)
-                return
-            if enc.bytes >= self._max_segment_bytes:
-                self._rotate()
-
-    def alert(self, alert: Mapping[str, Any]) -> None:
-        """Record an alert (Falco JSON dict, e.g. Alert.to_dict(), or an Alert)."""
-        with self._lock:
-            self._check_open()
-            try:
-                self._enc.alert(alert)
-            except _ENCODE_ERRORS as exc:
-                self._encode_error("alert", exc)
-
-    def verdict(self, verdict: Mapping[str, Any]) -> None:
-        """Record an enforcement verdict (mapping, dataclass or object with to_dict())."""
-        with self._lock:
-            self._check_open()
-            try:
-                self._enc.verdict(verdict)
-            except _ENCODE_ERRORS as exc:
-                self._encode_error("verdict", exc)
+                self._encode_error("alert" if kind == "a" else "verdict", exc)
 
     def _encode_error(self, what: str, exc: Exception) -> None:
         """Never let a malformed input stop the sensor: count it, log the first ones."""
@@ -205,18 +272,21 @@ class Recorder:
 
     # -- control --------------------------------------------------------------------
     def flush(self) -> None:
-        """Write everything recorded so far to disk now."""
+        """Encode and write everything recorded so far to disk now."""
+        self._encode_inbox()
         self._drain()
 
     def close(self) -> None:
         """Flush, write the segment footer and stop the background writer."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.append(self._close_marker())
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
+        self._wake.set()
         self._thread.join()
+        self._encode_inbox()
+        with self._lock:
+            self._queue.append(self._close_marker())
         self._drain()
         os.close(self._lock_fd)
 
@@ -227,6 +297,7 @@ class Recorder:
             for k, v in self._enc.counts.items():
                 out[k] += v
             out["pending_bytes"] = self._pending_bytes
+            out["inbox"] = len(self._inbox)
             out["segment"] = str(self.directory / fmt.segment_name(self._enc.seq))
             out["directory"] = str(self.directory)
             return out
@@ -238,10 +309,6 @@ class Recorder:
         self.close()
 
     # -- internals (call with self._lock held) ----------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RecorderClosedError("recorder is closed")
-
     def _emit(self, body: bytes) -> None:
         self._queue.append(body)
         self._pending_bytes += len(body)
@@ -283,8 +350,18 @@ class Recorder:
 
     # -- background writer --------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self._flush_interval_s):
+        """Encode the inbox whenever a batch is waiting; write, rotate, prune each interval."""
+        next_write = time.monotonic() + self._flush_interval_s
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_write - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
+                self._encode_inbox()
+                if time.monotonic() < next_write:
+                    continue
+                next_write = time.monotonic() + self._flush_interval_s
                 with self._lock:
                     if not self._closed and (
                             self._need_rotate or (
