@@ -87,6 +87,8 @@ class ProcessTable:
         self._max_exited = max_exited
         self.on_add: Callable[[ProcessRecord], None] | None = None
         """Called with every record added (the recorder hooks in here)."""
+        self.on_evict: Callable[[str], None] | None = None
+        """Called with the exec_id of every exited record forgotten (replay hooks in here)."""
 
     def __len__(self) -> int:
         return len(self._records)
@@ -101,10 +103,16 @@ class ProcessTable:
 
     def add(self, record: ProcessRecord) -> ProcessRecord:
         """Insert (or replace) a record; it becomes the live process for its pid."""
+        previous = self._records.get(record.exec_id)
         self._records[record.exec_id] = record
         self._fields.pop(record.exec_id, None)
         if record.exit_ns is None:
             self._live[record.pid] = record.exec_id
+        elif previous is None or previous.exit_ns is None:
+            # known only after its exit (e.g. a recorded record): forgotten like the others
+            if self._live.get(record.pid) == record.exec_id:
+                del self._live[record.pid]
+            self._exited.append((record.exit_ns, record.exec_id))
         if self.on_add is not None:
             self.on_add(record)
         return record
@@ -185,6 +193,8 @@ class ProcessTable:
                 del self._records[exec_id]
                 self._fields.pop(exec_id, None)
                 removed += 1
+                if self.on_evict is not None:
+                    self.on_evict(exec_id)
         return removed
 
     def fields(self, exec_id: str) -> dict[str, Any]:

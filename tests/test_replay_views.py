@@ -219,3 +219,39 @@ def test_replaced_images_are_forgotten_after_the_retention_period(tmp_path) -> N
     events = list(r.events())
     assert [e["proc.name"] for e in events] == ["sh", "app", "app"]
     assert r.table.get(old.exec_id) is None and r.table.get("b:50:new") is not None
+
+
+def test_views_keep_a_bounded_number_of_process_records(tmp_path: Path) -> None:
+    """A long recording of short-lived processes: the records kept for --tree,
+    --connections and --export stay bounded (the rebuilt table's retention plus the
+    ancestors they need), and every exported event still has its full ancestry."""
+    sc = Scenario()
+    init = sc.proc(1, None, "systemd", [])
+    shim = sc.proc(800, init, "containerd-shim", ["-namespace", "k8s.io"])
+    n = 2000
+    for i in range(n):  # one process per second: starts, connects, exits
+        p = sc.proc(10_000 + i, shim, "curl", ["http://10.96.0.1/"], "aaaaaaaaaaaa", "web-1-x")
+        p.start_ns = T0 + i * S
+        sc.connect(p, i + 0.1, "10.244.0.9", "10.96.0.1", 80)
+        sc.event(p, i + 0.5, {"evt.type": "procexit", "evt.arg.status": 0})
+    with Recorder(tmp_path, host="node-1", boot_id="b", version="v",
+                  max_segment_bytes=50_000, flush_interval_s=3600) as rec:
+        for i, (kind, x) in enumerate(sc.items):
+            getattr(rec, kind)(x)
+            if i % 60 == 59:
+                rec.flush()  # a block per 20 processes, as a once-a-second flush makes
+    r = Replayer([tmp_path], keep_records=True)
+    out = io.StringIO()
+    from sensor.replay.views import Exporter
+    exporter = Exporter(out, r.records.get)
+    sizes = []
+    for ev in r.events():
+        exporter.add(ev)
+        sizes.append(len(r.records))
+    assert r.stats["processes"] >= n
+    # ~30 s of exited processes (the table's retention), one block, 2 ancestors
+    assert max(sizes) <= r.records.peak < 80
+    exported = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(exported) == 2 * n
+    assert all([a["name"] for a in e["netvigil.ancestry"]] == ["containerd-shim", "systemd"]
+               for e in exported)

@@ -50,6 +50,7 @@ class SegmentDecoder:
         # (see sensor.recording.prefilter); procexit is always returned (process table)
         self._oracle = prefilter
         self.memos: dict[int, ShapeMemo] = {}
+        self.exit_sids: set[int] = set()  # shapes of procexit events
         # (ref << 13 | shape) -> (process part of the key, pid, exec_id, process fields)
         self.pstate: dict[int, tuple[Any, Any, str | None, Mapping[str, Any] | None]] = {}
         self.remembered = 0
@@ -98,12 +99,15 @@ class SegmentDecoder:
 
     def decode(self, records: list[list], on_error: Callable[[int, Exception], None],
                resolve: Callable[[str], Mapping[str, Any]] | None = None,
-               on_process: Callable[[dict], None] | None = None) -> list[Item]:
+               on_process: Callable[[dict], None] | None = None,
+               on_exit: Callable[[dict], None] | None = None) -> list[Item]:
         """Items of ``records``; a record that fails calls ``on_error(position, exc)``.
 
         With ``resolve`` (exec_id -> process fields, e.g. ProcessTable.fields) events come
         out fully hydrated as ``(IT_EVENT, exec_id, {**process_fields, **event_fields})``;
-        ``on_process`` sees each process record as it is decoded (before later events).
+        ``on_process`` sees each process record as it is decoded (before later events),
+        ``on_exit`` each procexit event (in order with them, so that the caller's process
+        table retires processes as the live one did).
         Without ``resolve`` events carry only their own fields.
         """
         out: list[Item] = []
@@ -113,6 +117,7 @@ class SegmentDecoder:
         consts = self.consts
         skip = self.skip_sids
         memos, pstate = self.memos, self.pstate
+        exits = self.exit_sids
         n_pre = 0
         n = len(records)
         i = 0
@@ -162,22 +167,30 @@ class SegmentDecoder:
                                 append((IT_EVENT, exec_id, ev))
                             continue
                         if ref is None:
-                            append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
+                            ev = shapes[sid](vals, t, None, consts[sid])
+                            append((IT_EVENT, None, ev))
                         else:
                             exec_id = refs.get(ref)
                             if exec_id is None:  # its process record was lost
                                 self.orphans += 1
-                                append((IT_EVENT, None, shapes[sid](vals, t, None, consts[sid])))
-                                continue
-                            key = (ref << 13) | sid
-                            merged = cache.get(key)
-                            if merged is None:
-                                merged = self._merged(ref, sid, exec_id, resolve)
-                            append((IT_EVENT, exec_id, shapes[sid](vals, t, pids[ref], merged)))
+                                ev = shapes[sid](vals, t, None, consts[sid])
+                                append((IT_EVENT, None, ev))
+                            else:
+                                key = (ref << 13) | sid
+                                merged = cache.get(key)
+                                if merged is None:
+                                    merged = self._merged(ref, sid, exec_id, resolve)
+                                ev = shapes[sid](vals, t, pids[ref], merged)
+                                append((IT_EVENT, exec_id, ev))
+                        if on_exit is not None and sid in exits:
+                            on_exit(ev)
                     else:
                         item = self._other(rec)
                         if item is not None:
                             append(item)
+                            if on_exit is not None and item[0] is IT_EVENT \
+                                    and item[2].get("evt.type") == "procexit":
+                                on_exit(item[2])
                             if item[0] is IT_PROCESS:
                                 for key in self.ref_keys.pop(rec[1], ()):
                                     cache.pop(key, None)
@@ -208,6 +221,10 @@ class SegmentDecoder:
             self.shapes[sid] = self._compile(sid, var, consts, derive, has_time)
             evt_type = self.consts[sid].get("evt.type")
             self.memos.pop(sid, None)
+            if evt_type == "procexit":
+                self.exit_sids.add(sid)
+            else:
+                self.exit_sids.discard(sid)
             if self._skip_type is not None and isinstance(evt_type, str) \
                     and self._skip_type(evt_type):
                 self.skip_sids[sid] = next((i for i, (_, codec) in enumerate(var)

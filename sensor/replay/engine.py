@@ -17,6 +17,7 @@ from sensor.recording.decoder import IT_ALERT, IT_EVENT, IT_VERDICT, SegmentDeco
 from sensor.recording.errors import SegmentFormatError
 from sensor.recording.prefilter import MatchOracle
 from sensor.recording.reader import Problem, SegmentReader
+from sensor.replay.records import RecordStore
 from sensor.replay.source import SegmentRef, discover
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,11 @@ class Replayer:
     """Reads recordings under ``paths`` and yields the selected events, in order.
 
     ``report`` receives every integrity/format problem as it is found (reading goes on
-    with what is sound). ``keep_records`` keeps every process record seen (latest
-    version by exec_id) in ``records`` for ancestry views; ``keep_alerts`` keeps the
-    recorded alerts and verdicts in ``recorded_alerts`` / ``verdicts``.
+    with what is sound). ``keep_records`` keeps, in ``records``, the process records the
+    ancestry views may still ask for: the latest record of every process the rebuilt
+    table holds, and of their ancestors (bounded, see sensor.replay.records);
+    ``keep_alerts`` keeps the recorded alerts and verdicts in ``recorded_alerts`` /
+    ``verdicts``.
     """
 
     def __init__(self, paths: Sequence[str | Path], *, key: bytes | str | None = None,
@@ -87,7 +90,10 @@ class Replayer:
         self.keep_alerts = keep_alerts  # collect recorded alerts/verdicts (memory grows)
         self.skip_event_type = skip_event_type  # event types nobody needs: not built
         self.prefilter = prefilter  # rules: events none of them can match are not built
-        self.records: dict[str, dict[str, Any]] = {}
+        # process records the views may still need (bounded, see sensor.replay.records)
+        self.records = RecordStore()
+        if keep_records:
+            self.table.on_evict = self.records.forget
         self.recorded_alerts: list[dict[str, Any]] = []
         self.segment_info: list[dict[str, Any]] = []  # per segment read: range, counts
         self.verdicts: list[dict[str, Any]] = []
@@ -214,7 +220,7 @@ class Replayer:
             self._report(Problem(path, f"bad process record {d.get('exec_id')!r}: {exc}"))
             return
         if self.keep_records:
-            self.records[d["exec_id"]] = d
+            self.records.put(d)
 
     def _segment_events(self, ref: SegmentRef, reader: SegmentReader
                         ) -> Iterator[list[dict[str, Any]]]:
@@ -254,7 +260,7 @@ class Replayer:
                                      f"{exc}): it depends on a damaged or missing record; "
                                      f"skipped", record=index, offset=offset))
             skipped, prefiltered = dec.skipped, dec.prefiltered
-            items = dec.decode(blk.records, on_error, resolve, add_process)
+            items = dec.decode(blk.records, on_error, resolve, add_process, self._exit)
             stats["records"] += len(blk.records)
             n_read = dec.skipped - skipped + dec.prefiltered - prefiltered
             n_sel = 0
@@ -267,8 +273,6 @@ class Replayer:
                 if kind is IT_EVENT:
                     n_read += 1
                     ev = item[2]
-                    if ev.get("evt.type") == "procexit":
-                        self._exit(ev)
                     if filtered:
                         t = ev.get("evt.time")
                         if since is not None or until is not None:
@@ -294,6 +298,8 @@ class Replayer:
             acc["events"] += n_read
             if batch:
                 yield batch
+            if self.keep_records:
+                self.records.collect()  # the batch was shown: forget what the table forgot
             if lo is not None:
                 self._span(lo.get("evt.time"), hi.get("evt.time"))
             if items:

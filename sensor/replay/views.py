@@ -14,6 +14,7 @@ LISTENING = frozenset({"listen", "bind"})
 CONNECTION_TYPES = OUTBOUND | INBOUND | LISTENING | {"netvigil_verdict"}
 MAX_LINES_PER_PROCESS = 12
 MAX_ANCESTRY = 32
+MAX_CACHED = 4096  # ancestries the exporter remembers (by exec_id)
 
 RecordLookup = Callable[[str], "Mapping[str, Any] | None"]
 
@@ -81,7 +82,7 @@ class Exporter:
         self.stream = stream
         self.lookup = lookup
         self.count = 0
-        self._cache: dict[str, list[dict[str, Any]]] = {}
+        self._cache: dict[str, list[dict[str, Any]]] = {}  # at most MAX_CACHED
 
     def add(self, ev: Mapping[str, Any]) -> None:
         exec_id = ev.get("proc.exec_id")
@@ -89,6 +90,8 @@ class Exporter:
         if anc is None:
             anc = ancestry(exec_id, self.lookup) if isinstance(exec_id, str) else []
             if isinstance(exec_id, str):
+                if len(self._cache) >= MAX_CACHED:
+                    self._cache.clear()
                 self._cache[exec_id] = anc
         out = dict(ev)
         out["netvigil.ancestry"] = anc
@@ -187,7 +190,10 @@ class _Node:
 
 
 class ProcessTree:
-    """The processes behind the selected events, under their ancestors."""
+    """The processes behind the selected events, under their ancestors.
+
+    Holds one node per process with selected events and per ancestor of one: the output
+    itself (narrow a huge selection with --where/--since)."""
 
     def __init__(self, stream: TextIO, lookup: RecordLookup, as_json: bool) -> None:
         self.stream, self.lookup, self.as_json = stream, lookup, as_json
@@ -206,7 +212,21 @@ class ProcessTree:
                        "parent_exec_id": ev.get("proc.pexec_id"), "meta": {}}
             node = _Node(exec_id, dict(rec or {"exec_id": exec_id}))
             self.nodes[exec_id] = node
+            if ev is not None:
+                self._ancestors(node)
         return node
+
+    def _ancestors(self, node: _Node) -> None:
+        """Copy the ancestors' records now: replay keeps records only while needed."""
+        parent = node.record.get("parent_exec_id")
+        depth = 0
+        while parent and parent not in self.nodes and depth < MAX_ANCESTRY:
+            rec = self.lookup(parent)
+            if rec is None:
+                return
+            self.nodes[parent] = _Node(parent, dict(rec))
+            parent = rec.get("parent_exec_id")
+            depth += 1
 
     def add(self, ev: Mapping[str, Any]) -> None:
         exec_id = ev.get("proc.exec_id")
@@ -229,21 +249,19 @@ class ProcessTree:
             node.listen.setdefault(key, _Agg()).add(t)
 
     def _link(self) -> list[str]:
-        for exec_id in list(self.selected):
+        for exec_id in list(self.selected):  # ancestors not copied when first seen
             child = self.nodes[exec_id]
             depth = 0
             while depth < MAX_ANCESTRY:
                 parent = child.record.get("parent_exec_id")
-                if not parent:
+                if not parent or parent in self.nodes:
                     break
-                known = parent in self.nodes
-                pnode = self._node(parent)
-                if child.exec_id not in pnode.children:
-                    pnode.children.append(child.exec_id)
-                if known:
-                    break
-                child = pnode
+                child = self._node(parent)
                 depth += 1
+        for exec_id, node in self.nodes.items():
+            parent = node.record.get("parent_exec_id")
+            if parent and parent != exec_id and parent in self.nodes:
+                self.nodes[parent].children.append(exec_id)
         roots = [e for e, n in self.nodes.items()
                  if not n.record.get("parent_exec_id")
                  or n.record.get("parent_exec_id") not in self.nodes]
@@ -253,6 +271,10 @@ class ProcessTree:
         return sorted(roots, key=key)
 
     def finish(self) -> None:
+        for exec_id, node in self.nodes.items():  # latest versions (exit) where still known
+            rec = self.lookup(exec_id)
+            if rec is not None:
+                node.record = dict(rec)
         roots = self._link()
         if self.as_json:
             json.dump({"processes": [self._json(r) for r in roots]}, self.stream,
