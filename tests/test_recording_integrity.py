@@ -236,3 +236,42 @@ def test_not_a_segment_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert f"{bad}: not a netvigil segment (bad magic)" in err and out == []
     assert main(["replay", str(tmp_path / "nope")]) == 2
     assert f"{tmp_path / 'nope'}: no such file or directory" in capsys.readouterr().err
+
+
+def test_segment_being_written_is_not_reported_as_torn(tmp_path, capsys) -> None:
+    """Replaying while the recorder writes: the incomplete record at the end of the live
+    segment is the write in progress (a note), not a crash's torn tail. The same bytes
+    without a running recorder are a torn tail."""
+    live_dir = tmp_path / "live"
+    node = SyntheticNode(seed=3, suspicious_every=0)
+    events = []
+    rec = Recorder(live_dir, host="node-1", boot_id="b", version="v", flush_interval_s=3600)
+    try:
+        items = list(node.stream(600))
+        for kind, x in items[:500]:
+            getattr(rec, kind)(x)
+            if kind == "event":
+                events.append(x)
+        rec.flush()
+        (_, path), = list_segments(live_dir)
+        before = path.read_bytes()
+        for kind, x in items[500:]:
+            getattr(rec, kind)(x)
+        rec.flush()
+        block = path.read_bytes()[len(before):]
+        # as a reader sees the file while the writer is in the middle of that block
+        path.write_bytes(before + block[:len(block) // 2])
+        code, out, err = replay_cli(capsys, str(live_dir), "--strict")
+        assert code == 0 and "torn" not in err
+        assert f"netvigil: note: {path}: record " in err and "still being written" in err
+        assert "no footer yet: segment being written by a running recorder" in err
+        assert out[:len(events)] == events and len(out) < len(items) - 500 + len(events)
+        events = out  # the complete records of the half-written block are read too
+        # the same file after a crash (no recorder holds the directory): a torn tail
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        (crashed / path.name).write_bytes(path.read_bytes())
+        code, out, err = replay_cli(capsys, str(crashed), "--strict")
+        assert code == 1 and "torn tail at byte" in err and out == events
+    finally:
+        rec.close()

@@ -21,6 +21,7 @@ MAGIC = b"\x89NVSEG\r\n"
 FORMAT_VERSION = 1
 SUFFIX = ".nvseg"
 DEFAULT_DIRECTORY = Path("/var/lib/netvigil/recordings")
+LOCK_NAME = ".lock"  # held (flock, exclusive) by the recorder writing to a directory
 
 # record kinds
 K_HEADER = 0

@@ -77,8 +77,12 @@ class SegmentReader:
     """Reads one segment file; ``blocks()`` yields its sound records, ``problems`` the rest."""
 
     def __init__(self, path: Path | str, *, key: bytes | str | None = None,
-                 data: bytes | None = None) -> None:
+                 data: bytes | None = None, live: bool = False) -> None:
+        """``live``: the segment is being written by a running recorder (the newest of
+        its directory, no footer, the directory's lock held): an incomplete record at
+        its end is the write in progress, reported as a note, not as a torn tail."""
         self.path = Path(path)
+        self.live = live
         if data is None:
             try:
                 data = self.path.read_bytes()
@@ -224,7 +228,13 @@ class SegmentReader:
             res = self._resync_by_tags(pos, nxt_seal if nxt_seal is not None else n, idx) \
                 if self.verify else None
             if res is None and nxt_seal is None:
-                if obj is None:
+                if obj is None and self.live:
+                    problems.append(Problem(
+                        self.path, f"still being written: the last {n - pos} bytes (a record "
+                        f"being written) are not read yet, "
+                        f"{self.records_read + len(found)} complete records read",
+                        record=idx, offset=pos, kind="unclosed"))
+                elif obj is None:
                     problems.append(Problem(
                         self.path, f"torn tail at byte {pos}: {n - pos} bytes of an incomplete "
                         f"record (crash while writing?), "
@@ -522,6 +532,11 @@ class SegmentReader:
                                          "bytes after the footer (ignored)", offset=end))
 
     def _unclosed(self, n: int) -> None:
+        if self.live:
+            self.problems.append(Problem(
+                self.path, "no footer yet: segment being written by a running recorder; "
+                "read up to here", kind="unclosed", offset=n))
+            return
         self.problems.append(Problem(
             self.path, "no footer: segment was not closed (crash, or still being "
             "written); time range derived from its records", kind="unclosed", offset=n))

@@ -86,6 +86,26 @@ def _as_dict(record: Any) -> dict[str, Any]:
     raise RecordingError(f"not a process record: {type(record).__name__}")
 
 
+def writer_active(directory: Path) -> bool | None:
+    """True if a recorder is writing to ``directory`` now (it holds the directory's lock),
+    False if not, None if that cannot be told (e.g. no permission to open the lock)."""
+    try:
+        fd = os.open(Path(directory) / fmt.LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also releases a shared lock we got
+    return False
+
+
 class Recorder:
     """Records process records, events, alerts and verdicts into ``directory``."""
 
@@ -110,7 +130,7 @@ class Recorder:
         self._wake = threading.Event()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT
+            self._lock_fd = os.open(self.directory / fmt.LOCK_NAME, os.O_RDWR | os.O_CREAT
                                     | os.O_CLOEXEC, 0o640)
         except OSError as exc:
             raise RecordingError(f"cannot use recording directory {self.directory}: "

@@ -160,7 +160,7 @@ class Replayer:
                 self._done_bytes += ref.size
                 continue
             try:
-                reader = SegmentReader(ref.path, key=self._key)
+                reader = SegmentReader(ref.path, key=self._key, live=ref.live)
             except SegmentFormatError as exc:
                 self._report(Problem(ref.path, str(exc).removeprefix(f"{ref.path}: "),
                                      kind="format"))

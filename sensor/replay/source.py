@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ class SegmentRef:
     header: dict[str, Any]
     footer: dict[str, Any] | None
     size: int
+    live: bool = False  # being written now by a running recorder
 
     @property
     def seq(self) -> int:
@@ -75,6 +77,37 @@ def _candidates(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
+LIVE_MTIME_S = 5.0
+"""Without access to a directory's lock: an unclosed newest segment modified this
+recently counts as being written."""
+
+
+def _mark_live(refs: list[SegmentRef]) -> None:
+    """Flag the segments a running recorder is writing: the newest of their directory,
+    without a footer, while a recorder holds the directory's lock."""
+    from sensor.recording.recorder import writer_active  # noqa: PLC0415
+
+    by_dir: dict[Path, list[SegmentRef]] = {}
+    for ref in refs:
+        if ref.footer is None:
+            by_dir.setdefault(ref.path.resolve().parent, []).append(ref)
+    for directory, unclosed in by_dir.items():
+        newest = fmt.list_segments(directory)
+        if not newest:
+            continue
+        newest_path = newest[-1][1].resolve()
+        for ref in unclosed:
+            if ref.path.resolve() != newest_path:
+                continue
+            active = writer_active(directory)
+            if active is None:
+                try:
+                    active = time.time() - ref.path.stat().st_mtime < LIVE_MTIME_S
+                except OSError:
+                    active = False
+            ref.live = active
+
+
 def discover(paths: Sequence[str | Path], report: Callable[[Problem], None],
              key: bytes | str | None = None) -> list[SegmentRef]:
     """Segments under ``paths`` in replay order; gaps in a host's sequence are reported."""
@@ -86,6 +119,7 @@ def discover(paths: Sequence[str | Path], report: Callable[[Problem], None],
             report(Problem(path, str(exc).removeprefix(f"{path}: "), kind="format"))
             continue
         refs.append(SegmentRef(path, header, footer, path.stat().st_size))
+    _mark_live(refs)
     by_host: dict[str, list[SegmentRef]] = {}
     for ref in refs:
         by_host.setdefault(ref.host, []).append(ref)
