@@ -66,3 +66,19 @@ def test_record_round_trips_through_a_dict() -> None:
     r.meta["k8s.pod.name"] = "web-1"
     again = ProcessRecord.from_dict({**r.to_dict(), "future_field": 1})
     assert again == r
+
+
+def test_records_known_only_after_exit_are_forgotten_and_evictions_are_announced() -> None:
+    t = ProcessTable(exited_retention_ns=100)
+    gone: list[str] = []
+    t.on_evict = gone.append
+    t.add(rec("live", 1, "init"))
+    done = rec("done", 2, "sh", "live", 1, start=10)
+    done.exit_ns, done.exit_code = 50, 0
+    t.add(done)                                  # e.g. a recorded record, already exited
+    assert t.by_pid(2) is None and t.get("done") is not None
+    t.exit(1, 60, 0)
+    t.evict(155)
+    assert gone == ["done"] and t.get("done") is None and t.get("live") is not None
+    t.evict(200)
+    assert gone == ["done", "live"] and len(t) == 0
