@@ -1,13 +1,20 @@
 /* netvigil sensor: process and network activity from tracepoints only.
  *
  * One ring buffer (`events`), in-kernel per-CPU counters of lost events (`lost`).
- * Syscall enter/exit pairs share one per-thread scratch (`inflight`); sockets are
- * tracked per (tgid, fd) in `socks` so later syscalls (listen, sendto, dup2) know
- * what they act on; a TCP socket is tied to its process in `sk_owner`, keyed by the
- * socket address as an opaque number, so state changes seen in softirq context are
- * attributed to the process that made the connect, never to whoever was on the CPU.
+ * Syscall enter/exit pairs share one per-thread scratch (`inflight`, task storage: no
+ * map update or delete per syscall); sockets are tracked per (tgid, fd) in `socks` so
+ * later syscalls (listen, sendto, dup2) know what they act on. A TCP connect's outcome is
+ * attributed to the connecting process: in the connecting thread when it completes there
+ * (the common case), otherwise through `sk_owner`/`early_results`, keyed by the socket
+ * address as an opaque number, so state changes seen in softirq context are never
+ * attributed to whoever was on the CPU.
  *
- * Build-time knobs (-D): NV_RINGBUF_PAGES (ring buffer size in pages).
+ * Cost matters on every hooked syscall: one clock read per program, one user read per
+ * IPv4 sockaddr, lookups before deletes, no per-syscall hash updates.
+ *
+ * Needs BTF (for bpf_get_current_task_btf; the task pointer is only handed to the task
+ * storage helper, never dereferenced). Build-time knobs (-D): NV_RINGBUF_PAGES (ring
+ * buffer size in pages), NV_WAKEUP_NS.
  */
 #include <uapi/linux/in.h>
 #include <uapi/linux/in6.h>
@@ -49,16 +56,24 @@ struct nv_inflight {
     u32 aux;
     u32 seen_syn;       /* connect: the kernel moved the socket to SYN_SENT */
     u64 skaddr;
+    s32 result;         /* connect: outcome seen in this thread's context, or NV_PENDING */
+    u32 pad;
     struct nv_sock s;
 };
 
+/* a TCP connect that returned EINPROGRESS before its outcome: who to attribute it to */
 struct nv_owner {
     struct nv_header h;     /* identity of the process that connected */
     s32 fd;
-    u32 returned;           /* connect() returned EINPROGRESS already */
-    s32 result;             /* final result seen before connect() returned, or 1 */
     u32 pad;
     struct nv_sock s;
+};
+
+/* an outcome seen outside the connecting thread before connect() returned */
+struct nv_early {
+    s32 result;
+    u16 lport;
+    u16 pad;
 };
 
 struct nv_peer_key {
@@ -83,9 +98,10 @@ struct nv_udp_key {
     u32 pad;
 };
 
-BPF_HASH(inflight, u32, struct nv_inflight, 16384);
+BPF_TASK_STORAGE(inflight, struct nv_inflight);
 BPF_TABLE("lru_hash", u64, struct nv_sock, socks, 65536);
 BPF_TABLE("lru_hash", u64, struct nv_owner, sk_owner, 16384);
+BPF_TABLE("lru_hash", u64, struct nv_early, early_results, 16384);
 BPF_TABLE("lru_hash", struct nv_peer_key, struct nv_peer_val, peers, 16384);
 BPF_TABLE("lru_hash", struct nv_udp_key, u8, udp_seen, 65536);
 BPF_TABLE("lru_hash", u32, u64, clone_flags, 8192);
@@ -104,24 +120,24 @@ static __always_inline void count_lost(void)
 /* Wake the consumer at most once per NV_WAKEUP_NS (10 ms) per CPU: a wakeup per event costs
  * the producing task more than the event itself. The consumer also drains on its poll
  * timeout, so a record submitted without a wakeup waits at most that long. */
-static __always_inline u64 wakeup_flag(void)
+static __always_inline u64 wakeup_flag(u64 now)
 {
     int zero = 0;
     u64 *last = last_wakeup.lookup(&zero);
     if (!last)
         return 0;
-    u64 now = bpf_ktime_get_ns();
     if (now - *last < NV_WAKEUP_NS)
         return NV_RB_NO_WAKEUP;
     *last = now;
     return NV_RB_FORCE_WAKEUP;
 }
 
-static __always_inline void fill_header(struct nv_header *h, u32 kind)
+/* `now` is bpf_ktime_get_boot_ns(), read once per program (clock reads are not free) */
+static __always_inline void fill_header(struct nv_header *h, u32 kind, u64 now)
 {
     u64 id = bpf_get_current_pid_tgid();
     u64 ug = bpf_get_current_uid_gid();
-    h->ts_boot_ns = bpf_ktime_get_boot_ns();
+    h->ts_boot_ns = now;
     h->cgroup_id = bpf_get_current_cgroup_id();
     h->kind = kind;
     h->tgid = id >> 32;
@@ -140,15 +156,14 @@ static __always_inline u64 sock_id(u32 tgid, s32 fd)
 /* Read a user sockaddr into addr/port; returns the family, 0 when not IP. */
 static __always_inline u16 read_sockaddr(u64 uptr, u8 *addr, u16 *port)
 {
-    u16 family = 0;
     if (!uptr)
         return 0;
-    if (bpf_probe_read_user(&family, sizeof(family), (void *)uptr))
+    /* one user read for IPv4 (sockaddr_in is 16 bytes, the shortest IP sockaddr) */
+    struct sockaddr_in sin = {};
+    if (bpf_probe_read_user(&sin, sizeof(sin), (void *)uptr))
         return 0;
+    u16 family = sin.sin_family;
     if (family == NV_AF_INET) {
-        struct sockaddr_in sin = {};
-        if (bpf_probe_read_user(&sin, sizeof(sin), (void *)uptr))
-            return 0;
         __builtin_memcpy(addr, &sin.sin_addr.s_addr, 4);
         *port = __builtin_bswap16(sin.sin_port);
         return family;
@@ -164,20 +179,20 @@ static __always_inline u16 read_sockaddr(u64 uptr, u8 *addr, u16 *port)
     return 0;
 }
 
-static __always_inline void emit_net(struct nv_inflight *f, s32 ret, s32 fd, u32 op)
+static __always_inline void emit_net(struct nv_inflight *f, s32 ret, s32 fd, u32 op, u64 now)
 {
     struct nv_net_event *e = events.ringbuf_reserve(sizeof(struct nv_net_event));
     if (!e) {
         count_lost();
         return;
     }
-    fill_header(&e->h, NV_NET);
+    fill_header(&e->h, NV_NET, now);
     e->ret = ret;
     e->fd = fd;
     e->op = op;
     e->aux = f->aux;
     __builtin_memcpy(&e->s, &f->s, sizeof(e->s));
-    events.ringbuf_submit(e, wakeup_flag());
+    events.ringbuf_submit(e, wakeup_flag(now));
 }
 
 /* ---------------------------------------------------------------- processes */
@@ -238,7 +253,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         e->args_count = 0;
         e->flags = 0;
     }
-    fill_header(&e->h, NV_EXEC);
+    u64 now = bpf_ktime_get_boot_ns();
+    fill_header(&e->h, NV_EXEC, now);
     e->old_pid = old;
     u32 loc = args->data_loc_filename;
     int n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), (void *)args + (loc & 0xFFFF));
@@ -246,7 +262,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 len = offsetof(struct nv_exec_event, args) + (e->args_len & (NV_ARGS_SIZE - 1));
     if (e->args_len >= NV_ARGS_SIZE)
         len = offsetof(struct nv_exec_event, args) + NV_ARGS_SIZE;
-    if (events.ringbuf_output(e, len, wakeup_flag()))
+    if (events.ringbuf_output(e, len, wakeup_flag(now)))
         count_lost();
     if (stash)
         exec_args.delete(&old);
@@ -285,10 +301,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         count_lost();
         return 0;
     }
-    fill_header(&e->h, NV_FORK);
+    u64 now = bpf_ktime_get_boot_ns();
+    fill_header(&e->h, NV_FORK, now);
     e->child_pid = args->child_pid;
     e->pad = 0;
-    events.ringbuf_submit(e, wakeup_flag());
+    events.ringbuf_submit(e, wakeup_flag(now));
     return 0;
 }
 
@@ -310,10 +327,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     if (!e) {
         count_lost();
     } else {
-        fill_header(&e->h, NV_EXIT);
+        u64 now = bpf_ktime_get_boot_ns();
+        fill_header(&e->h, NV_EXIT, now);
         e->code = code ? *code : -1;
         e->pad = 0;
-        events.ringbuf_submit(e, wakeup_flag());
+        events.ringbuf_submit(e, wakeup_flag(now));
     }
     if (code)
         exit_codes.delete(&tgid);
@@ -322,31 +340,42 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 
 /* ---------------------------------------------------------------- sockets */
 
+#define NV_PENDING 1    /* nv_inflight.result before the connect's outcome is known */
+
+/* The calling thread's scratch, kept from a syscall's enter to its exit (task storage:
+ * no hash update or delete per syscall; the kernel frees it when the thread exits). The
+ * task pointer is only handed to the helper, never dereferenced. */
+static __always_inline struct nv_inflight *scratch(u64 flags)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    return inflight.task_storage_get(task, 0, flags);
+}
+
 static __always_inline struct nv_inflight *begin(u32 op, s32 fd, u64 uptr, u32 aux)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct nv_inflight f = {};
-    f.op = op;
-    f.fd = fd;
-    f.uptr = uptr;
-    f.aux = aux;
-    inflight.update(&tid, &f);
-    return inflight.lookup(&tid);
+    struct nv_inflight *f = scratch(BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!f)
+        return NULL;
+    __builtin_memset(f, 0, sizeof(*f));
+    f->op = op;
+    f->fd = fd;
+    f->uptr = uptr;
+    f->aux = aux;
+    f->result = NV_PENDING;
+    return f;
 }
 
 static __always_inline struct nv_inflight *finish(u32 op)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct nv_inflight *f = inflight.lookup(&tid);
+    struct nv_inflight *f = scratch(0);
     if (!f || f->op != op)
         return NULL;
     return f;
 }
 
-static __always_inline void finish_done(void)
+static __always_inline void finish_done(struct nv_inflight *f)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    inflight.delete(&tid);
+    f->op = 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
@@ -369,26 +398,28 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
     s32 ret = args->ret;
     u16 family = f->aux >> 16;
     u16 type = f->aux & 0xF;   /* strip SOCK_NONBLOCK / SOCK_CLOEXEC */
-    if (ret >= 0 && (family == NV_AF_INET || family == NV_AF_INET6 || family == NV_AF_PACKET)) {
+    if (ret >= 0) {
+        u64 now = bpf_ktime_get_boot_ns();
         struct nv_sock s = {};
-        s.gen = bpf_ktime_get_ns();
+        s.gen = now;
         s.family = family;
         s.type = type;
         u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, ret);
         socks.update(&key, &s);
         if (family == NV_AF_PACKET) {
             __builtin_memcpy(&f->s, &s, sizeof(s));
-            emit_net(f, ret, ret, NV_OP_SOCKET);
+            emit_net(f, ret, ret, NV_OP_SOCKET, now);
         }
     }
-    finish_done();
+    finish_done(f);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, args->fd);
-    socks.delete(&key);
+    if (socks.lookup(&key))     /* most closed fds are not sockets: lookups take no lock */
+        socks.delete(&key);
     return 0;
 }
 
@@ -423,34 +454,57 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     return begin_with_addr(NV_OP_CONNECT, args->fd, (u64)args->uservaddr, 0);
 }
 
+/* Report a connect's outcome as its own event, attributed to the process in `sk_owner`.
+ * Returns 0 when no owner is known. Both sides (connect() returning EINPROGRESS, and the
+ * state change) may try at once: only the one whose delete of the entry succeeds reports. */
+static __always_inline int report_outcome(u64 skaddr, s32 result, u16 lport)
+{
+    struct nv_owner *found = sk_owner.lookup(&skaddr);
+    if (!found)
+        return 0;
+    struct nv_owner o = {};
+    __builtin_memcpy(&o, found, sizeof(o));
+    if (sk_owner.delete(&skaddr) != 0)
+        return 1;
+    struct nv_net_event *e = events.ringbuf_reserve(sizeof(*e));
+    if (!e) {
+        count_lost();
+        return 1;
+    }
+    u64 now = bpf_ktime_get_boot_ns();
+    __builtin_memcpy(&e->h, &o.h, sizeof(e->h));
+    e->h.ts_boot_ns = now;
+    e->ret = result;
+    e->fd = o.fd;
+    e->op = NV_OP_CONNECT_RESULT;
+    e->aux = 0;
+    __builtin_memcpy(&e->s, &o.s, sizeof(e->s));
+    e->s.lport = lport;
+    events.ringbuf_submit(e, wakeup_flag(now));
+    return 1;
+}
+
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
     if (args->protocol != IPPROTO_TCP)
         return 0;
+    int oldstate = args->oldstate;
+    int newstate = args->newstate;
     u64 skaddr = (u64)args->skaddr;
-    if (args->newstate == NV_TCP_SYN_SENT) {
+    if (newstate == NV_TCP_SYN_SENT) {
         /* process context: tcp_v{4,6}_connect inside connect() */
-        u32 tid = (u32)bpf_get_current_pid_tgid();
-        struct nv_inflight *f = inflight.lookup(&tid);
+        struct nv_inflight *f = scratch(0);
         if (!f || f->op != NV_OP_CONNECT)
             return 0;
         f->seen_syn = 1;
         f->skaddr = skaddr;
-        f->s.lport = args->sport;
         if (args->family == NV_AF_INET6)
             __builtin_memcpy(f->s.laddr, args->saddr_v6, 16);
         else
             __builtin_memcpy(f->s.laddr, args->saddr, 4);
-        struct nv_owner o = {};
-        fill_header(&o.h, NV_NET);
-        o.fd = f->fd;
-        o.result = 1;
-        __builtin_memcpy(&o.s, &f->s, sizeof(o.s));
-        o.s.type = NV_SOCK_STREAM;
-        sk_owner.update(&skaddr, &o);
         return 0;
     }
-    if (args->oldstate == NV_TCP_SYN_RECV && args->newstate == NV_TCP_ESTABLISHED) {
+    if (oldstate == NV_TCP_SYN_RECV && newstate == NV_TCP_ESTABLISHED) {
         /* passive open, usually softirq: remember the local end by peer for accept() */
         struct nv_peer_key k = {};
         struct nv_peer_val v = {};
@@ -467,32 +521,27 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         peers.update(&k, &v);
         return 0;
     }
-    if (args->oldstate != NV_TCP_SYN_SENT)
+    if (oldstate != NV_TCP_SYN_SENT)
         return 0;
-    /* outcome of an active open: any context, attributed through sk_owner */
-    struct nv_owner *o = sk_owner.lookup(&skaddr);
-    if (!o)
-        return 0;
-    s32 result = args->newstate == NV_TCP_ESTABLISHED ? 0 : -ECONNREFUSED;
-    o->s.lport = args->sport;   /* the port is chosen after SYN_SENT is set */
-    if (!o->returned) {
-        o->result = result;    /* connect() still running: it reports the outcome */
+    /* outcome of an active open (the local port is chosen after SYN_SENT is set) */
+    s32 result = newstate == NV_TCP_ESTABLISHED ? 0 : -ECONNREFUSED;
+    u16 lport = args->sport;
+    struct nv_inflight *f = scratch(0);
+    if (f && f->op == NV_OP_CONNECT && f->skaddr == skaddr) {
+        f->result = result;      /* in the connecting thread: connect() reports it */
+        f->s.lport = lport;
         return 0;
     }
-    struct nv_net_event *e = events.ringbuf_reserve(sizeof(*e));
-    if (!e) {
-        count_lost();
-    } else {
-        __builtin_memcpy(&e->h, &o->h, sizeof(e->h));
-        e->h.ts_boot_ns = bpf_ktime_get_boot_ns();
-        e->ret = result;
-        e->fd = o->fd;
-        e->op = NV_OP_CONNECT_RESULT;
-        e->aux = 0;
-        __builtin_memcpy(&e->s, &o->s, sizeof(e->s));
-        events.ringbuf_submit(e, wakeup_flag());
-    }
-    sk_owner.delete(&skaddr);
+    /* any other context (softirq on behalf of a sleeping or returned connect) */
+    if (report_outcome(skaddr, result, lport))
+        return 0;
+    struct nv_early early = {};
+    early.result = result;
+    early.lport = lport;
+    early_results.update(&skaddr, &early);
+    /* connect() may have returned EINPROGRESS meanwhile, missing `early`: report it here */
+    if (report_outcome(skaddr, result, lport))
+        early_results.delete(&skaddr);
     return 0;
 }
 
@@ -502,36 +551,52 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     if (!f)
         return 0;
     s32 ret = args->ret;
+    u64 now = bpf_ktime_get_boot_ns();
     u64 skaddr = f->skaddr;
+    struct nv_early *early = NULL;
     if (f->seen_syn) {
         f->s.type = NV_SOCK_STREAM;
-        struct nv_owner *known = sk_owner.lookup(&skaddr);
-        if (known)
-            f->s.lport = known->s.lport;
-    }
-    else if (!f->s.type)
+        if (f->result == NV_PENDING) {
+            early = early_results.lookup(&skaddr);
+            if (early)
+                f->s.lport = early->lport;
+        }
+    } else if (!f->s.type) {
         f->s.type = NV_SOCK_DGRAM;   /* no SYN: UDP, or a TCP connect refused early */
-    emit_net(f, ret, f->fd, NV_OP_CONNECT);
+    }
+    emit_net(f, ret, f->fd, NV_OP_CONNECT, now);
     if (ret == 0 || ret == -NV_EINPROGRESS) {
         u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
         struct nv_sock s = f->s;
         if (!s.gen)
-            s.gen = bpf_ktime_get_ns();
+            s.gen = now;
         socks.update(&key, &s);
     }
-    if (f->seen_syn) {
-        struct nv_owner *o = sk_owner.lookup(&skaddr);
-        if (o) {
-            if (ret == -NV_EINPROGRESS && o->result == 1) {
-                o->returned = 1;                /* outcome comes later, from softirq */
-            } else {
-                if (ret == -NV_EINPROGRESS)     /* completed before connect() returned */
-                    emit_net(f, o->result, f->fd, NV_OP_CONNECT_RESULT);
-                sk_owner.delete(&skaddr);
+    if (f->seen_syn && ret == -NV_EINPROGRESS) {
+        if (f->result != NV_PENDING) {
+            /* completed before connect() returned */
+            emit_net(f, f->result, f->fd, NV_OP_CONNECT_RESULT, now);
+        } else if (early) {
+            s32 result = early->result;
+            early_results.delete(&skaddr);
+            emit_net(f, result, f->fd, NV_OP_CONNECT_RESULT, now);
+        } else {
+            /* the outcome comes later, from softirq: leave who to attribute it to */
+            struct nv_owner o = {};
+            fill_header(&o.h, NV_NET, now);
+            o.fd = f->fd;
+            __builtin_memcpy(&o.s, &f->s, sizeof(o.s));
+            sk_owner.update(&skaddr, &o);
+            early = early_results.lookup(&skaddr);   /* it came meanwhile */
+            if (early) {
+                report_outcome(skaddr, early->result, early->lport);
+                early_results.delete(&skaddr);
             }
         }
+    } else if (early) {
+        early_results.delete(&skaddr);
     }
-    finish_done();
+    finish_done(f);
     return 0;
 }
 
@@ -547,7 +612,7 @@ static __always_inline int accept_exit(u32 op, s32 ret)
     if (!f)
         return 0;
     if (ret < 0) {
-        finish_done();
+        finish_done(f);
         return 0;
     }
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -573,15 +638,16 @@ static __always_inline int accept_exit(u32 op, s32 ret)
         }
     }
     if (!f->s.family) {
-        finish_done();
+        finish_done(f);
         return 0;   /* not an IP socket (unix) */
     }
+    u64 now = bpf_ktime_get_boot_ns();
     f->s.type = NV_SOCK_STREAM;
-    f->s.gen = bpf_ktime_get_ns();
+    f->s.gen = now;
     u64 key = sock_id(tgid, ret);
     socks.update(&key, &f->s);
-    emit_net(f, ret, f->fd, op);
-    finish_done();
+    emit_net(f, ret, f->fd, op, now);
+    finish_done(f);
     return 0;
 }
 
@@ -616,14 +682,15 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind)
     if (!f)
         return 0;
     s32 ret = args->ret;
+    u64 now = bpf_ktime_get_boot_ns();
     if (ret == 0) {
         u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
         if (!f->s.gen)
-            f->s.gen = bpf_ktime_get_ns();
+            f->s.gen = now;
         socks.update(&key, &f->s);
     }
-    emit_net(f, ret, f->fd, NV_OP_BIND);
-    finish_done();
+    emit_net(f, ret, f->fd, NV_OP_BIND, now);
+    finish_done(f);
     return 0;
 }
 
@@ -643,8 +710,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_listen)
     if (known)
         __builtin_memcpy(&f->s, known, sizeof(f->s));
     f->s.type = NV_SOCK_STREAM;
-    emit_net(f, args->ret, f->fd, NV_OP_LISTEN);
-    finish_done();
+    emit_net(f, args->ret, f->fd, NV_OP_LISTEN, bpf_ktime_get_boot_ns());
+    finish_done(f);
     return 0;
 }
 
@@ -696,8 +763,8 @@ static __always_inline int udp_exit(u32 op, s64 ret)
         u8 one = 1;
         udp_seen.update(&uk, &one);
     }
-    emit_net(f, ret < 0 ? (s32)ret : 0, f->fd, op);
-    finish_done();
+    emit_net(f, ret < 0 ? (s32)ret : 0, f->fd, op, bpf_ktime_get_boot_ns());
+    finish_done(f);
     return 0;
 }
 
@@ -739,7 +806,7 @@ static __always_inline int dup_enter(u32 op, s32 oldfd, s32 newfd)
     f.aux = newfd;
     u64 nkey = sock_id(tgid, newfd);
     socks.update(&nkey, &f.s);
-    emit_net(&f, newfd, oldfd, op);
+    emit_net(&f, newfd, oldfd, op, bpf_ktime_get_boot_ns());
     return 0;
 }
 

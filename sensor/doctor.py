@@ -44,9 +44,13 @@ def check_root() -> Check:
                  "run as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
 
 
-def check_kernel() -> Check:
-    btf = os.path.exists("/sys/kernel/btf/vmlinux")
-    return Check("kernel", "ok", f"{platform.release()}{', BTF present' if btf else ', no BTF'}")
+def check_kernel(btf_file: str = "/sys/kernel/btf/vmlinux") -> Check:
+    """Kernel release and BTF, which the sensor's per-thread task storage needs."""
+    if not os.path.exists(btf_file):
+        return Check("kernel", "fail", f"{platform.release()}, no BTF ({btf_file} missing)",
+                     "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.11 or later); the "
+                     "sensor keeps per-thread syscall state in BPF task storage, which needs it")
+    return Check("kernel", "ok", f"{platform.release()}, BTF present")
 
 
 def check_bcc() -> Check:

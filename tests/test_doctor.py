@@ -27,3 +27,9 @@ def test_failure_gives_exit_code_1_and_skips_the_trial_load(monkeypatch, capsys)
     assert main(["doctor"]) == 1
     out = capsys.readouterr()
     assert "FAIL  tracefs" in out.out and "fix: mount it" in out.out and "BPF load" not in out.out
+
+
+def test_missing_btf_is_a_failure_naming_what_needs_it(tmp_path) -> None:
+    check = doctor.check_kernel(str(tmp_path / "vmlinux"))
+    assert check.status == "fail" and "BTF" in check.detail and "task storage" in check.fix
+    assert doctor.check_kernel(__file__).status == "ok"

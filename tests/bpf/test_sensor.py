@@ -215,6 +215,48 @@ def test_async_connect_outcome_is_attributed_from_softirq(live) -> None:
     srv.close()
 
 
+def test_nonblocking_connect_that_completes_at_once_reports_its_outcome(live) -> None:
+    """On loopback the handshake of a non-blocking connect completes inside connect(),
+    which still returns EINPROGRESS: the outcome follows as one connect_result."""
+    srv = _server()
+    port = srv.getsockname()[1]
+    code = f"""
+    import socket
+    s = socket.socket(); s.setblocking(False)
+    print(s.connect_ex(('127.0.0.1', {port})), s.getsockname()[1], flush=True)
+    """
+    out = _run(code).stdout.split()
+    ev = live.wait_for(lambda e: e["evt.type"] == "connect_result" and e.get("fd.sport") == port)
+    assert ev["evt.res"] == "SUCCESS" and ev["proc.name"] == "python"
+    assert ev["fd.cport"] == int(out[1])
+    srv.close()
+
+
+def test_blocking_connect_completed_in_softirq_has_its_local_port(live) -> None:
+    """A blocking connect whose handshake completes from a retransmit timer (softirq, while
+    connect() sleeps) returns 0 with its local port, and reports no separate outcome."""
+    srv = _server(backlog=0)
+    port = srv.getsockname()[1]
+    code = f"""
+    import socket, sys
+    held = socket.create_connection(('127.0.0.1', {port}))  # fills the backlog-0 queue
+    print('held', flush=True)
+    s = socket.socket()
+    s.connect(('127.0.0.1', {port}))  # blocking: sleeps until the handshake completes
+    print(s.getsockname()[1], flush=True)
+    """
+    proc = subprocess.Popen([PY, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    threading.Timer(0.5, lambda: srv.accept()[0].close()).start()  # room for the retransmitted SYN
+    local_port = int(proc.stdout.readline())
+    assert proc.wait(timeout=20) == 0
+    ev = live.wait_for(lambda e: e.get("proc.pid") == proc.pid and e["evt.type"] == "connect"
+                       and e.get("fd.cport") == local_port, timeout=8)
+    assert ev["evt.res"] == "SUCCESS" and ev["fd.sport"] == port
+    assert not [e for e in live.events if e.get("proc.pid") == proc.pid and e["evt.type"] == "connect_result"]
+    srv.close()
+
+
 @pytest.fixture
 def busybox_bundle(tmp_path: Path):
     """A runc bundle with a busybox rootfs, in a Kubernetes-style cgroup; deleted after."""
