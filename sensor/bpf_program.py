@@ -132,8 +132,10 @@ class SensorProgram:
         """Unmap the ring buffer, detach every program and free the maps (idempotent)."""
         if not self.closed:
             self.closed = True
-            self.reader.close()
-            self.bpf.cleanup()
+            try:
+                self.reader.close()
+            finally:
+                self.bpf.cleanup()
 
 
 def copy_record(buffer: memoryview, offset: int, length: int) -> bytes:

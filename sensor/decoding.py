@@ -1,8 +1,9 @@
 """Decoding ring-buffer records (layouts of bpf/sensor.h) into enriched flat events.
 
-The hot path: one `struct.unpack_from` per record, cached per-process field dicts
-merged with the event's own fields, address text cached by raw bytes. No BCC
-reflection per event.
+The hot path (`decode_at`, network records read in place from the ring buffer): one
+`struct.unpack_from` per record, a cached per-process, per-shape template copied and
+its variable fields filled in, address text cached by raw bytes. No BCC reflection and
+no copy of the record per event.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import mmap
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sensor.errors import SensorError
@@ -59,6 +59,7 @@ class RingReader:
     `consumer` is the writable consumer page (>= 8 bytes); `producer` the producer page
     followed by the data area mapped twice (`page_size + 2 * size` bytes). `open_map`
     builds both from a map fd; tests hand in plain buffers laid out the same way.
+    `close()` unmaps the mappings listed in `owned`.
     """
 
     def __init__(
@@ -70,12 +71,13 @@ class RingReader:
         page_size: int = mmap.PAGESIZE,
         wait_fd: int | None = None,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
+        owned: Sequence[mmap.mmap] = (),
     ) -> None:
         if not _power_of_two(size) or size > MAX_SIZE:
             raise RingBufferError(f"ring buffer size {size} is not a power of two up to {MAX_SIZE}")
         if batch_bytes < HEADER_SIZE:
             raise ValueError("batch_bytes must hold at least one record header")
-        self._mappings: list[mmap.mmap] = []
+        self._mappings = list(owned)
         cons = memoryview(consumer)
         prod = memoryview(producer)
         if cons.readonly or cons.nbytes < 8:
@@ -114,9 +116,8 @@ class RingReader:
         except (OSError, ValueError) as exc:
             consumer.close()
             raise RingBufferError(f"cannot map the ring buffer's data ({size} bytes): {exc}") from exc
-        reader = cls(consumer, producer, size, page_size=page, wait_fd=map_fd, batch_bytes=batch_bytes)
-        reader._mappings = [consumer, producer]
-        return reader
+        return cls(consumer, producer, size, page_size=page, wait_fd=map_fd, batch_bytes=batch_bytes,
+                   owned=(consumer, producer))
 
     def pending_bytes(self) -> int:
         """Bytes between the consumer and the producer position (records not yet walked)."""
@@ -189,6 +190,9 @@ class RingReader:
             view.release()
         self._views = []
         for mapping in self._mappings:
-            mapping.close()
+            try:
+                mapping.close()
+            except BufferError:  # a decode function kept a slice: unmapped when it goes
+                pass
         self._mappings = []
         self._poller = None

@@ -6,6 +6,7 @@ and DISCARD bits, records padded to 8 bytes.
 """
 from __future__ import annotations
 
+import mmap
 import struct
 import tempfile
 
@@ -188,3 +189,20 @@ def test_close_releases_the_buffers() -> None:
     reader.close()
     reader.close()
     ring.consumer.extend(b"x")  # resizable again: no view of it is left
+
+
+def test_close_unmaps_even_when_a_decoder_kept_a_slice() -> None:
+    size = PAGE
+    with tempfile.TemporaryFile() as fh:
+        fh.write(bytes(PAGE + PAGE + 2 * size))
+        fh.flush()
+        consumer = mmap.mmap(fh.fileno(), PAGE)
+        producer = mmap.mmap(fh.fileno(), PAGE + 2 * size, offset=PAGE)
+        struct.pack_into("<Q", producer, 0, 16)  # one committed 5-byte record at 0
+        producer[PAGE : PAGE + 13] = struct.pack("<II", 5, 0) + b"hello"
+        reader = RingReader(consumer, producer, size, page_size=PAGE, owned=(consumer, producer))
+        kept: list[memoryview] = []
+        reader.drain(lambda buf, off, n: buf[off : off + n], kept.append)
+        reader.close()
+        assert consumer.closed
+        assert bytes(kept[0]) == b"hello"  # still readable: unmapped once the slice goes
