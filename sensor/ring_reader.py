@@ -139,9 +139,11 @@ class RingReader:
     def drain(self, decode: RecordDecoder, consume: ItemConsumer) -> int:
         """Walk every committed record: consume(decode(buffer, offset, length)).
 
-        Stops at the first record still being written (BUSY), or at the producer
-        position once it stays put. `consumer_pos` is stored after every `batch_bytes`
-        of records. Returns the bytes walked (records, headers and padding).
+        Stops at the first record still being written (BUSY), at the producer position
+        once it stays put, or after one ring's worth of records (so a producer faster
+        than the consumer cannot keep the caller in here forever). `consumer_pos` is
+        stored after every `batch_bytes` of records. Returns the bytes walked (records,
+        headers and padding).
         """
         cons_view = self._cons_pos
         prod_view = self._prod_pos
@@ -155,7 +157,7 @@ class RingReader:
         try:
             while True:
                 prod = prod_view[0]
-                if cons >= prod:
+                if cons >= prod or cons - start >= size:  # caught up, or one ring's worth
                     break
                 end = min(prod, cons + batch_bytes)
                 while cons < end:

@@ -206,3 +206,18 @@ def test_close_unmaps_even_when_a_decoder_kept_a_slice() -> None:
         reader.close()
         assert consumer.closed
         assert bytes(kept[0]) == b"hello"  # still readable: unmapped once the slice goes
+
+
+def test_one_drain_walks_at_most_one_ring_of_records() -> None:
+    ring = FakeRing(256)
+    reader = ring.reader(batch_bytes=64)
+    got: list[bytes] = []
+
+    def consume_and_produce(item: bytes) -> None:  # a producer as fast as the consumer
+        got.append(item)
+        ring.submit(b"more" * 6)
+
+    ring.submit(b"more" * 6)
+    reader.drain(lambda buf, off, n: bytes(buf[off : off + n]), consume_and_produce)
+    assert len(got) == 256 // 32
+    assert reader.pending_bytes() == 32
