@@ -165,7 +165,7 @@ class RingReader:
                     length = words[off >> 2]
                     if length > size:  # BUSY or DISCARD set (or a length no kernel writes)
                         if length & BUSY_BIT:
-                            return self._walked(cons - start, discarded)
+                            return cons - start
                         if not length & DISCARD_BIT or length & ~DISCARD_BIT > size:
                             raise RingBufferError(f"record of {length & ~DISCARD_BIT} bytes at position "
                                                   f"{cons} in a ring buffer of {size}")
@@ -179,12 +179,9 @@ class RingReader:
                 cons_view[0] = cons
         finally:
             cons_view[0] = cons
-        return self._walked(cons - start, discarded)
-
-    def _walked(self, nbytes: int, discarded: int) -> int:
-        self.bytes_read += nbytes
-        self.discarded += discarded
-        return nbytes
+            self.bytes_read += cons - start
+            self.discarded += discarded
+        return cons - start
 
     def close(self) -> None:
         """Release the views and unmap (idempotent)."""
