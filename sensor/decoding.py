@@ -42,6 +42,10 @@ OP_SENDTO, OP_SENDMSG = 6, 7
 NET_FAST = struct.Struct("<Q8x4xII12x16xiiII8xIHH16s16s")
 """ts, tgid, tid, ret, fd, op, aux, family | type << 16, lport, rport, laddr, raddr"""
 NET_SIZE = 120  # sizeof(struct nv_net_event)
+# shapes of network events (how the variable fields are filled in); >= _SERVER: both ends
+_SOCKET, _BIND, _LISTEN, _SERVER, _CLIENT, _SEND, _DUP = range(7)
+_Template = tuple[dict[str, Any], int, dict[bytes, str], int]
+"""(event template, shape, address text cache, address family) of a process and shape"""
 _COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
 _SOCKET_KEYS = (*_COMMON_KEYS, "evt.arg.domain", "evt.arg.type", "fd.type")
 _IP_KEYS = (*_COMMON_KEYS, "fd.type", "fd.typechar", "fd.sockfamily", "fd.l4proto")
@@ -84,7 +88,7 @@ class EventDecoder:
         self._v4_text: dict[bytes, str] = {}
         self._v6_text: dict[bytes, str] = {}
         self._pid_fields: dict[int, dict[str, Any]] = {}
-        self._templates: dict[int, dict[int, dict[str, Any]]] = {}
+        self._templates: dict[int, dict[int, _Template]] = {}
         self._seq = 0
         self.decode_errors = 0
 
@@ -131,9 +135,10 @@ class EventDecoder:
                 return self._decode_other(bytes(buf[off : off + length]))
             ts, tgid, tid, ret, fd, op, aux, famtype, lport, rport, laddr, raddr = NET_FAST.unpack_from(buf, off)
             templates = self._templates.get(tgid)
-            tmpl = None if templates is None else templates.get(op << 32 | famtype)
-            if tmpl is None:
-                tmpl = self._net_template(tgid, op, famtype)
+            entry = None if templates is None else templates.get(op << 32 | famtype)
+            if entry is None:
+                entry = self._net_template(tgid, op, famtype)
+            tmpl, shape, cache, family = entry
             ev = tmpl.copy()
             seq = self._seq + 1
             self._seq = seq
@@ -147,48 +152,49 @@ class EventDecoder:
             else:
                 res = _RES.get(ret)
                 ev["evt.res"] = res if res is not None else errno_name(ret)
-            if op == OP_SOCKET:
+            if shape >= _SERVER:  # both ends known: the bulk of the stream
+                lip = cache.get(laddr)
+                if lip is None:
+                    lip = self._addr(family, laddr)
+                rip = cache.get(raddr)
+                if rip is None:
+                    rip = self._addr(family, raddr)
+                ev["fd.lip"] = lip
+                ev["fd.lport"] = lport
+                ev["fd.rip"] = rip
+                ev["fd.rport"] = rport
+                if shape == _SERVER:  # accept: the remote end is the client
+                    ev["fd.cip"] = rip
+                    ev["fd.cport"] = rport
+                    ev["fd.sip"] = lip
+                    ev["fd.sport"] = lport
+                    ev["fd.name"] = f"{rip}:{rport}->{lip}:{lport}"
+                    return ev
+                ev["fd.cip"] = lip
+                ev["fd.cport"] = lport
+                ev["fd.sip"] = rip
+                ev["fd.sport"] = rport
+                ev["fd.name"] = f"{lip}:{lport}->{rip}:{rport}"
+                if shape == _CLIENT:
+                    ev["fd.connected"] = ret == 0
+                elif shape == _DUP:
+                    ev["evt.res"] = "SUCCESS"
+                    ev["evt.arg.newfd"] = aux
                 return ev
-            family = famtype & 0xFFFF
-            cache = self._v6_text if family == AF_INET6 else self._v4_text
+            if shape == _SOCKET:
+                return ev
             lip = cache.get(laddr)
             if lip is None:
                 lip = self._addr(family, laddr)
-            if op == OP_LISTEN or op == OP_BIND:
-                if op == OP_LISTEN:
-                    ev["evt.arg.backlog"] = aux
-                    if lport == 0 and ret == 0:
-                        found = socket_local_address(tgid, fd)
-                        if found is not None:
-                            lip, lport = found
-                ev["fd.lip"] = ev["fd.sip"] = lip
-                ev["fd.lport"] = ev["fd.sport"] = lport
-                ev["fd.name"] = f"{lip}:{lport}"
-                return ev
-            rip = cache.get(raddr)
-            if rip is None:
-                rip = self._addr(family, raddr)
-            ev["fd.lip"] = lip
-            ev["fd.lport"] = lport
-            ev["fd.rip"] = rip
-            ev["fd.rport"] = rport
-            if op == OP_ACCEPT or op == OP_ACCEPT4:  # the local end is the server
-                ev["fd.cip"] = rip
-                ev["fd.cport"] = rport
-                ev["fd.sip"] = lip
-                ev["fd.sport"] = lport
-                ev["fd.name"] = f"{rip}:{rport}->{lip}:{lport}"
-                return ev
-            ev["fd.cip"] = lip
-            ev["fd.cport"] = lport
-            ev["fd.sip"] = rip
-            ev["fd.sport"] = rport
-            ev["fd.name"] = f"{lip}:{lport}->{rip}:{rport}"
-            if op == OP_DUP2 or op == OP_DUP3:
-                ev["evt.res"] = "SUCCESS"
-                ev["evt.arg.newfd"] = aux
-            elif op != OP_SENDTO and op != OP_SENDMSG:
-                ev["fd.connected"] = ret == 0
+            if shape == _LISTEN:
+                ev["evt.arg.backlog"] = aux
+                if lport == 0 and ret == 0:
+                    found = socket_local_address(tgid, fd)
+                    if found is not None:
+                        lip, lport = found
+            ev["fd.lip"] = ev["fd.sip"] = lip
+            ev["fd.lport"] = ev["fd.sport"] = lport
+            ev["fd.name"] = f"{lip}:{lport}"
             return ev
         except (struct.error, ValueError, OSError):
             self.decode_errors += 1
@@ -205,9 +211,11 @@ class EventDecoder:
         self.decode_errors += 1  # a short network record, or an unknown kind
         return None
 
-    def _net_template(self, tgid: int, op: int, famtype: int) -> dict[str, Any]:
-        """The fields every network event of this process and shape shares, with slots
-        (None) for the variable ones, in event order; cached while the pid's fields are."""
+    def _net_template(self, tgid: int, op: int, famtype: int) -> _Template:
+        """What every network event of this process and shape shares: the event with the
+        process fields, the constant event fields and slots (None) for the variable ones,
+        in event order; its shape; the address text cache and family. Cached while the
+        pid's fields are."""
         pf = self._pid_fields.get(tgid)
         if pf is None:
             pf = self.fields_of_pid(tgid)
@@ -218,6 +226,7 @@ class EventDecoder:
         ev["evt.type"] = OP_NAMES.get(op, "unknown")
         ev["evt.dir"] = "<"
         if op == OP_SOCKET:
+            shape = _SOCKET
             ev["evt.arg.domain"] = "AF_PACKET" if family == AF_PACKET else str(family)
             ev["evt.arg.type"] = SOCK_TYPE_NAMES.get(stype, str(stype))
             ev["fd.type"] = "packet"
@@ -227,6 +236,7 @@ class EventDecoder:
             ev["fd.sockfamily"] = "ip"
             ev["fd.l4proto"] = "tcp" if stype == SOCK_STREAM else "udp"
             if op == OP_LISTEN or op == OP_BIND:
+                shape = _LISTEN if op == OP_LISTEN else _BIND
                 ev.update(dict.fromkeys(_LOCAL_KEYS[len(_IP_KEYS):]))
                 ev["fd.connected"] = False
                 if op == OP_LISTEN:
@@ -234,15 +244,22 @@ class EventDecoder:
             else:
                 ev.update(dict.fromkeys(_REMOTE_KEYS[len(_IP_KEYS):]))
                 if op == OP_SENDTO or op == OP_SENDMSG:
+                    shape = _SEND
                     ev["fd.connected"] = False
                     ev["fd.name_changed"] = True
-                elif op in (OP_ACCEPT, OP_ACCEPT4, OP_DUP2, OP_DUP3):
+                elif op == OP_ACCEPT or op == OP_ACCEPT4:
+                    shape = _SERVER
                     ev["fd.connected"] = True
-                    if op == OP_DUP2 or op == OP_DUP3:
-                        ev["evt.arg.newfd"] = None
+                elif op == OP_DUP2 or op == OP_DUP3:
+                    shape = _DUP
+                    ev["fd.connected"] = True
+                    ev["evt.arg.newfd"] = None
+                else:
+                    shape = _CLIENT
+        entry = (ev, shape, self._v6_text if v6 else self._v4_text, family)
         if self._pid_fields.get(tgid) is pf:  # a known process: keep it until exec/fork/exit
-            self._templates.setdefault(tgid, {})[op << 32 | famtype] = ev
-        return ev
+            self._templates.setdefault(tgid, {})[op << 32 | famtype] = entry
+        return entry
 
     def _next_seq(self) -> int:
         self._seq += 1
