@@ -47,7 +47,6 @@ _SOCKET, _BIND, _LISTEN, _SERVER, _CLIENT, _SEND, _DUP = range(7)
 _Template = tuple[dict[str, Any], int, dict[bytes, str], int]
 """(event template, shape, address text cache, address family) of a process and shape"""
 _COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
-_SOCKET_KEYS = (*_COMMON_KEYS, "evt.arg.domain", "evt.arg.type", "fd.type")
 _IP_KEYS = (*_COMMON_KEYS, "fd.type", "fd.typechar", "fd.sockfamily", "fd.l4proto")
 _LOCAL_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.sip", "fd.sport", "fd.name", "fd.connected")
 _REMOTE_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.rip", "fd.rport", "fd.cip", "fd.cport",
