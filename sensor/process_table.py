@@ -45,6 +45,14 @@ class ProcessRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessRecord:
         """Inverse of `to_dict` (unknown keys are ignored, for forward compatibility)."""
+        try:  # fast path: a complete record, as the recorder writes them
+            return cls(data["exec_id"], data["pid"], data["ppid"], data["parent_exec_id"],
+                       data["name"], data["exe"], data["exepath"], list(data["args"] or ()),
+                       data["uid"], data["gid"], data["cgroup_id"], data["container_id"],
+                       data["start_ns"], data["exit_ns"], data["exit_code"],
+                       dict(data["meta"] or {}))
+        except KeyError:
+            pass
         known = {k: data[k] for k in cls.__slots__ if k in data}  # type: ignore[attr-defined]
         known["args"] = list(known.get("args") or [])
         known["meta"] = dict(known.get("meta") or {})

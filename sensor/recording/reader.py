@@ -154,10 +154,11 @@ class SegmentReader:
             u.feed(self._view[pos:])
             recs: list[list] = []
             blk_start = pos
+            append = recs.append
             try:
                 for obj in u:
-                    if type(obj) is list and obj and (obj[0] == fmt.K_CHECK or obj[0] == fmt.K_FOOTER) \
-                            and _is_seal(obj):
+                    if type(obj) is list and obj and (obj[0] == 2 or obj[0] == 3) \
+                            and _is_seal(obj):  # fmt.K_CHECK, fmt.K_FOOTER
                         end = pos + u.tell()
                         seal_start = end - len(_pack(obj))
                         blk = self._seal(blk_start, seal_start, recs, index, prev_candidates, obj)
@@ -171,9 +172,10 @@ class SegmentReader:
                             self._footer(obj, end)
                             return
                         recs = []
+                        append = recs.append
                         blk_start = end
                     else:
-                        recs.append(obj)
+                        append(obj)
             except _UNPACK_ERRORS:
                 pass
             # no checkpoint after blk_start: unsealed tail, torn tail, or damaged bytes
