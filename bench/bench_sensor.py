@@ -201,10 +201,13 @@ def _rss_kb(pid: int, key: str) -> int:
 
 
 def agent_footprint(duration: float) -> tuple[float, float, float]:
-    """(seconds from start to first event, steady RSS MB, peak RSS MB) of `netvigil run`."""
+    """(seconds from start to first event, steady RSS MB, peak RSS MB) of `netvigil run`
+    with the shipped rules. Enforcement is off: it has its own benchmark, and the agent
+    would otherwise leave its datapath attached to the root cgroup (enforce.persist)."""
     netvigil = str(Path(PY).with_name("netvigil"))
     started = time.monotonic()
-    proc = subprocess.Popen([netvigil, "run", "--events", "--json", "--no-record", "--duration", str(duration)],
+    proc = subprocess.Popen([netvigil, "run", "--events", "--json", "--no-record", "--no-enforce",
+                             "--duration", str(duration)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     stop = threading.Event()
 
