@@ -5,16 +5,17 @@
  * map update or delete per syscall); sockets are tracked per (tgid, fd) in `socks` so
  * later syscalls (listen, sendto, dup2) know what they act on. A TCP connect's outcome is
  * attributed to the connecting process: in the connecting thread when it completes there
- * (the common case), otherwise through `sk_owner`/`early_results`, keyed by the socket
- * address as an opaque number, so state changes seen in softirq context are never
- * attributed to whoever was on the CPU.
+ * (the common case), otherwise through `conns`, keyed by the socket address as an opaque
+ * number, so state changes seen in softirq context are never attributed to whoever was
+ * on the CPU.
  *
  * Cost matters on every hooked syscall: one clock read per program, one user read per
  * IPv4 sockaddr, lookups before deletes, no per-syscall hash updates.
  *
- * Needs BTF (for bpf_get_current_task_btf; the task pointer is only handed to the task
- * storage helper, never dereferenced). Build-time knobs (-D): NV_RINGBUF_PAGES (ring
- * buffer size in pages), NV_WAKEUP_NS.
+ * Task storage needs BTF (for bpf_get_current_task_btf; the task pointer is only handed
+ * to the task storage helper, never dereferenced); -DNV_NO_BTF falls back to a hash by
+ * thread id. Build-time knobs (-D): NV_RINGBUF_PAGES (ring buffer size in pages),
+ * NV_WAKEUP_NS, NV_NO_BTF.
  */
 #include <uapi/linux/in.h>
 #include <uapi/linux/in6.h>
@@ -61,19 +62,23 @@ struct nv_inflight {
     struct nv_sock s;
 };
 
-/* a TCP connect that returned EINPROGRESS before its outcome: who to attribute it to */
-struct nv_owner {
-    struct nv_header h;     /* identity of the process that connected */
+/* A TCP connect whose outcome is not seen in the connecting thread, keyed by the socket
+ * address. Whichever side comes first inserts its entry (insert-if-absent, serialised by
+ * the map); the second finds it there and reports the outcome:
+ *   NV_CONN_OWNER: connect() returned EINPROGRESS first; the entry says who connected.
+ *   NV_CONN_EARLY: the outcome came first (softirq, connect() still running or asleep);
+ *                  the entry holds it for sys_exit_connect. */
+#define NV_CONN_OWNER 1
+#define NV_CONN_EARLY 2
+struct nv_conn {
+    u32 kind;
+    s32 result;             /* EARLY: the outcome (0 or -errno) */
+    u16 lport;              /* EARLY: the local port the kernel chose */
+    u16 pad[3];
+    struct nv_header h;     /* OWNER: identity of the process that connected */
     s32 fd;
-    u32 pad;
+    u32 pad2;
     struct nv_sock s;
-};
-
-/* an outcome seen outside the connecting thread before connect() returned */
-struct nv_early {
-    s32 result;
-    u16 lport;
-    u16 pad;
 };
 
 struct nv_peer_key {
@@ -98,10 +103,13 @@ struct nv_udp_key {
     u32 pad;
 };
 
+#ifdef NV_NO_BTF
+BPF_HASH(inflight, u32, struct nv_inflight, 16384);     /* kernels without BTF: by tid */
+#else
 BPF_TASK_STORAGE(inflight, struct nv_inflight);
+#endif
 BPF_TABLE("lru_hash", u64, struct nv_sock, socks, 65536);
-BPF_TABLE("lru_hash", u64, struct nv_owner, sk_owner, 16384);
-BPF_TABLE("lru_hash", u64, struct nv_early, early_results, 16384);
+BPF_TABLE("lru_hash", u64, struct nv_conn, conns, 16384);
 BPF_TABLE("lru_hash", struct nv_peer_key, struct nv_peer_val, peers, 16384);
 BPF_TABLE("lru_hash", struct nv_udp_key, u8, udp_seen, 65536);
 BPF_TABLE("lru_hash", u32, u64, clone_flags, 8192);
@@ -347,15 +355,28 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
  * task pointer is only handed to the helper, never dereferenced. */
 static __always_inline struct nv_inflight *scratch(u64 flags)
 {
+#ifdef NV_NO_BTF
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct nv_inflight *f = inflight.lookup(&tid);
+    if (!f && flags) {
+        struct nv_inflight zero = {};
+        inflight.update(&tid, &zero);
+        f = inflight.lookup(&tid);
+    }
+    return f;
+#else
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
     return inflight.task_storage_get(task, 0, flags);
+#endif
 }
 
 static __always_inline struct nv_inflight *begin(u32 op, s32 fd, u64 uptr, u32 aux)
 {
     struct nv_inflight *f = scratch(BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!f)
+    if (!f) {
+        count_lost();   /* no per-thread state (busy or out of memory): the event is lost */
         return NULL;
+    }
     __builtin_memset(f, 0, sizeof(*f));
     f->op = op;
     f->fd = fd;
@@ -375,7 +396,12 @@ static __always_inline struct nv_inflight *finish(u32 op)
 
 static __always_inline void finish_done(struct nv_inflight *f)
 {
+#ifdef NV_NO_BTF
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight.delete(&tid);      /* a hash entry per thread would outlive the thread */
+#else
     f->op = 0;
+#endif
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
@@ -454,22 +480,21 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     return begin_with_addr(NV_OP_CONNECT, args->fd, (u64)args->uservaddr, 0);
 }
 
-/* Report a connect's outcome as its own event, attributed to the process in `sk_owner`.
- * Returns 0 when no owner is known. Both sides (connect() returning EINPROGRESS, and the
- * state change) may try at once: only the one whose delete of the entry succeeds reports. */
-static __always_inline int report_outcome(u64 skaddr, s32 result, u16 lport)
+/* Report a connect's outcome as its own event, attributed to the process of the OWNER
+ * entry for the socket. Only the side whose delete of the entry succeeds reports. */
+static __always_inline void report_to_owner(u64 skaddr, s32 result, u16 lport)
 {
-    struct nv_owner *found = sk_owner.lookup(&skaddr);
-    if (!found)
-        return 0;
-    struct nv_owner o = {};
+    struct nv_conn *found = conns.lookup(&skaddr);
+    if (!found || found->kind != NV_CONN_OWNER)
+        return;
+    struct nv_conn o = {};
     __builtin_memcpy(&o, found, sizeof(o));
-    if (sk_owner.delete(&skaddr) != 0)
-        return 1;
+    if (conns.delete(&skaddr) != 0)
+        return;
     struct nv_net_event *e = events.ringbuf_reserve(sizeof(*e));
     if (!e) {
         count_lost();
-        return 1;
+        return;
     }
     u64 now = bpf_ktime_get_boot_ns();
     __builtin_memcpy(&e->h, &o.h, sizeof(e->h));
@@ -481,7 +506,6 @@ static __always_inline int report_outcome(u64 skaddr, s32 result, u16 lport)
     __builtin_memcpy(&e->s, &o.s, sizeof(e->s));
     e->s.lport = lport;
     events.ringbuf_submit(e, wakeup_flag(now));
-    return 1;
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
@@ -492,6 +516,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     int newstate = args->newstate;
     u64 skaddr = (u64)args->skaddr;
     if (newstate == NV_TCP_SYN_SENT) {
+        /* a new connection on this socket (address): whatever an earlier one left in
+         * `conns` (an outcome no connect() collected, e.g. TCP Fast Open) is dead */
+        if (conns.lookup(&skaddr))
+            conns.delete(&skaddr);
         /* process context: tcp_v{4,6}_connect inside connect() */
         struct nv_inflight *f = scratch(0);
         if (!f || f->op != NV_OP_CONNECT)
@@ -532,16 +560,26 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         f->s.lport = lport;
         return 0;
     }
-    /* any other context (softirq on behalf of a sleeping or returned connect) */
-    if (report_outcome(skaddr, result, lport))
-        return 0;
-    struct nv_early early = {};
+    /* any other context (softirq on behalf of a sleeping or returned connect): leave the
+     * outcome for connect(), unless it returned EINPROGRESS first and left its owner */
+    struct nv_conn early = {};
+    early.kind = NV_CONN_EARLY;
     early.result = result;
     early.lport = lport;
-    early_results.update(&skaddr, &early);
-    /* connect() may have returned EINPROGRESS meanwhile, missing `early`: report it here */
-    if (report_outcome(skaddr, result, lport))
-        early_results.delete(&skaddr);
+    if (conns.insert(&skaddr, &early) != 0)
+        report_to_owner(skaddr, result, lport);
+    return 0;
+}
+
+/* An outcome left in `conns` by the state change (kind EARLY): taken out, or -1 (none). */
+static __always_inline int take_early(u64 skaddr, s32 *result, u16 *lport)
+{
+    struct nv_conn *c = conns.lookup(&skaddr);
+    if (!c || c->kind != NV_CONN_EARLY)
+        return -1;
+    *result = c->result;
+    *lport = c->lport;
+    conns.delete(&skaddr);
     return 0;
 }
 
@@ -553,14 +591,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     s32 ret = args->ret;
     u64 now = bpf_ktime_get_boot_ns();
     u64 skaddr = f->skaddr;
-    struct nv_early *early = NULL;
+    s32 outcome = f->result;    /* NV_PENDING unless seen in this thread */
     if (f->seen_syn) {
         f->s.type = NV_SOCK_STREAM;
-        if (f->result == NV_PENDING) {
-            early = early_results.lookup(&skaddr);
-            if (early)
-                f->s.lport = early->lport;
-        }
+        if (outcome == NV_PENDING && take_early(skaddr, &outcome, &f->s.lport) != 0)
+            outcome = NV_PENDING;
     } else if (!f->s.type) {
         f->s.type = NV_SOCK_DGRAM;   /* no SYN: UDP, or a TCP connect refused early */
     }
@@ -573,28 +608,18 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
         socks.update(&key, &s);
     }
     if (f->seen_syn && ret == -NV_EINPROGRESS) {
-        if (f->result != NV_PENDING) {
-            /* completed before connect() returned */
-            emit_net(f, f->result, f->fd, NV_OP_CONNECT_RESULT, now);
-        } else if (early) {
-            s32 result = early->result;
-            early_results.delete(&skaddr);
-            emit_net(f, result, f->fd, NV_OP_CONNECT_RESULT, now);
-        } else {
+        if (outcome == NV_PENDING) {
             /* the outcome comes later, from softirq: leave who to attribute it to */
-            struct nv_owner o = {};
+            struct nv_conn o = {};
+            o.kind = NV_CONN_OWNER;
             fill_header(&o.h, NV_NET, now);
             o.fd = f->fd;
             __builtin_memcpy(&o.s, &f->s, sizeof(o.s));
-            sk_owner.update(&skaddr, &o);
-            early = early_results.lookup(&skaddr);   /* it came meanwhile */
-            if (early) {
-                report_outcome(skaddr, early->result, early->lport);
-                early_results.delete(&skaddr);
-            }
+            if (conns.insert(&skaddr, &o) != 0 && take_early(skaddr, &outcome, &f->s.lport) != 0)
+                outcome = NV_PENDING;   /* insert failed for another reason: nothing to report */
         }
-    } else if (early) {
-        early_results.delete(&skaddr);
+        if (outcome != NV_PENDING)      /* completed before connect() returned */
+            emit_net(f, outcome, f->fd, NV_OP_CONNECT_RESULT, now);
     }
     finish_done(f);
     return 0;

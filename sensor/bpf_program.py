@@ -11,6 +11,13 @@ from sensor.ring_reader import ItemConsumer, RecordDecoder, RingBufferError, Rin
 
 RecordCallback = Callable[[bytes], None]
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB with 4 KiB pages
+KERNEL_BTF = "/sys/kernel/btf/vmlinux"
+
+
+def kernel_has_btf(btf_file: str = KERNEL_BTF) -> bool:
+    """Whether the running kernel exposes BTF (the sensor then keeps per-thread syscall
+    state in task storage; without it, in a hash map by thread id, which costs more)."""
+    return os.path.exists(btf_file)
 
 
 def bpf_source_dir() -> Path:
@@ -82,7 +89,7 @@ class SensorProgram:
     """
 
     def __init__(self, on_record: RecordCallback | None = None,
-                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> None:
+                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, *, use_btf: bool | None = None) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()
@@ -90,21 +97,29 @@ class SensorProgram:
         if not src.exists():
             raise BPFUnavailableError(f"BPF source not found: {src}")
         cflags = [f"-I{src.parent}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
+        self.uses_btf = kernel_has_btf() if use_btf is None else use_btf
+        if not self.uses_btf:
+            cflags.append("-DNV_NO_BTF")
         try:
             self.bpf = bpf_cls(src_file=str(src).encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception for compile/load failures
             raise BPFUnavailableError(f"cannot load {src}: {exc} (try `netvigil doctor`)") from exc
-        try:
+        try:  # from here on, any failure detaches what was attached
             table = self.bpf[b"events"]
             self.reader = RingReader.open_map(table.map_fd, int(table.max_entries))
-        except RingBufferError as exc:
+            self._lost = self.bpf[b"lost"]
+            self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
+            release_compiler_pages()
+        except BaseException as exc:
+            reader = getattr(self, "reader", None)
+            if reader is not None:
+                reader.close()
             self.bpf.cleanup()
-            raise BPFUnavailableError(f"{exc} (try `netvigil doctor`)") from exc
+            if isinstance(exc, RingBufferError):
+                raise BPFUnavailableError(f"{exc} (try `netvigil doctor`)") from exc
+            raise
         self._decode: RecordDecoder = copy_record
         self._consume: ItemConsumer = on_record if on_record is not None else _ignore
-        self._lost = self.bpf[b"lost"]
-        self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
-        release_compiler_pages()
         self.closed = False
 
     def set_sink(self, decode: RecordDecoder, consume: ItemConsumer) -> None:

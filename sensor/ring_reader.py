@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import mmap
 import select
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -123,6 +124,13 @@ class RingReader:
         """Bytes between the consumer and the producer position (records not yet walked)."""
         return self._prod_pos[0] - self._cons_pos[0]
 
+    def _head_committed(self) -> bool:
+        """Whether the record at the consumer position is there and committed."""
+        cons = self._cons_pos[0]
+        if cons >= self._prod_pos[0]:
+            return False
+        return not self._words[(cons & (self.size - 1)) >> 2] & BUSY_BIT
+
     def wait(self, timeout_ms: int) -> bool:
         """Wait up to timeout_ms until the kernel reports data; True when it did.
 
@@ -131,7 +139,12 @@ class RingReader:
         found by the next `drain` after the timeout.
         """
         if self.pending_bytes() > 0:
-            return True
+            if self._head_committed():
+                return True
+            # the next record is still being written: give its producer a moment instead
+            # of returning at once (poll(2) would too) and spinning the caller
+            time.sleep(min(timeout_ms, 1) / 1000)
+            return self._head_committed()
         if self._poller is None:
             return False
         return bool(self._poller.poll(timeout_ms))
@@ -186,7 +199,10 @@ class RingReader:
     def close(self) -> None:
         """Release the views and unmap (idempotent)."""
         for view in reversed(self._views):
-            view.release()
+            try:
+                view.release()
+            except BufferError:  # exported by a decode function (e.g. ctypes.from_buffer)
+                pass
         self._views = []
         for mapping in self._mappings:
             try:

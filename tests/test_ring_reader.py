@@ -169,6 +169,29 @@ def test_wait_reports_pending_data_at_once() -> None:
     assert reader.wait(10_000) is True
 
 
+def test_wait_does_not_report_a_record_still_being_written() -> None:
+    """Otherwise the run loop would spin: wait says data, drain finds nothing committed."""
+    ring = FakeRing(1024)
+    reader = ring.reader()
+    busy = ring.reserve(10)
+    assert reader.pending_bytes() > 0
+    assert reader.wait(5) is False
+    ring.commit(busy, b"0123456789")
+    assert reader.wait(5) is True
+
+
+def test_close_survives_a_buffer_exported_by_a_decoder() -> None:
+    import pickle
+
+    ring = FakeRing(1024)
+    ring.submit(b"hello")
+    reader = ring.reader()
+    exported: list[pickle.PickleBuffer] = []  # a decoder keeping a buffer export of the data
+    reader.drain(lambda buf, off, n: pickle.PickleBuffer(buf), exported.append)
+    reader.close()  # must neither raise nor stop before the rest is released
+    assert bytes(exported[0].raw()[8:13]) == b"hello"
+
+
 def test_bad_layouts_are_rejected() -> None:
     with pytest.raises(RingBufferError, match="power of two"):
         RingReader(bytearray(PAGE), bytearray(PAGE + 2 * 1000), 1000, page_size=PAGE)

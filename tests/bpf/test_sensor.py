@@ -1,6 +1,7 @@
 """The live sensor against the real kernel: real processes, sockets and containers."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -257,6 +258,36 @@ def test_blocking_connect_completed_in_softirq_has_its_local_port(live) -> None:
     srv.close()
 
 
+def test_outcome_left_by_a_fast_open_socket_is_not_reported_for_the_next_connect(live) -> None:
+    """A TCP Fast Open connect (its SYN sent by sendto) leaves an outcome no connect()
+    collects; a later socket at the same kernel address whose SYN is dropped (full accept
+    queue, still SYN_SENT) must not get that stale outcome as its connect_result."""
+    tfo_listener = _server(backlog=128)
+    full = _server(backlog=0)
+    filler = socket.create_connection(full.getsockname())
+    me = os.getpid()
+    bogus = []
+    for _ in range(30):
+        tfo = socket.socket()
+        tfo.sendto(b"x", socket.MSG_FASTOPEN, tfo_listener.getsockname())
+        conn, _ = tfo_listener.accept()
+        conn.close()
+        tfo.close()
+        pending = socket.socket()
+        pending.setblocking(False)
+        assert pending.connect_ex(full.getsockname()) == errno.EINPROGRESS
+        fd = pending.fileno()
+        live.wait_for(lambda e, fd=fd: e.get("proc.pid") == me and e["evt.type"] == "connect"
+                      and e.get("fd.num") == fd and e["evt.res"] == "EINPROGRESS")
+        bogus += [e for e in live.events if e.get("proc.pid") == me and e["evt.type"] == "connect_result"
+                  and e.get("fd.num") == fd]
+        pending.close()
+        live.clear()
+    assert not bogus, bogus[:3]
+    for s in (filler, full, tfo_listener):
+        s.close()
+
+
 @pytest.fixture
 def busybox_bundle(tmp_path: Path):
     """A runc bundle with a busybox rootfs, in a Kubernetes-style cgroup; deleted after."""
@@ -335,3 +366,33 @@ def test_burst_larger_than_the_ring_buffer_is_counted_as_lost() -> None:
         assert stats.events + stats.lost >= 3000
     finally:
         tiny.close()
+
+
+def test_kernels_without_btf_get_the_same_connect_from_the_hash_fallback() -> None:
+    """Built with -DNV_NO_BTF (what a kernel without BTF gets), per-thread state lives in a
+    hash by thread id: a connect still carries its result and both ports."""
+    import struct
+
+    from sensor.bpf_program import SensorProgram
+
+    records: list[bytes] = []
+    program = SensorProgram(records.append, ringbuf_pages=64, use_btf=False)
+    try:
+        assert not program.uses_btf
+        srv = _server()
+        port = srv.getsockname()[1]
+        proc = subprocess.Popen([PY, "-c", f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"])
+        assert proc.wait(timeout=20) == 0
+        program.consume()
+        connects = []
+        for raw in records:
+            kind, tgid = struct.unpack_from("<II", raw, 16)
+            if kind == 4 and tgid == proc.pid:
+                ret, _fd, op = struct.unpack_from("<iiI", raw, 56)
+                lport, rport = struct.unpack_from("<HH", raw, 84)
+                if op == 1:
+                    connects.append((ret, lport > 0, rport))
+        assert connects == [(0, True, port)]
+        srv.close()
+    finally:
+        program.close()
