@@ -275,3 +275,26 @@ def test_segment_being_written_is_not_reported_as_torn(tmp_path, capsys) -> None
         assert code == 1 and "torn tail at byte" in err and out == events
     finally:
         rec.close()
+
+
+def test_torn_tail_of_a_crash_stays_torn_once_a_new_recorder_starts(tmp_path, capsys) -> None:
+    """After a crash the agent restarts in the same directory: the old unclosed segment is
+    no longer the newest (the new recorder creates its segment at once), so its tail is
+    still reported as torn, not as a write in progress."""
+    directory = tmp_path / "rec"
+    rec = Recorder(directory, host="node-1", boot_id="b", version="v", flush_interval_s=3600)
+    for kind, x in SyntheticNode(seed=4, suspicious_every=0).stream(300):
+        getattr(rec, kind)(x)
+    rec.flush()
+    (_, path), = list_segments(directory)
+    crashed_bytes = path.read_bytes()[:-7]  # the crash tore the last record
+    rec.close()
+    path.write_bytes(crashed_bytes)  # as the crash left it: no footer, torn tail
+    restarted = Recorder(directory, host="node-1", boot_id="b", version="v", flush_interval_s=3600)
+    try:
+        assert len(list_segments(directory)) == 2
+        code, _out, err = replay_cli(capsys, str(path), "--strict")
+        assert code == 1 and "torn tail at byte" in err
+        assert "by a running recorder" not in err
+    finally:
+        restarted.close()

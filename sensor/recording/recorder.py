@@ -166,6 +166,9 @@ class Recorder:
         self._enc: SegmentEncoder
         self._seg_started = 0.0
         self._start_segment()
+        # create the segment file now: from here on it, not a crashed predecessor's
+        # unclosed segment, is the newest one in the directory (replay's live-segment test)
+        self._drain()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="netvigil-recorder",
                                         daemon=True)
@@ -226,20 +229,21 @@ class Recorder:
 
     # -- encoding (writer thread, or flush()/close()) ------------------------------------
     def _encode_inbox(self) -> None:
-        """Encode everything in the inbox, in call order."""
+        """Encode what the inbox holds now, in call order (not what arrives meanwhile, so
+        a producer as fast as the encoder cannot hold the writer past its flush time)."""
         inbox = self._inbox
         if not inbox:
             return
         pop = inbox.popleft
         with self._lock:
             try:
-                while True:
+                for _ in range(len(inbox)):
                     x = pop()
                     if type(x) is _Item:
                         self._encode_item(x)
                     else:
                         self._encode_event(x)
-            except IndexError:  # the inbox is empty
+            except IndexError:  # emptied by another caller meanwhile
                 pass
 
     def _encode_event(self, event: Mapping[str, Any]) -> None:
