@@ -114,7 +114,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("fd.rport", "port", "Remote port.", NETWORK_EVENT_TYPES),
     _F("fd.connected", "bool", "Whether the socket is connected.", NETWORK_EVENT_TYPES),
     _F("fd.name_changed", "bool", "Whether the tuple changed (first UDP send to a destination).",
-       NETWORK_EVENT_TYPES),
+       ("sendto", "sendmsg")),
     _F("fd.ip", "ip", "Either end's IP (matches when fd.cip or fd.sip matches).",
        NETWORK_EVENT_TYPES, derived=True),
     _F("fd.port", "port", "Either end's port (matches when fd.cport or fd.sport matches).",
