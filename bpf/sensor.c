@@ -571,16 +571,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
-/* An outcome left in `conns` by the state change (kind EARLY): taken out, or -1 (none). */
-static __always_inline int take_early(u64 skaddr, s32 *result, u16 *lport)
+/* Take out an outcome the state change left in `conns` (kind EARLY) into result/lport;
+ * both are left as they are when there is none. */
+static __always_inline void take_early(u64 skaddr, s32 *result, u16 *lport)
 {
     struct nv_conn *c = conns.lookup(&skaddr);
     if (!c || c->kind != NV_CONN_EARLY)
-        return -1;
+        return;
     *result = c->result;
     *lport = c->lport;
     conns.delete(&skaddr);
-    return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
@@ -594,8 +594,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     s32 outcome = f->result;    /* NV_PENDING unless seen in this thread */
     if (f->seen_syn) {
         f->s.type = NV_SOCK_STREAM;
-        if (outcome == NV_PENDING && take_early(skaddr, &outcome, &f->s.lport) != 0)
-            outcome = NV_PENDING;
+        if (outcome == NV_PENDING)
+            take_early(skaddr, &outcome, &f->s.lport);   /* leaves both as they are if none */
     } else if (!f->s.type) {
         f->s.type = NV_SOCK_DGRAM;   /* no SYN: UDP, or a TCP connect refused early */
     }
@@ -615,8 +615,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             fill_header(&o.h, NV_NET, now);
             o.fd = f->fd;
             __builtin_memcpy(&o.s, &f->s, sizeof(o.s));
-            if (conns.insert(&skaddr, &o) != 0 && take_early(skaddr, &outcome, &f->s.lport) != 0)
-                outcome = NV_PENDING;   /* insert failed for another reason: nothing to report */
+            if (conns.insert(&skaddr, &o) != 0)   /* the state change came first after all */
+                take_early(skaddr, &outcome, &f->s.lport);
         }
         if (outcome != NV_PENDING)      /* completed before connect() returned */
             emit_net(f, outcome, f->fd, NV_OP_CONNECT_RESULT, now);
@@ -741,6 +741,16 @@ TRACEPOINT_PROBE(syscalls, sys_exit_listen)
 }
 
 /* UDP: report the first datagram per (process, socket, destination) */
+/* the dedup key of a datagram: (process, socket, its generation, destination) */
+static __always_inline void udp_key(struct nv_udp_key *uk, u64 id, const struct nv_sock *s)
+{
+    uk->id = id;
+    uk->gen = s->gen;
+    uk->rport = s->rport;
+    uk->family = s->family;
+    __builtin_memcpy(uk->raddr, s->raddr, 16);
+}
+
 static __always_inline int udp_enter(u32 op, s32 fd, u64 uaddr)
 {
     u8 addr[16] = {};
@@ -748,28 +758,25 @@ static __always_inline int udp_enter(u32 op, s32 fd, u64 uaddr)
     u16 family = read_sockaddr(uaddr, addr, &port);
     if (!family)
         return 0;
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    u64 key = sock_id(tgid, fd);
+    u64 key = sock_id(bpf_get_current_pid_tgid() >> 32, fd);
+    struct nv_sock s = {};
     struct nv_sock *known = socks.lookup(&key);
-    if (known && known->type != NV_SOCK_DGRAM)
-        return 0;
+    if (known) {
+        if (known->type != NV_SOCK_DGRAM)
+            return 0;
+        __builtin_memcpy(&s, known, sizeof(s));
+    }
+    s.family = family;
+    s.type = NV_SOCK_DGRAM;
+    s.rport = port;
+    __builtin_memcpy(s.raddr, addr, 16);
     struct nv_udp_key uk = {};
-    uk.id = key;
-    uk.gen = known ? known->gen : 0;
-    uk.rport = port;
-    uk.family = family;
-    __builtin_memcpy(uk.raddr, addr, 16);
+    udp_key(&uk, key, &s);
     if (udp_seen.lookup(&uk))
         return 0;
     struct nv_inflight *f = begin(op, fd, 0, 0);
-    if (!f)
-        return 0;
-    if (known)
-        __builtin_memcpy(&f->s, known, sizeof(f->s));
-    f->s.family = family;
-    f->s.type = NV_SOCK_DGRAM;
-    f->s.rport = port;
-    __builtin_memcpy(f->s.raddr, addr, 16);
+    if (f)
+        __builtin_memcpy(&f->s, &s, sizeof(f->s));
     return 0;
 }
 
@@ -780,11 +787,7 @@ static __always_inline int udp_exit(u32 op, s64 ret)
         return 0;
     if (ret >= 0) {
         struct nv_udp_key uk = {};
-        uk.id = sock_id(bpf_get_current_pid_tgid() >> 32, f->fd);
-        uk.gen = f->s.gen;
-        uk.rport = f->s.rport;
-        uk.family = f->s.family;
-        __builtin_memcpy(uk.raddr, f->s.raddr, 16);
+        udp_key(&uk, sock_id(bpf_get_current_pid_tgid() >> 32, f->fd), &f->s);
         u8 one = 1;
         udp_seen.update(&uk, &one);
     }
