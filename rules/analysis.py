@@ -1,6 +1,7 @@
 """Static facts about checked conditions, used by the engine's indexes."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from rules.checker import CAnd, CCmp, CConst, CNode, CNot, COr
@@ -38,21 +39,25 @@ def required_values(node: CNode, field: str) -> frozenset | None:
     return None
 
 
-def equality_fields(node: CNode) -> set[str]:
-    """Plain fields compared with =/in somewhere in ``node`` (index candidates)."""
-    out: set[str] = set()
+def _comparisons(node: CNode, *, under_not: bool) -> Iterator[CCmp]:
+    """The comparisons in ``node`` (also those under a ``not`` when ``under_not``)."""
     stack = [node]
     while stack:
         n = stack.pop()
         if isinstance(n, (CAnd, COr)):
             stack.extend(n.items)
         elif isinstance(n, CNot):
-            continue
-        elif isinstance(n, CCmp) and n.access == "direct" and n.arg is None and \
-                n.sources == (n.field,) and n.op in ("=", "in") and \
-                n.scalar_type in ("str", "int", "port"):
-            out.add(n.field)
-    return out
+            if under_not:
+                stack.append(n.item)
+        elif isinstance(n, CCmp):
+            yield n
+
+
+def equality_fields(node: CNode) -> set[str]:
+    """Plain fields compared with =/in somewhere in ``node`` (index candidates)."""
+    return {n.field for n in _comparisons(node, under_not=False)
+            if n.access == "direct" and n.arg is None and n.sources == (n.field,)
+            and n.op in ("=", "in") and n.scalar_type in ("str", "int", "port")}
 
 
 def cost(node: CNode) -> int:
@@ -76,23 +81,16 @@ def field_uses(node: CNode) -> dict[str, frozenset | None]:
     maps to None when its exact value may matter. Used to memoize rule results.
     """
     out: dict[str, frozenset | None] = {}
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, (CAnd, COr)):
-            stack.extend(n.items)
-        elif isinstance(n, CNot):
-            stack.append(n.item)
-        elif isinstance(n, CCmp):
-            numeric = _numeric_consts(n)
-            names = n.sources if n.access in ("direct", "either") else n.sources[:1]
-            for name in names:
-                if numeric is None:
-                    out[name] = None
-                elif name not in out:
-                    out[name] = numeric
-                elif out[name] is not None:
-                    out[name] = out[name] | numeric
+    for n in _comparisons(node, under_not=True):
+        numeric = _numeric_consts(n)
+        names = n.sources if n.access in ("direct", "either") else n.sources[:1]
+        for name in names:
+            if numeric is None:
+                out[name] = None
+            elif name not in out:
+                out[name] = numeric
+            elif out[name] is not None:
+                out[name] = out[name] | numeric
     return out
 
 
