@@ -13,7 +13,7 @@ fi
 
 # 1. Debian packages --------------------------------------------------------
 kver=$(uname -r)
-want=(python3-bpfcc python3-venv runc busybox-static iproute2)
+want=(python3-bpfcc python3-venv runc busybox-static iproute2 tmux nginx-light wrk mmdebstrap umoci skopeo)
 missing=()
 for p in "${want[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 headers_ok() { [ -e "/lib/modules/$kver/build/include/linux/kconfig.h" ] || [ -e "/lib/modules/$kver/build/include/generated/autoconf.h" ]; }
