@@ -18,7 +18,6 @@ Run: .venv/bin/python bench/bench_sensor.py [--quick] [--only workload|pipeline|
 from __future__ import annotations
 
 import argparse
-import re
 import os
 import socket
 import statistics
@@ -35,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from sensor.agent import Sensor, SensorOptions  # noqa: E402
 from sensor.bpf_program import bpf_source_dir, load_bcc  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from hook_floor import load_floor  # noqa: E402
 
 PY = sys.executable
 
@@ -76,14 +78,10 @@ def _ratios(without: list[tuple[float, float]], with_: list[tuple[float, float]]
 
 def hook_floor(seconds: float, rounds: int) -> float:
     """CPU-second ratio of the loop with empty programs on every tracepoint the sensor uses."""
-    src = (bpf_source_dir() / "sensor.c").read_text()
-    hooks = re.findall(r"TRACEPOINT_PROBE\((\w+), (\w+)\)", src)
-    empty = "".join(f"TRACEPOINT_PROBE({cat}, {name}) {{ return 0; }}\n" for cat, name in hooks)
-    bpf_cls = load_bcc()
     without, with_ = [], []
     for _ in range(rounds):
         without.append(loop_rate(seconds))
-        bpf = bpf_cls(text=empty.encode())
+        bpf = load_floor()
         try:
             with_.append(loop_rate(seconds))
         finally:

@@ -1,0 +1,277 @@
+"""Workload benchmark on third-party programs: what the agent costs the node's workloads.
+
+Three workloads, each in interleaved rounds (without the agent, with empty programs on
+the sensor's hooks = the hook floor, with `netvigil run`), medians over the rounds:
+
+- keep-alive HTTP: nginx serving a small static file to wrk on loopback, requests/s
+  (nginx pinned to CPU 0, wrk to CPU 1);
+- connection churn: the same with `Connection: close` (one TCP connection per request);
+- exec storm: `make -j2` over a generated C project (hundreds of gcc runs), wall time.
+
+For each: the workload ratio (with / without; for exec storm the rate is builds per
+second), the ratio to the hook floor (with / floor), and for the agent rounds the events
+it handled per second, its CPU seconds per 1,000 events (and per 1,000 requests), and
+the events it lost (must be 0).
+
+The agent runs as deployed: the shipped rules, no enforcement datapath (its own
+benchmark), no recording, output to /dev/null.
+
+Run: .venv/bin/python bench/bench_workloads.py [--quick] [--only http|churn|exec] [--rounds N]
+(as root; needs nginx-light, wrk and gcc, which scripts/bootstrap.sh installs)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from hook_floor import load_floor  # noqa: E402
+
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {dir}/www; }}
+}}
+"""
+
+
+@dataclass
+class AgentRound:
+    """What the agent did during one workload round."""
+
+    events: int
+    lost: int
+    cpu_s: float
+    seconds: float
+
+
+@dataclass
+class Workload:
+    """Rates (work per second) of each condition, one entry per round."""
+
+    name: str
+    unit: str
+    without: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+    agent: list[float] = field(default_factory=list)
+    agent_rounds: list[AgentRound] = field(default_factory=list)
+    work_done: list[float] = field(default_factory=list)  # requests (or builds) per agent round
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@contextmanager
+def nginx(workdir: Path) -> Iterator[int]:
+    """An nginx on a free loopback port serving /small (612 bytes), pinned to CPU 0."""
+    (workdir / "www").mkdir(parents=True, exist_ok=True)
+    (workdir / "www" / "small").write_bytes(b"x" * 612)
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
+    proc = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", str(conf), "-p", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wrk_rate(port: int, seconds: float, close: bool) -> float:
+    """Requests per second wrk achieved against nginx (pinned to CPU 1)."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds:g}s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run([*cmd, f"http://127.0.0.1:{port}/small"], capture_output=True,
+                         text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    return float(m.group(1))
+
+
+def make_project(workdir: Path, files: int) -> Path:
+    """A C project of `files` small translation units and a Makefile linking them."""
+    proj = workdir / "proj"
+    proj.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (proj / f"u{i}.c").write_text(
+            f"#include <string.h>\nint f{i}(const char *s) {{ return (int)strlen(s) + {i}; }}\n")
+    calls = " + ".join(f"f{i}(\"x\")" for i in range(files))
+    protos = "".join(f"int f{i}(const char *);\n" for i in range(files))
+    (proj / "main.c").write_text(f"{protos}int main(void) {{ return ({calls}) == 0; }}\n")
+    objs = " ".join(f"u{i}.o" for i in range(files))
+    (proj / "Makefile").write_text(
+        f"all: prog\nprog: main.o {objs}\n\tcc -o $@ $^\n%.o: %.c\n\tcc -O0 -c -o $@ $<\n"
+        "clean:\n\trm -f *.o prog\n")
+    return proj
+
+
+def build_rate(proj: Path) -> float:
+    """Builds per second of `make -j2` from clean (one build)."""
+    subprocess.run(["make", "-s", "-C", str(proj), "clean"], check=True)
+    started = time.perf_counter()
+    subprocess.run(["make", "-s", "-j2", "-C", str(proj)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return 1.0 / (time.perf_counter() - started)
+
+
+class Agent:
+    """`netvigil run` as deployed (shipped rules, no enforcement, no recording)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Agent:
+        self.proc = subprocess.Popen(
+            [PY, "-m", "sensor.cli", "run", "--json", "--no-record", "--no-enforce"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:  # wait until the programs are attached
+            if "sensor running" in line:
+                return self
+        raise RuntimeError(f"agent did not start (exit {self.proc.wait()})")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return _cpu_seconds(self.proc.pid)
+
+    def stop(self) -> tuple[int, int]:
+        """Stop the agent; (events, lost) from its closing status line."""
+        assert self.proc is not None and self.proc.stderr is not None
+        self.proc.send_signal(signal.SIGINT)
+        rest = self.proc.stderr.read()
+        self.proc.wait(timeout=30)
+        m = re.search(r"events=(\d+) lost=(\d+)", rest)
+        if not m:
+            raise RuntimeError(f"agent printed no closing status:\n{rest[-2000:]}")
+        return int(m.group(1)), int(m.group(2))
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def measure(work: Workload, rounds: int, once: Callable[[], float],
+            amount: Callable[[float], float]) -> None:
+    """Interleaved rounds: without, hook floor, agent. `once()` returns a rate;
+    `amount(rate)` turns it into the work done in the round (for per-1,000 figures)."""
+    for _ in range(rounds):
+        work.without.append(once())
+        floor = load_floor()
+        try:
+            work.floor.append(once())
+        finally:
+            floor.cleanup()
+        with Agent() as agent:
+            cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
+            rate = once()
+            cpu1, t1 = agent.cpu_seconds(), time.perf_counter()
+            events, lost = agent.stop()
+        work.agent.append(rate)
+        work.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
+        work.work_done.append(amount(rate))
+
+
+def report(work: Workload) -> None:
+    """Print one workload's figures."""
+    med = statistics.median
+    without, floor, agent = med(work.without), med(work.floor), med(work.agent)
+    events = med(r.events / r.seconds for r in work.agent_rounds)
+    cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in work.agent_rounds)
+    cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(work.agent_rounds, work.work_done))
+    lost = sum(r.lost for r in work.agent_rounds)
+    fmt = "{:,.1f}" if without >= 100 else "{:.3f}"
+    print(f"{work.name}: {fmt.format(without)} {work.unit} without, {fmt.format(floor)} hook floor,"
+          f" {fmt.format(agent)} with agent"
+          f" ({len(work.without)} rounds, medians)")
+    print(f"  with / without {agent / without:.3f}; with / floor {agent / floor:.3f};"
+          f" floor / without {floor / without:.3f}")
+    per_request = (f" {cpu_per_k_work:.4f} CPU s per 1,000 requests,"
+                   if work.unit == "requests/s" else "")
+    print(f"  agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
+          f"{per_request} lost {lost}")
+
+
+PARTS = ("http", "churn", "exec")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short run (smoke test of the benchmark)")
+    ap.add_argument("--only", choices=PARTS, action="append", help="run only this workload (repeatable)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5, quick 1)")
+    args = ap.parse_args()
+    missing = [tool for tool in ("nginx", "wrk", "cc", "make", "taskset") if not shutil.which(tool)]
+    if missing:
+        sys.exit(f"bench_workloads: missing {', '.join(missing)} (run scripts/bootstrap.sh)")
+    parts = args.only or list(PARTS)
+    rounds = args.rounds or (1 if args.quick else 5)
+    seconds = 2.0 if args.quick else 5.0
+    files = 60 if args.quick else 300
+    print("netvigil workload benchmark" + (" (quick)" if args.quick else ""))
+    with tempfile.TemporaryDirectory(prefix="nv-bench-") as tmp:
+        workdir = Path(tmp)
+        if "http" in parts or "churn" in parts:
+            with nginx(workdir) as port:
+                for name, close in (("http", False), ("churn", True)):
+                    if name not in parts:
+                        continue
+                    label = "keep-alive HTTP" if not close else "connection churn (Connection: close)"
+                    work = Workload(label, "requests/s")
+                    measure(work, rounds, lambda c=close: wrk_rate(port, seconds, c),
+                            lambda rate: rate * seconds)
+                    report(work)
+        if "exec" in parts:
+            proj = make_project(workdir, files)
+            build_rate(proj)  # warm the page cache
+            work = Workload(f"exec storm (make -j2, {files} files)", "builds/s")
+            measure(work, rounds, lambda: build_rate(proj), lambda _rate: 1.0)
+            report(work)
+
+
+if __name__ == "__main__":
+    main()
