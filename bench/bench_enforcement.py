@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sensor.enforcement import cgroups  # noqa: E402
+from sensor import cgroups  # noqa: E402
 from sensor.enforcement.datapath import EnforcementDatapath, remove_all  # noqa: E402
 from sensor.enforcement.keys import MODE_ENFORCE, ORIGIN_MANUAL, DenyKey, DenyValue  # noqa: E402
 from sensor.enforcement.layout import PinLayout  # noqa: E402
@@ -169,7 +169,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short run")
     args = ap.parse_args()
     rounds, n, samples = (6, 500, 200) if args.quick else (30, 1000, 2000)
-    mount = cgroups.cgroup2_mount()
+    mount = cgroups.mount()
     tag = f"netvigil-bench-{os.getpid()}"
     root = mount / tag
     cgs = {"empty": root / "empty", "mid": root / "mid", "full": root / "mid" / "full",

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sensor.bpf_program import DEFAULT_RINGBUF_PAGES, SensorProgram
-from sensor.container_identity import CgroupResolver, find_cgroup2_mount, identity_from_proc
+from sensor import cgroups
+from sensor.boottime import boot_to_wall_offset_ns
+from sensor.container_identity import CgroupResolver, identity_from_proc
 from sensor.decoding import EventDecoder
 from sensor.process_table import ProcessTable
-from sensor.procfs import ProcReader, boot_to_wall_offset_ns, cgroup2_id_of_pid, read_boot_id
+from sensor.procfs import ProcReader, read_boot_id
 
 log = logging.getLogger(__name__)
 EventConsumer = Callable[[dict[str, Any]], None]
@@ -47,10 +49,10 @@ class Sensor:
         self._on_event = on_event
         self.boot_id = read_boot_id()
         self.boot_offset_ns = boot_to_wall_offset_ns()
-        mount = find_cgroup2_mount()
+        mount = cgroups.find_mount()
         self.cgroups = CgroupResolver(mount)
         self.reader = ProcReader(self.boot_id, self.boot_offset_ns, self.options.proc_root,
-                                 cgroup2_id_of_pid(mount, self.options.proc_root))
+                                 cgroups.pid_cgroup_id_reader(mount, self.options.proc_root))
         self.table = ProcessTable(self.reader.read,
                                   exited_retention_ns=int(self.options.exited_retention_s * 1e9))
         self.decoder = EventDecoder(self.table, self.boot_id, self.boot_offset_ns, self.cgroups,

@@ -1,4 +1,4 @@
-"""Container and pod identity from cgroup paths, and cgroup ids back to paths.
+"""Container and pod identity from cgroup paths (id -> path mapping: sensor.cgroups).
 
 Recognised layouts (the last path component that names a 64-hex container id wins):
 Docker (`/docker/<id>`, `docker-<id>.scope`), containerd/CRI (`cri-containerd-<id>.scope`,
@@ -7,10 +7,11 @@ Docker (`/docker/<id>`, `docker-<id>.scope`), containerd/CRI (`cri-containerd-<i
 """
 from __future__ import annotations
 
-import os
 import re
-import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from sensor.cgroups import CgroupIndex
 
 HOST = "host"
 _CONTAINER_RE = re.compile(
@@ -39,57 +40,12 @@ def identity_from_path(path: str) -> CgroupIdentity:
     return CgroupIdentity(container, pod.group(1).replace("_", "-") if pod else None)
 
 
-def find_cgroup2_mount(mounts_file: str = "/proc/mounts") -> str | None:
-    """Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` or a hybrid's `unified`)."""
-    try:
-        with open(mounts_file, encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    return parts[1]
-    except OSError:
-        return None
-    return None
+class CgroupResolver(CgroupIndex):
+    """Cgroup ids -> container/pod identity, cached (the id -> path walk is CgroupIndex's)."""
 
-
-class CgroupResolver:
-    """Maps cgroup ids (cgroup2 directory inode numbers) to paths, caching a tree walk.
-
-    The first miss of an id triggers a rescan; further misses of the same id rescan at
-    most every `rescan_interval_s`, so a burst of events from a cgroup that vanished
-    costs one walk, not one per event.
-    """
-
-    def __init__(self, mount: str | None, rescan_interval_s: float = 1.0) -> None:
-        self.mount = mount
-        self._paths: dict[int, str] = {}
+    def __init__(self, mount: str | Path | None, rescan_interval_s: float = 1.0) -> None:
+        super().__init__(mount, rescan_interval_s)
         self._identities: dict[int, CgroupIdentity] = {}
-        self._interval = rescan_interval_s
-        self._missed: dict[int, float] = {}
-
-    def _scan(self) -> None:
-        if not self.mount:
-            return
-        paths: dict[int, str] = {}
-        for dirpath, _dirs, _files in os.walk(self.mount):
-            try:
-                paths[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, self.mount).lstrip(".")
-            except OSError:
-                continue
-        self._paths = paths
-
-    def path(self, cgroup_id: int) -> str | None:
-        """The cgroup path (relative to the cgroup2 mount, starting with /), if known."""
-        found = self._paths.get(cgroup_id)
-        if found is None:
-            now = time.monotonic()
-            if now - self._missed.get(cgroup_id, -self._interval) >= self._interval:
-                if len(self._missed) > 4096:
-                    self._missed.clear()
-                self._missed[cgroup_id] = now
-                self._scan()
-                found = self._paths.get(cgroup_id)
-        return found
 
     def identity(self, cgroup_id: int) -> CgroupIdentity | None:
         """Container/pod identity of a cgroup id, or None when the id is unknown."""

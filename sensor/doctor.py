@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from sensor.bpf_program import KERNEL_BTF, kernel_has_btf
-from sensor.container_identity import find_cgroup2_mount
+from sensor import cgroups
 
 REQUIRED_TRACEPOINTS = (
     "sched/sched_process_exec", "sched/sched_process_fork", "sched/sched_process_exit",
@@ -111,11 +111,11 @@ def _fs_type(path: str) -> str | None:
 
 
 def check_cgroup2() -> Check:
-    mount = find_cgroup2_mount()
+    mount = cgroups.find_mount()
     if mount is None:
         return Check("cgroup v2", "fail", "no cgroup2 mount (container identity by cgroup id and "
                      "sock_addr enforcement need it)", "mount -t cgroup2 none /sys/fs/cgroup")
-    hybrid = mount != "/sys/fs/cgroup"
+    hybrid = str(mount) != "/sys/fs/cgroup"
     return Check("cgroup v2", "ok", f"{mount}{' (hybrid host)' if hybrid else ''}")
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 
@@ -17,11 +16,6 @@ def read_boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> str:
     """The kernel's boot id (dashes removed)."""
     with open(path, encoding="ascii") as fh:
         return fh.read().strip().replace("-", "")
-
-
-def boot_to_wall_offset_ns() -> int:
-    """Add to a CLOCK_BOOTTIME timestamp (bpf_ktime_get_boot_ns) to get Unix time in ns."""
-    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 @lru_cache(maxsize=4096)
@@ -126,24 +120,6 @@ class ProcReader:
         for rec in records.values():
             visit(rec)
         return ordered
-
-
-def cgroup2_id_of_pid(mount: str | None, proc_root: str = "/proc") -> Callable[[int], int]:
-    """A function giving the cgroup2 id (directory inode) of a pid, 0 when unknown."""
-
-    def lookup(pid: int) -> int:
-        if not mount:
-            return 0
-        try:
-            with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8") as fh:
-                for line in fh:
-                    if line.startswith("0::"):
-                        return os.stat(mount + line[3:].strip()).st_ino
-        except OSError:
-            return 0
-        return 0
-
-    return lookup
 
 
 def socket_local_address(pid: int, fd: int, proc_root: str = "/proc") -> tuple[str, int] | None:

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sensor.enforcement import cgroups
+from sensor import cgroups
 from sensor.enforcement.config import EnforcementConfig
 from sensor.enforcement.datapath import EnforcementDatapath, InstallReport
 from sensor.enforcement.layout import PinLayout
@@ -35,7 +35,7 @@ class Enforcement:
               known_rules: Iterable[str] | None = None) -> InstallReport:
         """Load (or adopt) the programs, reconcile entries, start the TTL sweeper."""
         maps = self.datapath.load()
-        cgroup = cgroups.resolve(self.config.cgroup) if self.config.cgroup else cgroups.cgroup2_mount()
+        cgroup = cgroups.resolve(self.config.cgroup) if self.config.cgroup else cgroups.mount()
         report = self.datapath.install(cgroup, self.config.interfaces)
         self.manager = EnforcementManager(maps, self.config.safety_list(),
                                           mode_override=self.config.mode,

@@ -12,15 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensor.enforcement import cgroups
+from sensor import cgroups
+from sensor.boottime import boot_ns
 from sensor.enforcement.datapath import KIND_CGROUP, remove_all
-from sensor.enforcement.errors import EnforcementError, InvalidEntryError
+from sensor.enforcement.errors import InvalidEntryError
 from sensor.enforcement.keys import (
     DIRECTION_NAMES, MODE_NAMES, ORIGIN_NAMES, PROTOCOL_NAMES, DenyKey,
 )
 from sensor.enforcement.layout import DEFAULT_BASE, HOOK_OF_ATTACH_TYPE, PinLayout
 from sensor.enforcement.manager import manual_entries, scope_label
-from sensor.enforcement.maps import EnforcementMaps, boot_ns
+from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.safety import SafetyList
 
 _TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -98,7 +99,7 @@ def _keys_from_args(args: argparse.Namespace) -> list[DenyKey]:
     if args.node:
         scopes = [0]
     else:
-        mount = cgroups.cgroup2_mount()
+        mount = cgroups.mount()
         scopes = [cgroups.cgroup_id(cgroups.resolve(p, mount)) for p in args.cgroup]
     if args.listen and not args.port:
         raise InvalidEntryError("--listen needs --port")
@@ -129,8 +130,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         entries = maps.entries()
         names = maps.rule_names()
     try:
-        index: cgroups.CgroupIndex | None = cgroups.CgroupIndex()
-    except EnforcementError:
+        index: cgroups.CgroupIndex | None = cgroups.CgroupIndex(cgroups.mount())
+    except cgroups.CgroupError:
         index = None
     now = boot_ns()
     rows = []

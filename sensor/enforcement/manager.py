@@ -15,10 +15,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sensor.enforcement import cgroups
+from sensor import cgroups
+from sensor.boottime import boot_ns
 from sensor.enforcement.errors import EnforcementError, InvalidEntryError
 from sensor.enforcement.keys import (
     DIR_EGRESS, DIR_INGRESS, MODE_AUDIT, MODE_ENFORCE, MODES, ORIGIN_DETECTION, ORIGIN_MANUAL,
@@ -26,7 +26,7 @@ from sensor.enforcement.keys import (
 )
 from rules.enforcement import EnforcementRequest
 from sensor.enforcement.latency import LatencyWindow
-from sensor.enforcement.maps import EnforcementMaps, boot_ns
+from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.safety import SafetyList
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,17 @@ class ScopeResolver:
     def index(self) -> cgroups.CgroupIndex:
         """Lazily built cgroup id -> path index."""
         if self._index is None:
-            self._index = cgroups.CgroupIndex()
+            self._index = cgroups.CgroupIndex(cgroups.mount())
         return self._index
 
     def scope_ids(self, req: Request) -> list[int]:
         """Cgroup ids (0 = node) the request applies to."""
         if req.cgroups:
-            mount = self.index.mount
-            return [cgroups.cgroup_id(cgroups.resolve(p, mount)) for p in req.cgroups]
+            try:
+                mount = self.index.mount
+                return [cgroups.cgroup_id(cgroups.resolve(p, mount)) for p in req.cgroups]
+            except cgroups.CgroupError as exc:
+                raise InvalidEntryError(f"rule {req.rule!r}: {exc}") from None
         if req.scope == "node":
             return [0]
         ev = req.event
@@ -86,7 +89,10 @@ class ScopeResolver:
             base = int(ev.get("container.cgroup_id", cgid))
             parent = self._parent_via_pid(ev, base)
             if parent is None:
-                parent = self.index.parent_of(base)
+                try:
+                    parent = self.index.parent_of(base)
+                except cgroups.CgroupError:
+                    parent = None
             if parent is None:
                 raise InvalidEntryError(f"rule {req.rule!r}: cgroup {base} is gone, no pod scope")
             return [parent]
@@ -104,7 +110,7 @@ class ScopeResolver:
             if cgroups.cgroup_id(path) != cgid:
                 return None
             return cgroups.cgroup_id(path.parent)
-        except EnforcementError:
+        except cgroups.CgroupError:
             return None
 
 
@@ -372,8 +378,7 @@ def scope_label(scope: int, index: cgroups.CgroupIndex | None) -> str:
     if scope == 0:
         return "node"
     if index is not None:
-        p = index.path_of(scope)
+        p = index.path(scope)
         if p is not None:
-            rel = Path("/") / p.relative_to(index.mount)
-            return str(rel)
+            return p
     return f"cgroup:{scope}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import struct
-import time
 from collections import Counter
 from collections.abc import Iterable
 
@@ -17,11 +16,6 @@ from sensor.enforcement.keys import AttachRecord, DenyKey, DenyValue, SafeKey
 from sensor.enforcement.layout import PinLayout
 
 STAT_NAMES = {0: "verdicts_lost", 1: "denied", 2: "audited", 3: "safety_overrides"}
-
-
-def boot_ns() -> int:
-    """CLOCK_BOOTTIME in ns (the clock of entry expiry and verdict timestamps)."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 class EnforcementMaps:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import time
 from collections.abc import Callable, Mapping
 
+from sensor.boottime import boot_to_wall_offset_ns
 from sensor.enforcement.keys import PROTOCOL_NAMES, address_text
 
 VERDICT_NAMES = {1: "deny", 2: "audit"}
@@ -18,11 +18,6 @@ _EVT_TYPE_OF_HOOK = {1: "connect", 2: "connect", 3: "sendmsg", 4: "sendmsg", 5: 
 
 _VERDICT = struct.Struct("=QQQQIBBBBHHI16s16s16s")
 VERDICT_SIZE = _VERDICT.size  # 96
-
-
-def boot_to_epoch_offset() -> int:
-    """ns to add to a CLOCK_BOOTTIME stamp to get ns since the Unix epoch."""
-    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 def decode_verdict(raw: bytes, rule_name: Callable[[int], str], epoch_offset: int) -> dict:
@@ -75,7 +70,7 @@ def decode_verdict(raw: bytes, rule_name: Callable[[int], str], epoch_offset: in
 
 def verdict_callback(sink: Callable[[dict], None], rule_name: Callable[[int], str]) -> Callable:
     """A BCC ring-buffer callback that decodes records and hands events to `sink`."""
-    offset = boot_to_epoch_offset()
+    offset = boot_to_wall_offset_ns()
 
     def _cb(_ctx: object, data: int, size: int) -> int:
         raw = ctypes.string_at(data, min(size, VERDICT_SIZE))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor.enforcement import cgroups
+from sensor import cgroups
 from sensor.enforcement.datapath import EnforcementDatapath, remove_all
 from sensor.enforcement.layout import PinLayout
 
@@ -165,7 +165,7 @@ class CgroupTree:
 
 def make_cgroup_tree(name: str) -> CgroupTree:
     """Create a test cgroup parent with children a and b."""
-    parent = cgroups.cgroup2_mount() / name
+    parent = cgroups.mount() / name
     tree = CgroupTree(parent, parent / "a", parent / "b")
     for p in (tree.a, tree.b):
         p.mkdir(parents=True, exist_ok=True)

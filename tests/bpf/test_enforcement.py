@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from rules.loader import load_rules_text
-from sensor.enforcement import bpfsys, cgroups
+from sensor import cgroups
+from sensor.enforcement import bpfsys
 from sensor.enforcement.datapath import EnforcementDatapath
 from sensor.enforcement.keys import DenyKey, SafeKey
 from sensor.enforcement.layout import CGROUP_PROGRAMS
@@ -92,7 +93,7 @@ def test_static_rule_denies_first_connect_from_target_cgroup_only(enf: Ctx) -> N
             static:
               cidrs: [{NS_IP}/32]
               protocol: tcp
-              cgroups: [/{enf.cg.a.relative_to(cgroups.cgroup2_mount())}]
+              cgroups: [/{enf.cg.a.relative_to(cgroups.mount())}]
         """)
     summary = enf.manager.reconcile(rs.static_enforcements(), known_rules=[r.name for r in rs.rules])
     assert summary["static"] == 1
@@ -393,7 +394,7 @@ def test_cli_block_list_unblock_flush_on_pinned_maps(enf: Ctx, capsys) -> None:
     import json
 
     base = str(enf.dp.layout.base)
-    cg_a = "/" + str(enf.cg.a.relative_to(cgroups.cgroup2_mount()))
+    cg_a = "/" + str(enf.cg.a.relative_to(cgroups.mount()))
     rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "block", "--cidr", NS_IP, "--port",
                       str(TCP_PORT), "--proto", "tcp", "--cgroup", cg_a, "--ttl", "1m")
     assert rc == 0 and "blocked" in out
