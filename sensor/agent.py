@@ -4,15 +4,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensor.bpf_program import DEFAULT_RINGBUF_PAGES, SensorProgram
 from sensor import cgroups
 from sensor.boottime import boot_to_wall_offset_ns
 from sensor.container_identity import CgroupResolver, identity_from_proc
 from sensor.decoding import EventDecoder
-from sensor.process_table import ProcessTable
+from sensor.process_table import ProcessRecord, ProcessTable
 from sensor.procfs import ProcReader, read_boot_id
+
+if TYPE_CHECKING:
+    from sensor.k8s.enrich import K8sEnricher
 
 log = logging.getLogger(__name__)
 EventConsumer = Callable[[dict[str, Any]], None]
@@ -44,7 +47,8 @@ class Sensor:
     buffer into `on_event`, `close()` detaches everything. Usable as a context manager.
     """
 
-    def __init__(self, on_event: EventConsumer, options: SensorOptions | None = None) -> None:
+    def __init__(self, on_event: EventConsumer, options: SensorOptions | None = None,
+                 enricher: K8sEnricher | None = None) -> None:
         self.options = options or SensorOptions()
         self._on_event = on_event
         self.boot_id = read_boot_id()
@@ -53,11 +57,37 @@ class Sensor:
         self.cgroups = CgroupResolver(mount)
         self.reader = ProcReader(self.boot_id, self.boot_offset_ns, self.options.proc_root,
                                  cgroups.pid_cgroup_id_reader(mount, self.options.proc_root))
-        self.table = ProcessTable(self.reader.read,
+        self.table = ProcessTable(self._load,
                                   exited_retention_ns=int(self.options.exited_retention_s * 1e9))
         self.decoder = EventDecoder(self.table, self.boot_id, self.boot_offset_ns, self.cgroups,
-                                    self._container_of_pid)
+                                    self._container_of_pid, self._annotate)
         self.program: SensorProgram | None = None
+        self.enricher: K8sEnricher | None = None
+        if enricher is not None:
+            self.attach_enricher(enricher)
+
+    def attach_enricher(self, enricher: K8sEnricher | None) -> None:
+        """Join process records with container/pod metadata from now on (None: stop)."""
+        self.enricher = enricher
+        if enricher is not None:
+            enricher.records = lambda: iter(self.table)
+            enricher.on_update = self._record_updated
+            enricher.cgroup_exists = lambda cgid: self.cgroups.full_path(cgid) is not None
+
+    def _annotate(self, record: ProcessRecord) -> None:
+        if self.enricher is not None:
+            self.enricher.annotate(record)
+
+    def _load(self, pid: int) -> ProcessRecord | None:
+        record = self.reader.read(pid)
+        if record is not None:
+            self._annotate(record)
+        return record
+
+    def _record_updated(self, record: ProcessRecord) -> None:
+        """A record's pod metadata changed: re-announce it, drop cached event fields."""
+        self.table.add(record)
+        self.decoder.invalidate_pid(record.pid)
 
     def _container_of_pid(self, pid: int) -> str:
         return identity_from_proc(pid, self.options.proc_root).container_id
@@ -65,6 +95,7 @@ class Sensor:
     def start(self) -> None:
         """Seed the process table from /proc, then load and attach the programs."""
         for record in self.reader.snapshot():
+            self._annotate(record)
             self.table.add(record)
         log.debug("seeded %d processes", len(self.table))
         self.program = SensorProgram(None, self.options.ringbuf_pages)

@@ -78,12 +78,15 @@ class EventDecoder:
         boot_offset_ns: int,
         cgroups: CgroupResolver,
         container_of_pid: Callable[[int], str] | None = None,
+        annotate: Callable[[ProcessRecord], None] | None = None,
     ) -> None:
         self.table = table
         self.boot_id = boot_id
         self.boot_offset_ns = boot_offset_ns
         self.cgroups = cgroups
         self._container_of_pid = container_of_pid
+        self._annotate = annotate
+        """Adds container/pod metadata to a new exec's record (sensor.k8s.enrich)."""
         self._v4_text: dict[bytes, str] = {}
         self._v6_text: dict[bytes, str] = {}
         self._pid_fields: dict[int, dict[str, Any]] = {}
@@ -275,6 +278,10 @@ class EventDecoder:
             self._pid_fields[tgid] = fields
         return fields
 
+    def invalidate_pid(self, tgid: int) -> None:
+        """Drop a pid's cached fields and templates (its record's metadata changed)."""
+        self._forget_pid(tgid)
+
     def _forget_pid(self, tgid: int) -> None:
         """Drop a pid's cached fields and templates (its process changed)."""
         self._pid_fields.pop(tgid, None)
@@ -311,6 +318,8 @@ class EventDecoder:
             start_ns=wall,
             meta=meta,
         )
+        if self._annotate is not None:
+            self._annotate(record)
         self.table.exec(record)
         self._forget_pid(tgid)
         ev = dict(self.table.fields(record.exec_id))

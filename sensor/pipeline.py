@@ -33,16 +33,22 @@ class Pipeline:
         router: Any | None = None,
         recorder: EventRecorder | None = None,
         on_event: Callable[[Mapping[str, Any]], None] | None = None,
+        k8s: Any | None = None,
     ) -> None:
         self.hostname = hostname
         self.ruleset = ruleset
         self.router = router
         self.recorder = recorder
         self.on_event = on_event
+        self.k8s = k8s
+        """sensor.k8s.enrich.K8sEnricher: per-event peer fields and the hold queue."""
         self.alerts = 0
         self.enforcement_requests = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
+        k8s = self.k8s
+        if k8s is not None and k8s.join(event):
+            return  # held until its pod's metadata arrives (released by tick())
         if self.recorder is not None:
             self.recorder.event(event)
         if self.on_event is not None:
@@ -59,3 +65,11 @@ class Pipeline:
                     self.router.submit(alert)
             if match.enforcement is not None:  # the rule set hands it to its consumer
                 self.enforcement_requests += 1
+
+    def tick(self) -> int:
+        """From the poll loop: release held events that may go on; returns how many."""
+        return self.k8s.tick(self) if self.k8s is not None else 0
+
+    def flush(self) -> int:
+        """Release every held event now (before stopping)."""
+        return self.k8s.flush(self) if self.k8s is not None else 0

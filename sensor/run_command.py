@@ -74,6 +74,14 @@ def _record_dir(args: argparse.Namespace, cfg: AgentConfig) -> str | None:
     return args.record or cfg.record_dir
 
 
+def _k8s_enricher(cfg: AgentConfig) -> Any:
+    """Container/pod identity for events: runtime bundles (always), the API when configured."""
+    from sensor.k8s.enrich import K8sEnricher  # noqa: PLC0415
+    from sensor.k8s.runtime import RuntimeMetadata  # noqa: PLC0415
+
+    return K8sEnricher(RuntimeMetadata())
+
+
 def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None) -> str:
     st = sensor.stats()
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
@@ -142,9 +150,10 @@ def run(args: argparse.Namespace) -> int:
                 stack.callback(enforcement.stop)
                 ruleset.set_enforcement_consumer(enforcement)
         printer = EventPrinter(sys.stdout, as_json) if args.events else None
+        enricher = _k8s_enricher(cfg)
         pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
-                            recorder=recorder, on_event=printer)
-        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages))
+                            recorder=recorder, on_event=printer, k8s=enricher)
+        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages), enricher)
         if recorder is not None:
             sensor.table.on_add = recorder.process
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -165,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         tty = sys.stderr.isatty()
         while not stop.requested and (deadline is None or time.monotonic() < deadline):
             sensor.poll(100)
+            pipeline.tick()
             if enforcement is not None:
                 enforcement.poll(0)
             sys.stdout.flush()
@@ -179,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
                 if tty:
                     print("\r" + _status(sensor, pipeline, router), end="", file=sys.stderr, flush=True)
         sensor.drain()
+        pipeline.flush()
         print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, None),
               file=sys.stderr)
     if router is not None:
