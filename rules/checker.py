@@ -18,7 +18,7 @@ from rules import ast
 from rules.errors import (Position, RuleLoadError, RuleTypeError, UnknownNameError,
                           UnsupportedError)
 from rules.falco_fields import FALCO_ONLY_EVENT_TYPES, is_falco_only
-from rules.fields import DERIVED_SOURCES, EVENT_TYPES, FIELDS_BY_NAME, FieldSpec
+from rules.fields import DERIVED_SOURCES, EVENT_TYPES, FIELDS_BY_NAME, LABEL_SOURCES, FieldSpec
 from rules.parser import LIST_OPS
 from rules.source import SourceText
 
@@ -380,8 +380,8 @@ def _access(spec: FieldSpec, arg: str | None, pos: Position | None) -> tuple[str
         if index == 0:
             return "direct", ("proc.name" if name == "proc.aname" else "proc.pid",), spec.arg_type
         return "index", (name, str(index - 1)), spec.arg_type
-    if name == "k8s.pod.label":
-        return "label", ("k8s.pod.labels", arg or ""), "str"
+    if name in LABEL_SOURCES:
+        return "label", (LABEL_SOURCES[name], arg or ""), "str"
     if spec.type == "dict":
         return "labels", (name,), "str"
     return "direct", (name,), spec.type

@@ -95,8 +95,44 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("k8s.ns.name", "str", "Kubernetes namespace of the pod."),
     _F("k8s.pod.name", "str", "Kubernetes pod name."),
     _F("k8s.pod.uid", "str", "Kubernetes pod uid."),
+    _F("container.image.tag", "str", "Container image tag (empty when the image names none)."),
     _F("k8s.pod.labels", "dict", "Pod labels; matched as \"key:value\" items."),
     _F("k8s.pod.label", "str", "One pod label: k8s.pod.label[app].", arg="key", derived=True),
+    _F("k8s.pod.ip", "ip", "The pod's (first) IP address."),
+    _F("k8s.pod.ips", "list", "All IP addresses of the pod (netvigil extension).", arg_type="str"),
+    _F("k8s.ns.labels", "dict", "Labels of the pod's namespace (netvigil extension); matched as "
+       "\"key:value\" items."),
+    _F("k8s.ns.label", "str", "One namespace label: k8s.ns.label[team].", arg="key", derived=True),
+    _F("k8s.deployment.name", "str", "Deployment that owns the pod (through its ReplicaSet)."),
+    _F("k8s.rs.name", "str", "ReplicaSet that owns the pod."),
+    _F("k8s.statefulset.name", "str", "StatefulSet that owns the pod."),
+    _F("k8s.daemonset.name", "str", "DaemonSet that owns the pod."),
+    _F("k8s.job.name", "str", "Job that owns the pod (not set for a CronJob's jobs)."),
+    _F("k8s.cronjob.name", "str", "CronJob whose Job owns the pod."),
+    _F("k8s.workload.kind", "str", "Kind of the pod's top owner: Deployment, StatefulSet, DaemonSet, "
+       "Job, CronJob, ReplicaSet, or Pod for a bare pod (netvigil extension)."),
+    _F("k8s.workload.name", "str", "Name of the pod's top owner (the pod's own name for a bare pod; "
+       "netvigil extension)."),
+    _F("k8s.sa.name", "str", "Service account of the pod."),
+    _F("k8s.pod.ports", "list", "Port numbers the pod's containers declare (containerPorts; "
+       "netvigil extension).", arg_type="int"),
+    _F("k8s.pod.lport_declared", "bool", "True when fd.lport is a port the pod declares in its "
+       "containerPorts (netvigil extension).", ("listen", "bind")),
+    _F("k8s.peer.kind", "str", "What is behind fd.rip: service (a Service IP, as connect() sees it "
+       "before DNAT), pod, or endpoint (netvigil extension).", NETWORK_EVENT_TYPES),
+    _F("k8s.peer.name", "str", "Name of the Service or pod behind fd.rip (netvigil extension).",
+       NETWORK_EVENT_TYPES),
+    _F("k8s.peer.ns.name", "str", "Namespace of the Service or pod behind fd.rip (netvigil extension).",
+       NETWORK_EVENT_TYPES),
+    _F("k8s.peer.svc.name", "str", "Service behind fd.rip: the Service itself, or the one whose "
+       "EndpointSlice lists the pod (netvigil extension).", NETWORK_EVENT_TYPES),
+    _F("k8s.peer.svc.ns.name", "str", "Namespace of k8s.peer.svc.name (netvigil extension).",
+       NETWORK_EVENT_TYPES),
+    _F("k8s.peer.pod.name", "str", "Pod behind fd.rip (netvigil extension).", NETWORK_EVENT_TYPES),
+    _F("k8s.peer.workload.kind", "str", "Workload kind of the pod behind fd.rip, when known "
+       "(netvigil extension).", NETWORK_EVENT_TYPES),
+    _F("k8s.peer.workload.name", "str", "Workload of the pod behind fd.rip, when known (netvigil "
+       "extension).", NETWORK_EVENT_TYPES),
     # --- network ---------------------------------------------------------------------
     _F("fd.num", "int", "File descriptor number of the socket.", NETWORK_EVENT_TYPES),
     _F("fd.type", "str", "ipv4 or ipv6.", NETWORK_EVENT_TYPES),
@@ -157,6 +193,13 @@ DERIVED_SOURCES: dict[str, tuple[str, ...]] = {
     "fd.snet": ("fd.sip",),
     "fd.lnet": ("fd.lip",),
     "fd.rnet": ("fd.rip",),
+}
+
+
+#: For ``[KEY]`` fields: the dict field a key is looked up in.
+LABEL_SOURCES: dict[str, str] = {
+    "k8s.pod.label": "k8s.pod.labels",
+    "k8s.ns.label": "k8s.ns.labels",
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from rules.errors import Position, RuleTypeError, UnknownNameError
 from rules.falco_fields import is_falco_only
-from rules.fields import DERIVED_SOURCES, FIELDS_BY_NAME
+from rules.fields import DERIVED_SOURCES, FIELDS_BY_NAME, LABEL_SOURCES
 
 NA = "<NA>"
 _REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)+)(?:\[([^\]]*)\])?")
@@ -60,10 +60,10 @@ def _getter(name: str, arg: str | None) -> Callable[[Mapping], Any]:
             return values[i - 1] if isinstance(values, (list, tuple)) and i - 1 < len(values) \
                 else None
         return ancestor
-    if name == "k8s.pod.label":
-        key = arg or ""
-        return lambda e: (e.get("k8s.pod.labels") or {}).get(key) \
-            if isinstance(e.get("k8s.pod.labels"), Mapping) else None
+    if name in LABEL_SOURCES:
+        key, source = arg or "", LABEL_SOURCES[name]
+        return lambda e: (e.get(source) or {}).get(key) \
+            if isinstance(e.get(source), Mapping) else None
     return lambda e: e.get(name)
 
 

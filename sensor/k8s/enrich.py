@@ -46,8 +46,6 @@ POD_KEYS = ("k8s.pod.labels", "k8s.pod.ip", "k8s.pod.ips", "k8s.ns.labels", "k8s
 PEER_KEYS = ("k8s.peer.kind", "k8s.peer.name", "k8s.peer.ns.name", "k8s.peer.svc.name",
              "k8s.peer.svc.ns.name", "k8s.peer.pod.name", "k8s.peer.workload.kind",
              "k8s.peer.workload.name")
-EVENT_FIELDS = (*PEER_KEYS, "k8s.pod.lport_declared")
-"""Per-event k8s fields (everything else under k8s.* belongs to the process)."""
 
 
 class PodSource(Protocol):

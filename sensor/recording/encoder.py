@@ -25,6 +25,8 @@ import msgpack
 from sensor.recording import format as fmt
 
 PROCESS_PREFIXES = ("proc.", "user.", "group.", "container.", "k8s.")
+# k8s fields that belong to the event, not to its process (peer behind fd.rip, ...)
+EVENT_K8S_PREFIXES = ("k8s.peer.", "k8s.pod.lport_declared")
 EXEC_ID = "proc.exec_id"
 # fields whose value, when small (str/bool/None, int <= 0), is folded into the shape
 CONST_CANDIDATES = frozenset({
@@ -79,7 +81,7 @@ class _Plan:
                 continue
             if skip_process and k == EXEC_ID:
                 continue
-            if skip_process and k.startswith(PROCESS_PREFIXES):
+            if skip_process and k.startswith(PROCESS_PREFIXES) and not k.startswith(EVENT_K8S_PREFIXES):
                 continue
             (const if k in CONST_CANDIDATES else var).append(k)
         groups: dict[str, list[tuple[str, int]]] = {}
