@@ -30,7 +30,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 def test_check_ok(capsys) -> None:
     assert main(["rules", "check", DEFAULT]) == 0
-    assert "OK: 14 rules loaded (14 enabled), 0 skipped" in capsys.readouterr().out
+    assert "OK: 15 rules loaded (15 enabled), 0 skipped" in capsys.readouterr().out
 
 
 def test_check_reports_errors_with_position_caret_and_did_you_mean(tmp_path, capsys) -> None:
