@@ -14,7 +14,7 @@ RULES_DIR = str(Path(__file__).resolve().parents[2] / "rules" / "default")
 
 WORKLOAD = """
 import socket, subprocess, sys
-srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()
+srv = socket.socket(); srv.bind(('0.0.0.0', 0)); srv.listen()  # reachable: a loopback dev server is not alerted
 port = srv.getsockname()[1]
 subprocess.run([sys.executable, '-c', f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"])
 srv.accept()[0].close()
