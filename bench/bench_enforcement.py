@@ -132,7 +132,6 @@ def bench_latency(maps: EnforcementMaps, with_cg: Path, samples: int) -> None:
   enforce: {action: deny, scope: process, ttl: 1m, mode: enforce, max_entries: 100000}
 """, "bench-rules.yaml")
     manager = EnforcementManager(maps, SafetyList.build(dns=False, kubernetes_api=False))
-    rs.set_enforcement_consumer(manager)
     join(with_cg)
     maps.flush()
     cgid = cgroups.cgroup_id(with_cg)
@@ -143,7 +142,8 @@ def bench_latency(maps: EnforcementMaps, with_cg: Path, samples: int) -> None:
         event = {"evt.type": "connect", "evt.time": time.time_ns(), "fd.sip": ip, "fd.rip": ip,
                  "fd.sport": 443, "fd.rport": 443, "fd.l4proto": "tcp", "proc.cgroup_id": cgid,
                  "container.id": "host"}
-        rs.evaluate(event)
+        for match in rs.evaluate(event):  # as the run loop's queue worker does
+            manager.submit(match.enforcement)
         s = socket.socket()
         s.setblocking(False)
         try:

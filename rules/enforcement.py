@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from rules.errors import EnforceConfigError, Position
-
-log = logging.getLogger(__name__)
 
 ACTIONS = ("deny",)
 TARGETS = ("remote", "listen_port")
@@ -60,25 +57,6 @@ class EnforceSpec:
     mode: str = "audit"
     max_entries: int = 1000
     static: StaticSpec | None = None
-
-
-class EnforcementConsumer(Protocol):
-    """Receives the enforcement requests of matched rules (the datapath implements it)."""
-
-    def submit(self, req: EnforcementRequest) -> None: ...
-
-
-class LoggingEnforcementConsumer:
-    """Default consumer: logs what would be denied."""
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.log = logger or log
-
-    def submit(self, req: EnforcementRequest) -> None:
-        self.log.info("enforcement (%s) rule=%r %s %s scope=%s ttl=%ss cidrs=%s ports=%s proto=%s",
-                      req.mode, req.rule, req.action, req.target, req.scope, req.ttl_s,
-                      ",".join(req.cidrs) or "-", ",".join(map(str, req.ports)) or "-",
-                      req.protocol)
 
 
 def parse_ttl(value: Any) -> float:

@@ -10,8 +10,7 @@ from typing import Any
 from rules.analysis import equality_fields, field_uses, required_values
 from rules.checker import CNode
 from rules.codegen import CodeGen
-from rules.enforcement import (EnforcementConsumer, EnforcementRequest, EnforceSpec,
-                               LoggingEnforcementConsumer, request_for_event, static_request)
+from rules.enforcement import EnforcementRequest, EnforceSpec, request_for_event, static_request
 from rules.errors import Position
 from rules.match import RuleMatch
 from rules.output import OutputTemplate
@@ -63,7 +62,6 @@ class RuleSet:
     notes: list[str] = field(default_factory=list)
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     enforce_mode_override: str | None = None
-    consumer: EnforcementConsumer = field(default_factory=LoggingEnforcementConsumer)
     macros: dict[str, Any] = field(default_factory=dict)  # name -> checker.MacroDef
     lists: dict[str, list[str]] = field(default_factory=dict)
 
@@ -74,7 +72,11 @@ class RuleSet:
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(self, event: Mapping[str, Any]) -> list[RuleMatch]:
-        """Every enabled rule that matches ``event`` (in rule order)."""
+        """Every enabled rule that matches ``event`` (in rule order).
+
+        Pure: nothing outside the returned matches changes. A match of a rule with
+        ``enforce:`` carries its EnforcementRequest; acting on it is the caller's job.
+        """
         try:
             fn = self._dispatch.get(event.get("evt.type"), self._default)
         except TypeError:
@@ -118,8 +120,6 @@ class RuleSet:
         req: EnforcementRequest | None = None
         if rule.enforce is not None:
             req = request_for_event(rule.name, rule.enforce, event, self.enforce_mode_override)
-            if req is not None:
-                self.consumer.submit(req)
         t = event.get("evt.time")
         return RuleMatch(rule.name, rule.priority, text, fields, rule.tags, rule.source,
                          t if isinstance(t, int) and not isinstance(t, bool) else 0, event, req)
@@ -133,10 +133,6 @@ class RuleSet:
                 if req is not None:
                     out.append(req)
         return out
-
-    def set_enforcement_consumer(self, consumer: EnforcementConsumer) -> None:
-        """Where enforcement requests of matches go (default: logged)."""
-        self.consumer = consumer
 
     # -- introspection --------------------------------------------------------------
     def rule(self, name: str) -> CompiledRule | None:

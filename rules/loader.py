@@ -19,13 +19,13 @@ from rules.analysis import required_values
 from rules.checker import CheckContext, MacroDef, check_condition, did_you_mean
 from rules.codegen import CodeGen
 from rules.engine import CompiledRule, RuleSet, SkippedRule
-from rules.enforcement import (MODES, EnforceSpec, EnforcementConsumer, parse_enforce)
+from rules.enforcement import MODES, EnforceSpec, parse_enforce
 from rules.errors import (RuleLoadError, RuleLoadErrors, RuleSyntaxError, UnsupportedError)
 from rules.exceptions import exceptions_node, validate_exception
 from rules.fields import EVENT_TYPES, NETWORK_EVENT_TYPES
 from rules.output import parse_output
 from rules.parser import parse_condition
-from rules.priority import normalize_priority
+from rules.priority import accepted_spellings, normalize_priority
 from rules.source import SourceText
 from rules.yaml_items import Item, parse_items, read_items
 
@@ -289,8 +289,7 @@ class _Collector:
                 rule.exceptions.append((exc, it, sub))
 
     # -- compile ----------------------------------------------------------------------
-    def build(self, skip_unsupported: bool, mode_override: str | None,
-              consumer: EnforcementConsumer | None) -> RuleSet:
+    def build(self, skip_unsupported: bool, mode_override: str | None) -> RuleSet:
         macros: dict[str, MacroDef] = {}
         for name, m in self.macros.items():
             try:
@@ -330,11 +329,8 @@ class _Collector:
             if len(self.errors) == 1:
                 raise self.errors[0]
             raise RuleLoadErrors(self.errors)
-        ruleset = RuleSet(compiled, skipped, list(self.notes), stats, mode_override,
-                          macros=macros, lists=lists)
-        if consumer is not None:
-            ruleset.set_enforcement_consumer(consumer)
-        return ruleset
+        return RuleSet(compiled, skipped, list(self.notes), stats, mode_override,
+                       macros=macros, lists=lists)
 
     def _compile(self, rule: _RuleDef, macros: dict[str, MacroDef], lists: dict[str, list],
                  gen: CodeGen, mode_override: str | None) -> CompiledRule | SkippedRule:
@@ -375,8 +371,7 @@ class _Collector:
         if priority is None:
             raise RuleSyntaxError(f"rule {rule.name!r}: unknown priority {prio_value!r}",
                                   prio_item.pos("priority"),
-                                  hint="use emergency, alert, critical, error, warning, notice, "
-                                       "informational (info) or debug")
+                                  hint=f"use {accepted_spellings()}")
         enforce: EnforceSpec | None = None
         if rule.enforce is not None:
             value, eitem = rule.enforce
@@ -423,8 +418,7 @@ def _check_mode(mode: str | None) -> None:
 
 
 def load_rules(paths: Sequence[str | Path], *, skip_unsupported: bool = False,
-               enforce_mode_override: str | None = None,
-               consumer: EnforcementConsumer | None = None) -> RuleSet:
+               enforce_mode_override: str | None = None) -> RuleSet:
     """Load rules files/directories in order into a RuleSet.
 
     Raises RuleLoadError (file:line:col) or RuleLoadErrors (several). Rules using fields,
@@ -441,7 +435,7 @@ def load_rules(paths: Sequence[str | Path], *, skip_unsupported: bool = False,
             continue
         for item in items:
             collector.add(item)
-    return collector.build(skip_unsupported, enforce_mode_override, consumer)
+    return collector.build(skip_unsupported, enforce_mode_override)
 
 
 def load_rules_text(text: str, name: str = "<rules>", *, skip_unsupported: bool = False,
@@ -457,4 +451,4 @@ def load_rules_text(text: str, name: str = "<rules>", *, skip_unsupported: bool 
         items = []
     for item in items:
         collector.add(item)
-    return collector.build(skip_unsupported, enforce_mode_override, None)
+    return collector.build(skip_unsupported, enforce_mode_override)

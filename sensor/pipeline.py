@@ -1,8 +1,8 @@
-"""The hot path after decoding: record, evaluate rules, hand alerts on.
+"""The hot path after decoding: record, evaluate rules, hand alerts and enforcement on.
 
-One thread runs it; nothing here blocks on a sink (the alert router queues) or on disk
-(the recorder buffers). Enforcement requests reach the datapath through the rule set's
-enforcement consumer (cheap map writes), set by `netvigil run`.
+One thread runs it; nothing here blocks: the alert router queues alerts for its sinks,
+the recorder buffers, and each match's enforcement request is offered to a bounded
+queue whose worker talks to the enforcement manager (a full queue drops and counts).
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from alerts.model import Alert
+from alerts import Alert
+from rules.enforcement import EnforcementRequest
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,12 @@ class EventRecorder(Protocol):
 
     def event(self, event: Mapping[str, Any]) -> None: ...
     def alert(self, alert: Mapping[str, Any]) -> None: ...
+
+
+class EnforcementIntake(Protocol):
+    """Where enforcement requests go: a non-blocking offer (False = dropped, counted there)."""
+
+    def offer(self, req: EnforcementRequest) -> bool: ...
 
 
 class Pipeline:
@@ -34,12 +41,14 @@ class Pipeline:
         recorder: EventRecorder | None = None,
         on_event: Callable[[Mapping[str, Any]], None] | None = None,
         k8s: Any | None = None,
+        enforcement: EnforcementIntake | None = None,
     ) -> None:
         self.hostname = hostname
         self.ruleset = ruleset
         self.router = router
         self.recorder = recorder
         self.on_event = on_event
+        self.enforcement = enforcement
         self.k8s = k8s
         """sensor.k8s.enrich.K8sEnricher: per-event peer fields and the hold queue."""
         self.alerts = 0
@@ -63,8 +72,10 @@ class Pipeline:
                     self.recorder.alert(alert.to_dict())
                 if self.router is not None:
                     self.router.submit(alert)
-            if match.enforcement is not None:  # the rule set hands it to its consumer
+            if match.enforcement is not None:
                 self.enforcement_requests += 1
+                if self.enforcement is not None:
+                    self.enforcement.offer(match.enforcement)
 
     def tick(self) -> int:
         """From the poll loop: release held events that may go on; returns how many."""

@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from rules import DEFAULT_RULES_DIR
 from sensor import __version__
 from sensor.agent import Sensor, SensorOptions
 from sensor.config import AgentConfig, load_config
@@ -41,13 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def default_rules_dir() -> Path:
-    """The shipped rule library."""
-    import rules  # noqa: PLC0415
-
-    return Path(rules.__file__).resolve().parent / "default"
-
-
 class _Stop:
     """Set by SIGTERM/SIGINT; the poll loop checks it between polls."""
 
@@ -63,7 +57,7 @@ def _load_ruleset(args: argparse.Namespace, cfg: AgentConfig) -> Any | None:
         return None
     from rules.loader import load_rules  # noqa: PLC0415
 
-    paths = args.rules or cfg.rules_paths or [str(default_rules_dir())]
+    paths = args.rules or cfg.rules_paths or [str(DEFAULT_RULES_DIR)]
     return load_rules(paths, skip_unsupported=cfg.skip_unsupported,
                       enforce_mode_override=cfg.enforce_mode)
 
@@ -82,12 +76,16 @@ def _k8s_enricher(cfg: AgentConfig) -> Any:
     return K8sEnricher(RuntimeMetadata())
 
 
-def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None) -> str:
+def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
+            enforcement: Any | None = None) -> str:
     st = sensor.stats()
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
             f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
+    if enforcement is not None:
+        q = enforcement.queue.stats()
+        line += f" enforce_queued={q['submitted']} enforce_dropped={q['dropped']}"
     if router is not None:
-        from alerts.report import format_status  # noqa: PLC0415
+        from alerts import format_status  # noqa: PLC0415
 
         line += " " + format_status(router.stats())
     return line
@@ -95,7 +93,7 @@ def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None) -> str:
 
 def _alerts_section(cfg: AgentConfig, overrides: list[str], as_json: bool) -> dict[str, Any]:
     """The `alerts:` section with per-run overrides; alerts go to stdout when no sink is set."""
-    from alerts.config import apply_overrides  # noqa: PLC0415
+    from alerts import apply_overrides  # noqa: PLC0415
 
     section = dict(apply_overrides(cfg.alerts, overrides) if overrides else cfg.alerts)
     if not section.get("sinks"):
@@ -120,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     router = None
     with ExitStack() as stack:
         if ruleset is not None:
-            from alerts.config import parse_alerts_config, resolve_hostname  # noqa: PLC0415
-            from alerts.router import AlertRouter  # noqa: PLC0415
+            from alerts import AlertRouter, parse_alerts_config, resolve_hostname  # noqa: PLC0415
 
             alerts_cfg = parse_alerts_config(_alerts_section(cfg, args.alert_set, as_json), cfg.source)
             hostname = resolve_hostname(alerts_cfg)
@@ -148,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
                 enforcement.start(ruleset.static_enforcements(),
                                   known_rules=[r.name for r in ruleset.rules])
                 stack.callback(enforcement.stop)
-                ruleset.set_enforcement_consumer(enforcement)
         printer = EventPrinter(sys.stdout, as_json) if args.events else None
         enricher = _k8s_enricher(cfg)
         pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
-                            recorder=recorder, on_event=printer, k8s=enricher)
+                            recorder=recorder, on_event=printer, k8s=enricher,
+                            enforcement=enforcement)
         sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages), enricher)
         if recorder is not None:
             sensor.table.on_add = recorder.process
@@ -187,13 +184,14 @@ def run(args: argparse.Namespace) -> int:
                           file=sys.stderr)
                     lost_seen = lost
                 if tty:
-                    print("\r" + _status(sensor, pipeline, router), end="", file=sys.stderr, flush=True)
+                    print("\r" + _status(sensor, pipeline, router, enforcement), end="",
+                          file=sys.stderr, flush=True)
         sensor.drain()
         pipeline.flush()
-        print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, None),
+        print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, None, enforcement),
               file=sys.stderr)
     if router is not None:
-        from alerts.report import format_stats  # noqa: PLC0415
+        from alerts import format_stats  # noqa: PLC0415
 
         print(format_stats(router.stats(), router.noise_stats()), file=sys.stderr)
     return 0

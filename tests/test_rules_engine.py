@@ -1,9 +1,10 @@
 """The engine: every matching rule fires, evt.type index, enforcement requests."""
 from __future__ import annotations
 
+import copy
 import logging
 
-from rules.enforcement import EnforcementRequest, LoggingEnforcementConsumer
+from rules.enforcement import EnforcementRequest
 from rules.loader import load_rules_text
 
 RULES = """
@@ -46,14 +47,6 @@ CONNECT = {"evt.type": "connect", "evt.time": 5, "fd.rip": "203.0.113.9", "fd.rp
            "fd.l4proto": "tcp", "user.uid": 0}
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.got: list[EnforcementRequest] = []
-
-    def submit(self, req: EnforcementRequest) -> None:
-        self.got.append(req)
-
-
 def test_every_matching_rule_fires_in_rule_order() -> None:
     rs = load_rules_text(RULES)
     assert [m.rule for m in rs.evaluate(CONNECT)] == ["any connect", "port 4444", "root anything"]
@@ -70,20 +63,16 @@ def test_rules_are_only_tried_on_their_event_types() -> None:
 
 
 def test_enforcement_request_from_the_matched_event() -> None:
-    sink = Collect()
     rs = load_rules_text(RULES)
-    rs.set_enforcement_consumer(sink)
     matches = rs.evaluate(CONNECT)
     req = matches[1].enforcement
     assert req == EnforcementRequest("port 4444", "deny", "remote", "pod", 30.0, "audit", 5,
                                      CONNECT, ("203.0.113.9/32",), (4444,), "tcp", ())
     assert matches[0].enforcement is None
-    assert sink.got == [req]
 
 
 def test_listen_port_target_and_static_entries() -> None:
     rs = load_rules_text(RULES)
-    rs.set_enforcement_consumer(Collect())
     [m] = rs.evaluate({"evt.type": "listen", "fd.lport": 31337, "fd.l4proto": "tcp"})
     assert (m.enforcement.target, m.enforcement.ports, m.enforcement.cidrs) == \
         ("listen_port", (31337,), ())
@@ -95,23 +84,30 @@ def test_listen_port_target_and_static_entries() -> None:
 
 def test_mode_override_opts_in_globally() -> None:
     rs = load_rules_text(RULES, enforce_mode_override="enforce")
-    rs.set_enforcement_consumer(Collect())
     assert rs.evaluate(CONNECT)[1].enforcement.mode == "enforce"
     assert rs.static_enforcements()[0].mode == "enforce"
 
 
 def test_event_without_target_gives_no_request() -> None:
     rs = load_rules_text(RULES)
-    rs.set_enforcement_consumer(Collect())
     assert rs.evaluate({"evt.type": "sendto", "fd.rport": 4444})[0].enforcement is None
 
 
-def test_default_consumer_logs(caplog) -> None:
+def test_evaluate_of_enforcing_rules_without_enforcement_is_pure(caplog) -> None:
+    """No enforcement anywhere: the same matches every time, and nothing else happens."""
     rs = load_rules_text(RULES)
-    with caplog.at_level(logging.INFO, logger="rules.enforcement"):
-        rs.evaluate(CONNECT)
-    assert "rule='port 4444' deny remote" in caplog.text
-    assert isinstance(rs.consumer, LoggingEnforcementConsumer)
+    event = dict(CONNECT)
+    before_event, before_state = copy.deepcopy(event), dict(vars(rs))
+    with caplog.at_level(logging.DEBUG):
+        first = rs.evaluate(event)
+        again = rs.evaluate(event)
+    assert [m.rule for m in first] == ["any connect", "port 4444", "root anything"]
+    assert first == again and first[1].enforcement is not None
+    assert event == before_event                 # the event is not touched
+    assert {k: id(v) for k, v in vars(rs).items()} == \
+        {k: id(v) for k, v in before_state.items()}  # nor the rule set's state
+    assert caplog.records == []                  # nothing logged, nothing submitted
+    assert not hasattr(rs, "consumer") and not hasattr(rs, "set_enforcement_consumer")
 
 
 def test_second_level_index_keeps_results_identical() -> None:

@@ -10,6 +10,7 @@ from sensor.enforcement.config import EnforcementConfig
 from sensor.enforcement.datapath import EnforcementDatapath, InstallReport
 from sensor.enforcement.layout import PinLayout
 from sensor.enforcement.manager import EnforcementManager, Request, SubmitResult
+from sensor.enforcement.request_queue import RequestQueue
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class Enforcement:
         enf = Enforcement(cfg)
         enf.start(ruleset.static_enforcements(), known_rules=[...])
         enf.open_verdicts(handle_event)       # netvigil_verdict events
-        ... enf.submit(match.enforcement); enf.poll(0) in the loop ...
+        ... enf.offer(match.enforcement); enf.poll(0) in the loop ...
         enf.stop()                            # enforcement stays in force (cfg.persist)
     """
 
@@ -30,6 +31,7 @@ class Enforcement:
         self.config = config
         self.datapath = EnforcementDatapath(PinLayout(config.pin_path))
         self.manager: EnforcementManager | None = None
+        self.queue = RequestQueue(self.submit)
 
     def start(self, static_requests: Iterable[Request] = (),
               known_rules: Iterable[str] | None = None) -> InstallReport:
@@ -44,10 +46,15 @@ class Enforcement:
         log.info("enforcement: attached=%d adopted=%d replaced=%d; entries %s",
                  len(report.attached), len(report.adopted), len(report.replaced), summary)
         self.manager.start_sweeper(self.config.sweep_interval_s)
+        self.queue.start()
         return report
 
+    def offer(self, req: Request) -> bool:
+        """Queue a matched rule's request for the worker (never blocks; False when dropped)."""
+        return self.queue.offer(req)
+
     def submit(self, req: Request) -> SubmitResult:
-        """EnforcementConsumer: install the entries of a matched rule."""
+        """Install the entries of a matched rule now, on the calling thread."""
         if self.manager is None:
             raise RuntimeError("Enforcement.start() was not called")
         return self.manager.submit(req)
@@ -61,11 +68,13 @@ class Enforcement:
         self.datapath.poll(timeout_ms)
 
     def stats(self) -> dict[str, Any]:
-        """Manager stats (includes kernel counters and latency percentiles)."""
-        return self.manager.stats() if self.manager else {"kernel": self.datapath.counters()}
+        """Manager stats (kernel counters, latency percentiles) and the request queue's."""
+        base = self.manager.stats() if self.manager else {"kernel": self.datapath.counters()}
+        return {**base, "queue": self.queue.stats()}
 
     def stop(self) -> None:
-        """Stop the sweeper; keep enforcement in force unless config.persist is false."""
+        """Stop the queue and the sweeper; keep enforcement in force unless config.persist is false."""
+        self.queue.stop()
         if self.manager is not None:
             self.manager.stop()
         if self.config.persist:
@@ -75,6 +84,7 @@ class Enforcement:
 
     def cleanup(self) -> list[str]:
         """Remove every attachment and pin (`netvigil run --cleanup`)."""
+        self.queue.stop()
         if self.manager is not None:
             self.manager.stop()
         return self.datapath.cleanup()

@@ -1,6 +1,6 @@
 """Enforcement manager: rule engine requests -> deny map entries.
 
-Implements the rules package's EnforcementConsumer protocol (`submit`).
+Fed the requests of matches by the run loop's request queue (sensor.enforcement.request_queue).
 Turns a request into deny keys (scope x direction x protocol x port x CIDR),
 applies the safety list, the per-rule cap and the mode, writes the entries,
 expires them (a sweeper thread, and the kernel ignores expired entries even
@@ -45,6 +45,7 @@ class SubmitResult:
     installed: tuple[DenyKey, ...] = ()
     refreshed: tuple[DenyKey, ...] = ()
     rejected: str = ""          # reason when nothing was installed
+    refused: tuple[str, ...] = ()  # per key not installed: safety, cap, full, invalid, error
 
 
 class ScopeResolver:
@@ -73,9 +74,7 @@ class ScopeResolver:
         ev = req.event
         if ev is None:
             return [0]   # static entry without cgroups: the whole node
-        cgid = ev.get("proc.cgroup_id")
-        if not isinstance(cgid, int) or isinstance(cgid, bool) or cgid <= 0:
-            raise InvalidEntryError(f"rule {req.rule!r}: event has no proc.cgroup_id for scope {req.scope}")
+        cgid = self.own_cgroup(req, ev)
         if req.scope in ("process", "container"):
             # a process sits in its own cgroup or in its container's: either way proc.cgroup_id
             container_cg = ev.get("container.cgroup_id")
@@ -87,16 +86,28 @@ class ScopeResolver:
             if not in_container:
                 return [cgid]  # a host process has no pod: fall back to its own cgroup
             base = int(ev.get("container.cgroup_id", cgid))
-            parent = self._parent_via_pid(ev, base)
-            if parent is None:
-                try:
-                    parent = self.index.parent_of(base)
-                except cgroups.CgroupError:
-                    parent = None
+            parent = self.pod_cgroup(ev, base)
             if parent is None:
                 raise InvalidEntryError(f"rule {req.rule!r}: cgroup {base} is gone, no pod scope")
             return [parent]
         raise InvalidEntryError(f"rule {req.rule!r}: unknown scope {req.scope!r}")
+
+    def own_cgroup(self, req: Request, ev: Mapping[str, Any]) -> int:
+        """The cgroup id of the event's process (InvalidEntryError when the event has none)."""
+        cgid = ev.get("proc.cgroup_id")
+        if not isinstance(cgid, int) or isinstance(cgid, bool) or cgid <= 0:
+            raise InvalidEntryError(f"rule {req.rule!r}: event has no proc.cgroup_id for scope {req.scope}")
+        return cgid
+
+    def pod_cgroup(self, ev: Mapping[str, Any], base: int) -> int | None:
+        """The pod's cgroup: the parent of the container's cgroup `base` (None if gone)."""
+        parent = self._parent_via_pid(ev, base)
+        if parent is None:
+            try:
+                parent = self.index.parent_of(base)
+            except cgroups.CgroupError:
+                parent = None
+        return parent
 
     @staticmethod
     def _parent_via_pid(ev: Mapping[str, Any], cgid: int) -> int | None:
@@ -220,7 +231,7 @@ class EnforcementManager:
         except EnforcementError as exc:
             self._counters["rejected_invalid"] += 1
             log.warning("enforcement request rejected: %s", exc)
-            return SubmitResult(rejected=str(exc))
+            return SubmitResult(rejected=str(exc), refused=("invalid",))
         mode = MODES.get(self.mode_override or req.mode, MODE_AUDIT)
         static = req.event is None
         origin = ORIGIN_STATIC if static else ORIGIN_DETECTION
@@ -228,22 +239,26 @@ class EnforcementManager:
         expires = 0 if static else now + int(req.ttl_s * 1e9)
         installed: list[DenyKey] = []
         refreshed: list[DenyKey] = []
+        refused: list[str] = []
         reason = ""
         with self._lock:
             rid = self.maps.rule_id(req.rule)
             for key in keys:
                 if self.safety.covers(key):
                     self._counters["rejected_safety"] += 1
+                    refused.append("safety")
                     reason = f"{key.network} is on the safety list"
                     continue
                 old = self._index.get(key)
                 if old is None:
                     if self._per_rule[rid] >= req.max_entries:
                         self._counters["rejected_cap"] += 1
+                        refused.append("cap")
                         reason = f"rule {req.rule!r} reached max_entries={req.max_entries}"
                         continue
                     if len(self._index) >= self.max_total:
                         self._counters["rejected_full"] += 1
+                        refused.append("full")
                         reason = f"deny map full ({self.max_total} entries)"
                         continue
                     val = DenyValue(rid, mode, origin, expires, now, 0)
@@ -253,6 +268,7 @@ class EnforcementManager:
                     new = self.maps.put(key, val)
                 except EnforcementError as exc:
                     self._counters["errors"] += 1
+                    refused.append("error")
                     reason = str(exc)
                     log.error("cannot write deny entry %s: %s", key.describe(), exc)
                     continue
@@ -271,7 +287,8 @@ class EnforcementManager:
             ev_time = req.event.get("evt.time") if req.event else None
             if isinstance(ev_time, int) and not isinstance(ev_time, bool):
                 self.detect_latency.add(t1 - ev_time)
-        return SubmitResult(tuple(installed), tuple(refreshed), "" if installed or refreshed else reason)
+        return SubmitResult(tuple(installed), tuple(refreshed),
+                            "" if installed or refreshed else reason, tuple(refused))
 
     def _merge(self, key: DenyKey, old: DenyValue, rid: int, mode: int, origin: int,
                expires: int) -> DenyValue:

@@ -111,5 +111,24 @@ class SafetyList:
                 return True
         return False
 
+    def protects(self, address: str, port: int) -> bool:
+        """True if a connection with this remote (or bound) address and port is never
+        denied: the kernel's check (address, port) then (address, any port)."""
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        for s in self.entries:
+            if s.port and s.port != port:
+                continue
+            snet = parse_network(s.network)
+            if addr.version == snet.version and addr in snet:
+                return True
+            if snet.version == 6 and snet.prefixlen == 0:
+                return True   # ::/0 holds the v4-mapped space too
+        return False
+
     def __iter__(self) -> Iterable[SafeKey]:  # type: ignore[override]
         return iter(sorted(self.entries))

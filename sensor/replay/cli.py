@@ -104,13 +104,6 @@ class _Reporter:
         return text
 
 
-class _NoEnforcement:
-    """Enforcement consumer for replay: requests are not acted upon."""
-
-    def submit(self, req: Any) -> None:
-        return None
-
-
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """Replay allocates millions of short-lived containers; cyclic GC only slows it."""
@@ -124,9 +117,9 @@ def _no_gc() -> Iterator[None]:
 
 
 def _default_rules() -> list[Path]:
-    import rules  # noqa: PLC0415
+    from rules import DEFAULT_RULES_DIR  # noqa: PLC0415
 
-    return [Path(rules.__file__).resolve().parent / "default"]
+    return [DEFAULT_RULES_DIR]
 
 
 def _load_rules(args: argparse.Namespace) -> Any:
@@ -276,10 +269,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _replay_alerts(replayer: Any, ruleset: Any, stream: TextIO, as_json: bool) -> int:
     """Evaluate every selected event and print alerts as the live stdout sink does."""
-    from alerts.model import Alert  # noqa: PLC0415
-    from alerts.sinks.stdout import format_text  # noqa: PLC0415
+    from alerts import Alert, format_text  # noqa: PLC0415
 
-    ruleset.set_enforcement_consumer(_NoEnforcement())
     colour = not as_json and stream.isatty()
     evaluate = ruleset.evaluate
     write = stream.write
@@ -300,9 +291,7 @@ def _print_recorded(alerts: list[Mapping[str, Any]], stream: TextIO, as_json: bo
                     since: int | None, until: int | None) -> int:
     import json  # noqa: PLC0415
 
-    from alerts.errors import AlertsError  # noqa: PLC0415
-    from alerts.model import Alert  # noqa: PLC0415
-    from alerts.sinks.stdout import format_text  # noqa: PLC0415
+    from alerts import Alert, AlertsError, format_text  # noqa: PLC0415
 
     n = 0
     for data in alerts:

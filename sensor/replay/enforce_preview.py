@@ -1,14 +1,21 @@
 """--enforce-preview: what enforcement rules would have denied over recorded history.
 
-Detection rules with ``enforce:`` install a deny entry when they match (for the matched
-remote endpoint or listening port, in the rule's scope, for its TTL); later recorded
-connections that such an entry covers would have been denied. Static entries
+The preview runs the enforcement package itself over the replay: each match of a rule
+with ``enforce:`` goes to a real EnforcementManager (same scope resolution, safety list,
+per-rule cap, merging and TTLs as on a live node) writing into in-memory maps, and each
+recorded connection is looked up in those maps the way the kernel looks it up, then
+spared when the safety list protects it, as the kernel spares it. Static entries
 (``enforce.static``) are in force from the start. Connections are counted per rule and
 per workload (Kubernetes workload, container, or host binary).
+
+A recording has no cgroup tree, so scopes resolve from the recorded identity: a
+process's own ``proc.cgroup_id`` (or its exec id), its container's ``container.cgroup_id``,
+its pod (uid, else namespace/name), and a static entry's cgroup paths by the container
+id or pod uid they name.
 """
 from __future__ import annotations
 
-import ipaddress
+import hashlib
 import json
 import re
 from collections import Counter
@@ -16,11 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from rules.enforcement import EnforcementRequest
+from sensor.enforcement.keys import (DIR_EGRESS, DIR_INGRESS, ORIGIN_STATIC, PROTOCOLS)
+from sensor.enforcement.manager import EnforcementManager, ScopeResolver
+from sensor.enforcement.memory_maps import MemoryMaps
+from sensor.enforcement.safety import SafetyList
 from sensor.replay.timespec import format_ns
 from sensor.replay.views import INBOUND, LISTENING, OUTBOUND
 
 _POD_HASH = re.compile(r"^(?P<base>.+?)(-[a-z0-9]{5,10})?-[a-z0-9]{5}$")
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+SWEEP_INTERVAL_NS = 1_000_000_000   # the live sweeper's default interval
 
 
 def workload_of(ev: Mapping[str, Any]) -> str:
@@ -36,61 +48,55 @@ def workload_of(ev: Mapping[str, Any]) -> str:
     return f"host {ev.get('proc.exepath') or ev.get('proc.name') or '?'}"
 
 
-def scope_key(scope: str, ev: Mapping[str, Any]) -> Any:
-    """What a deny entry of ``scope`` is keyed on for the process of ``ev``."""
-    if scope == "node":
-        return "node"
-    cid = ev.get("container.id", "host")
-    in_container = cid not in (None, "", "host")
-    if scope == "container" and in_container:
-        return ("container", cid)
-    if scope == "pod" and in_container:
-        return ("pod", ev.get("k8s.pod.uid") or (ev.get("k8s.ns.name"), ev.get("k8s.pod.name"))
-                or cid)
-    cg = ev.get("proc.cgroup_id")
-    return ("cgroup", cg) if isinstance(cg, int) and cg else ("process", ev.get("proc.exec_id"))
+def _synthetic_id(*parts: Any) -> int:
+    """A stable stand-in cgroup id (top bit set: never a real cgroup inode)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return (1 << 63) | (int.from_bytes(digest, "big") >> 1)
 
 
-@dataclass
-class _Entry:
-    rule: str
-    target: str
-    scope: Any               # scope key, or None for static entries (cgroup filter instead)
-    nets: tuple[Net, ...]
-    ports: frozenset[int]
-    protocol: str
-    expires_ns: int | None
-    cgroups: tuple[str, ...] = ()
+def _in_container(ev: Mapping[str, Any]) -> bool:
+    return ev.get("container.id", "host") not in (None, "", "host")
 
-    def covers(self, ev: Mapping[str, Any], scope_of: Any) -> bool:
-        etype = ev.get("evt.type")
-        proto = ev.get("fd.l4proto")
-        if self.protocol != "any" and proto != self.protocol:
-            return False
-        if self.target == "remote":
-            if etype not in OUTBOUND:
-                return False
-            ip, port = ev.get("fd.rip"), ev.get("fd.rport")
-        else:
-            if etype not in INBOUND and etype not in LISTENING:
-                return False
-            ip, port = None, ev.get("fd.lport")
-        if self.ports and port not in self.ports:
-            return False
-        if self.nets and ip is not None:
-            try:
-                addr = ipaddress.ip_address(str(ip))
-            except ValueError:
-                return False
-            if not any(addr.version == n.version and addr in n for n in self.nets):
-                return False
-        if self.scope is not None:
-            return self.scope == scope_of
-        if self.cgroups:
+
+class RecordedScopes(ScopeResolver):
+    """The manager's scope resolution, with the cgroup tree replaced by recorded identity."""
+
+    def __init__(self, static_cgroups: tuple[str, ...] = ()) -> None:
+        super().__init__(index=None)
+        self._static = {path: _synthetic_id("cgroup", path) for path in static_cgroups}
+
+    def scope_ids(self, req: EnforcementRequest) -> list[int]:
+        if req.cgroups:
+            return [self._static.get(p) or _synthetic_id("cgroup", p) for p in req.cgroups]
+        return super().scope_ids(req)
+
+    def own_cgroup(self, req: EnforcementRequest, ev: Mapping[str, Any]) -> int:
+        cgid = ev.get("proc.cgroup_id")
+        if isinstance(cgid, int) and not isinstance(cgid, bool) and cgid > 0:
+            return cgid
+        return _synthetic_id("process", ev.get("proc.exec_id"))
+
+    def pod_cgroup(self, ev: Mapping[str, Any], base: int) -> int | None:
+        pod = ev.get("k8s.pod.uid") or (ev.get("k8s.ns.name"), ev.get("k8s.pod.name"))
+        if pod == (None, None):
+            pod = ev.get("container.id")
+        return _synthetic_id("pod", pod)
+
+    def chain(self, ev: Mapping[str, Any]) -> list[int]:
+        """The scopes a process sits in, node first, shallow to deep (its cgroup ancestry)."""
+        own = self.own_cgroup(EnforcementRequest("", "deny", "remote", "process", 1, "audit", 1, ev), ev)
+        out = [0]
+        if _in_container(ev):
+            container = ev.get("container.cgroup_id")
+            base = container if isinstance(container, int) and container > 0 else own
+            out.append(self.pod_cgroup(ev, base) or 0)
             marks = [str(m) for m in (ev.get("container.id"), ev.get("k8s.pod.uid")) if m]
             marks += [m.replace("-", "_") for m in marks]
-            return any(m and m != "host" and m in cg for cg in self.cgroups for m in marks)
-        return True
+            out += [sid for path, sid in self._static.items() if any(m in path for m in marks)]
+            if base != own:
+                out.append(base)
+        out.append(own)
+        return out
 
 
 @dataclass
@@ -102,6 +108,8 @@ class _RuleStats:
     denied: Counter = field(default_factory=Counter)         # workload -> connections
     destinations: dict[str, Counter] = field(default_factory=dict)
     capped: int = 0
+    refused_safety: int = 0
+    spared_safety: int = 0
     first_ns: int | None = None
     last_ns: int | None = None
 
@@ -129,35 +137,51 @@ def _describe(req: Any, static: bool) -> str:
     return text
 
 
-def _nets(cidrs: tuple[str, ...]) -> tuple[Net, ...]:
-    out = []
-    for c in cidrs:
-        try:
-            out.append(ipaddress.ip_network(c, strict=False))
-        except ValueError:
-            continue
-    return tuple(out)
+def _connection(ev: Mapping[str, Any]) -> tuple[int, int, str, list[tuple[str, int]], str] | None:
+    """(direction, port, address looked up, (address, port) pairs the safety list is
+    asked about, destination label) of a recorded connection, as the hooks see it."""
+    etype = ev.get("evt.type")
+    proto = ev.get("fd.l4proto")
+    rip, rport, lport = ev.get("fd.rip"), ev.get("fd.rport"), ev.get("fd.lport")
+    if etype in OUTBOUND:
+        if rip is None or not isinstance(rport, int):
+            return None
+        return DIR_EGRESS, rport, str(rip), [(str(rip), rport)], f"{rip}:{rport}/{proto}"
+    if etype in INBOUND or etype in LISTENING:
+        if not isinstance(lport, int):
+            return None
+        if etype in INBOUND and rip is not None:     # a packet from the client (tc ingress)
+            safe = [(str(rip), rport if isinstance(rport, int) else 0), (str(rip), lport)]
+            return DIR_INGRESS, lport, str(rip), safe, f"port {lport}/{proto}"
+        local = str(ev.get("fd.lip") or "::")          # bind/listen (cgroup bind hook)
+        return DIR_INGRESS, lport, local, [(local, lport)], f"port {lport}/{proto}"
+    return None
 
 
 class EnforcePreview:
-    """Feeds on replayed events and the ruleset's enforcement requests."""
+    """Feeds on replayed events: evaluates the rules, acts on their enforcement requests."""
 
-    def __init__(self, ruleset: Any) -> None:
+    def __init__(self, ruleset: Any, safety: SafetyList | None = None,
+                 mode_override: str | None = None) -> None:
         self.ruleset = ruleset
         self.stats: dict[str, _RuleStats] = {}
-        self.entries: dict[tuple, _Entry] = {}
-        self.live_per_rule: Counter = Counter()
-        self._pending: list[Any] = []
+        self.now = 0
+        self._swept = 0
+        static = list(ruleset.static_enforcements())
+        self.scopes = RecordedScopes(tuple(p for req in static for p in req.cgroups))
+        self.maps = MemoryMaps()
+        self.manager = EnforcementManager(self.maps, safety if safety is not None else SafetyList.build(),  # type: ignore[arg-type]
+                                          mode_override=mode_override, resolver=self.scopes,
+                                          clock=lambda: self.now)
         self.enforcing_rules = [r.name for r in getattr(ruleset, "rules", [])
                                 if getattr(r, "enforce", None) is not None
                                 and getattr(r, "enabled", True)]
-        for req in ruleset.static_enforcements():
+        self.manager.reconcile()   # installs the safety list
+        for req in static:
             st = self._stats(req, static=True, key=f"{req.rule} (static)")
-            entry = _Entry(req.rule, req.target, None, _nets(req.cidrs), frozenset(req.ports),
-                           req.protocol, None, tuple(req.cgroups))
-            self.entries[("static", req.rule, req.cidrs, req.ports, req.protocol)] = entry
-            st.describe = _describe(req, static=True)
-        ruleset.set_enforcement_consumer(self)
+            res = self.manager.submit(req)
+            st.refused_safety += res.refused.count("safety")
+            st.capped += res.refused.count("cap")
 
     def _stats(self, req: Any, static: bool, key: str | None = None) -> _RuleStats:
         key = key or req.rule
@@ -167,63 +191,43 @@ class EnforcePreview:
             self.stats[key] = st
         return st
 
-    # EnforcementConsumer protocol (the engine calls this for every enforcing match)
-    def submit(self, req: Any) -> None:
-        """Collect a detection-driven request (installed in ``observe``)."""
-        self._pending.append(req)
-
     def observe(self, ev: Mapping[str, Any]) -> None:
-        """Check ``ev`` against the entries in force, then evaluate the rules on it."""
+        """Check ``ev`` against the entries in force, then act on the rules' matches."""
         t = ev.get("evt.time")
-        etype = ev.get("evt.type")
-        if etype in OUTBOUND or etype in INBOUND or etype in LISTENING:
-            self._check(ev, t)
-        self._pending.clear()
-        self.ruleset.evaluate(ev)
-        for req in self._pending:
-            self._install(req, ev, t)
-        self._pending.clear()
+        if isinstance(t, int) and not isinstance(t, bool):
+            self.now = t
+            if t - self._swept >= SWEEP_INTERVAL_NS:
+                self._swept = t
+                self.manager.sweep(t)
+        conn = _connection(ev)
+        if conn is not None:
+            self._check(ev, conn, t)
+        for match in self.ruleset.evaluate(ev):
+            if match.enforcement is not None:
+                self._install(match.enforcement, ev)
 
-    def _check(self, ev: Mapping[str, Any], t: Any) -> None:
-        expired = []
-        hit_rules = set()
-        for key, entry in self.entries.items():
-            if entry.expires_ns is not None and isinstance(t, int) and t > entry.expires_ns:
-                expired.append(key)
-                continue
-            if entry.rule in hit_rules:
-                continue
-            scope_of = scope_key(key[1], ev) if entry.scope is not None else None
-            if entry.covers(ev, scope_of):
-                hit_rules.add(entry.rule)
-                stat_key = entry.rule if entry.expires_ns is not None else f"{entry.rule} (static)"
-                st = self.stats.get(stat_key)
-                if st is None:
-                    continue
-                if entry.target == "remote":
-                    dest = f"{ev.get('fd.rip')}:{ev.get('fd.rport')}/{ev.get('fd.l4proto')}"
-                else:
-                    dest = f"port {ev.get('fd.lport')}/{ev.get('fd.l4proto')}"
-                st.deny(workload_of(ev), dest, t)
-        for key in expired:
-            entry = self.entries.pop(key)
-            self.live_per_rule[entry.rule] -= 1
+    def _check(self, ev: Mapping[str, Any], conn: tuple, t: Any) -> None:
+        direction, port, address, safe_pairs, dest = conn
+        proto = PROTOCOLS.get(str(ev.get("fd.l4proto")), 0)
+        hit = self.maps.match(self.scopes.chain(ev), direction, proto, port, address, self.now)
+        if hit is None:
+            return
+        key, val = hit
+        name = self.maps.rule_names().get(val.rule_id, f"rule#{val.rule_id}")
+        st = self.stats.get(f"{name} (static)" if val.origin == ORIGIN_STATIC else name)
+        if st is None:
+            return
+        if any(self.manager.safety.protects(a, p) for a, p in safe_pairs):
+            st.spared_safety += 1
+            return
+        st.deny(workload_of(ev), dest, t)
 
-    def _install(self, req: Any, ev: Mapping[str, Any], t: Any) -> None:
+    def _install(self, req: EnforcementRequest, ev: Mapping[str, Any]) -> None:
         st = self._stats(req, static=False)
         st.detected[workload_of(ev)] += 1
-        skey = scope_key(req.scope, ev)
-        key = ("rule", req.scope, req.rule, skey, req.cidrs, req.ports, req.protocol)
-        expires = t + int(req.ttl_s * 1e9) if isinstance(t, int) else None
-        if key in self.entries:
-            self.entries[key].expires_ns = expires
-            return
-        if self.live_per_rule[req.rule] >= req.max_entries:
-            st.capped += 1
-            return
-        self.live_per_rule[req.rule] += 1
-        self.entries[key] = _Entry(req.rule, req.target, skey, _nets(req.cidrs),
-                                   frozenset(req.ports), req.protocol, expires)
+        res = self.manager.submit(req)
+        st.capped += res.refused.count("cap")
+        st.refused_safety += res.refused.count("safety")
 
     # -- report -------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
@@ -236,6 +240,8 @@ class EnforcePreview:
                 "rule": st.rule, "enforcement": st.describe, "mode": st.mode,
                 "detected": sum(st.detected.values()), "denied": sum(st.denied.values()),
                 "entries_not_installed_cap": st.capped,
+                "entries_refused_safety": st.refused_safety,
+                "connections_spared_safety": st.spared_safety,
                 "first": format_ns(st.first_ns) if st.first_ns else None,
                 "last": format_ns(st.last_ns) if st.last_ns else None,
                 "workloads": [{"workload": w, "detected": st.detected[w],
@@ -274,6 +280,9 @@ class EnforcePreview:
             if r["entries_not_installed_cap"]:
                 stream.write(f"  {r['entries_not_installed_cap']} entries not installed "
                              f"(max_entries reached)\n")
+            if r["entries_refused_safety"] or r["connections_spared_safety"]:
+                stream.write(f"  safety list: {r['entries_refused_safety']} entries refused, "
+                             f"{r['connections_spared_safety']} connection(s) spared\n")
             if r["workloads"]:
                 stream.write(f"  {'WORKLOAD':<40} {'MATCHED':>7} {'DENIED':>7}  DESTINATIONS\n")
             for w in r["workloads"]:

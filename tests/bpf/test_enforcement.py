@@ -172,7 +172,6 @@ def test_detection_denies_following_connections_until_ttl(enf: Ctx) -> None:
             ttl: 2s
             mode: enforce
         """)
-    rs.set_enforcement_consumer(enf.manager)
     # the first connection happened before any rule knew about it: it succeeds
     assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
     event = {"evt.type": "connect", "evt.time": time.time_ns(), "fd.sip": NS_IP, "fd.rip": NS_IP,
@@ -180,6 +179,7 @@ def test_detection_denies_following_connections_until_ttl(enf: Ctx) -> None:
              "proc.cgroup_id": enf.cg.a_id, "container.id": "host"}
     matches = rs.evaluate(event)
     assert [m.rule for m in matches] == ["Contact with C2"]
+    enf.manager.submit(matches[0].enforcement)  # what the run loop's queue worker does
     installed = time.monotonic()
     assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
     assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
@@ -451,14 +451,15 @@ def test_pod_scope_covers_every_container_of_the_pod(enf: Ctx) -> None:
           priority: CRITICAL
           enforce: {{action: deny, scope: pod, ttl: 1m, mode: enforce}}
         """)
-    rs.set_enforcement_consumer(enf.manager)
     # "container" a of the "pod" (the test parent cgroup) made the connection
     holder = spawn_in(enf.cg.a, "import sys; sys.stdin.read()")
     try:
         event = {"evt.type": "connect", "evt.time": time.time_ns(), "fd.sip": NS_IP, "fd.rip": NS_IP,
                  "fd.sport": TCP_PORT, "fd.rport": TCP_PORT, "fd.l4proto": "tcp",
                  "proc.pid": holder.pid, "proc.cgroup_id": enf.cg.a_id, "container.id": "0123456789ab"}
-        assert [m.rule for m in rs.evaluate(event)] == ["Pod talks to C2"]
+        matches = rs.evaluate(event)
+        assert [m.rule for m in matches] == ["Pod talks to C2"]
+        enf.manager.submit(matches[0].enforcement)
     finally:
         holder.kill()
         holder.wait()
