@@ -1,19 +1,24 @@
-"""`netvigil sinks ...` sub-commands."""
+"""`netvigil sinks ...` sub-commands.
+
+The command line owner (sensor/cli.py) passes how the configuration is found and read:
+alerts knows nothing of the agent's config file.
+"""
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from alerts.config import parse_alerts_config
 from alerts.sinktest import run_sink_tests
 
-from sensor.config import read_config_file
+#: --config value (None = the default lookup) -> (the raw `alerts:` section, its source name)
+AlertsSectionReader = Callable[[str | None], tuple[Mapping[str, Any], str]]
 
-DEFAULT_CONFIG = "/etc/netvigil/netvigil.yaml"
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `sinks test` to the top-level parser."""
+def register(sub: argparse._SubParsersAction, read_section: AlertsSectionReader,
+             config_help: str = "YAML config file") -> None:
+    """Add `sinks test` to the top-level parser; `read_section` finds and reads the config."""
     p = sub.add_parser("sinks", help="test configured alert sinks")
     sinks_sub = p.add_subparsers(dest="sinks_command", required=True, metavar="ACTION")
     t = sinks_sub.add_parser(
@@ -21,25 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Send one test alert (rule 'netvigil sinks test', priority Notice) to each "
                     "sink of the config file's alerts: section, bypassing routing, and print per "
                     "sink whether it was delivered. Exit status 1 if any sink failed.")
-    t.add_argument("--config", metavar="FILE",
-                   help=f"YAML config file (default: $NETVIGIL_CONFIG or {DEFAULT_CONFIG})")
+    t.add_argument("--config", metavar="FILE", help=config_help)
     t.add_argument("--sink", metavar="NAME", action="append", default=[],
                    help="test only this sink (repeatable; disabled sinks can be named)")
-    t.set_defaults(func=cmd_sinks_test)
+    t.set_defaults(func=lambda args: cmd_sinks_test(args, read_section))
 
 
-def load_alerts_section(path: str) -> dict:
-    """The raw `alerts:` section of the agent's config file (other sections are ignored)."""
-    return read_config_file(path).get("alerts") or {}
-
-
-def cmd_sinks_test(args: argparse.Namespace) -> int:
+def cmd_sinks_test(args: argparse.Namespace, read_section: AlertsSectionReader) -> int:
     """Run `netvigil sinks test`; 0 if every sink took the test alert, else 1."""
-    path = args.config or os.environ.get("NETVIGIL_CONFIG") or DEFAULT_CONFIG
-    config = parse_alerts_config(load_alerts_section(path), path)
+    section, source = read_section(args.config)
+    config = parse_alerts_config(section, source)
     results = run_sink_tests(config, args.sink)
     if not results:
-        print(f"{path}: no sinks configured in the alerts: section")
+        print(f"{source}: no sinks configured in the alerts: section")
         return 1
     width = max(len(r.name) for r in results)
     desc_width = max(len(r.description) for r in results)

@@ -1,19 +1,10 @@
-"""Falco priority names, their order, and parsing of user spellings."""
+"""Priorities in alerts: Falco's names and order come from rules.priority; colours, parsing."""
 from __future__ import annotations
 
 from alerts.errors import AlertsConfigError
+from rules.priority import PRIORITIES, accepted_spellings, normalize_priority, priority_rank
 
-#: Falco's priority names, most severe first (as Falco writes them in JSON output).
-PRIORITIES: tuple[str, ...] = (
-    "Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug",
-)
-
-_ALIASES = {name.lower(): name for name in PRIORITIES}
-_ALIASES.update({"info": "Informational", "warn": "Warning", "err": "Error", "crit": "Critical",
-                 "emerg": "Emergency"})
-
-#: Severity rank: higher is more severe (Debug = 0 ... Emergency = 7).
-_RANK = {name: len(PRIORITIES) - 1 - i for i, name in enumerate(PRIORITIES)}
+__all__ = ["PRIORITIES", "PRIORITY_COLOURS", "normalize_priority", "parse_priority", "priority_rank"]
 
 #: Colours per priority, as falcosidekick shows them in Slack.
 PRIORITY_COLOURS: dict[str, str] = {
@@ -22,21 +13,9 @@ PRIORITY_COLOURS: dict[str, str] = {
 }
 
 
-def normalize_priority(value: str) -> str | None:
-    """Falco's canonical name for `value` (case-insensitive, INFO/WARN accepted) or None."""
-    return _ALIASES.get(str(value).strip().lower())
-
-
 def parse_priority(value: object, where: str) -> str:
     """Canonical priority name, or AlertsConfigError naming `where`."""
-    name = normalize_priority(str(value)) if isinstance(value, str) else None
+    name = normalize_priority(value)
     if name is None:
-        raise AlertsConfigError(
-            f"{where}: unknown priority {value!r} (expected one of {', '.join(PRIORITIES)})")
+        raise AlertsConfigError(f"{where}: unknown priority {value!r} (expected {accepted_spellings()})")
     return name
-
-
-def priority_rank(name: str) -> int:
-    """Severity rank of a priority name (unknown names rank as Debug)."""
-    canonical = normalize_priority(name) or "Debug"
-    return _RANK[canonical]

@@ -3,31 +3,42 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import alerts.cli
+import alerts
 import rules.cli
-from alerts.errors import AlertsError
 from rules.errors import RulesError
-from sensor import doctor, run_command
+from sensor import __version__, doctor, run_command
+from sensor.config import read_config_file
 from sensor.enforcement import cli as enforce_cli
 from sensor.replay import cli as replay_cli
 from sensor.errors import SensorError
 
-USER_ERRORS = (SensorError, RulesError, AlertsError)
+USER_ERRORS = (SensorError, RulesError, alerts.AlertsError)
+DEFAULT_CONFIG = "/etc/netvigil/netvigil.yaml"
+
+
+def read_alerts_section(path: str | None) -> tuple[Mapping[str, Any], str]:
+    """The raw `alerts:` section of the agent's config file (for `netvigil sinks`)."""
+    path = path or os.environ.get("NETVIGIL_CONFIG") or DEFAULT_CONFIG
+    return read_config_file(path).get("alerts") or {}, path
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `netvigil` parser with every sub-command registered."""
     parser = argparse.ArgumentParser(prog="netvigil", description="eBPF runtime security sensor")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--version", action="version", version=f"netvigil {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_command.register(sub)
     rules.cli.register(sub)
     replay_cli.register(sub)
     enforce_cli.register(sub)
-    alerts.cli.register(sub)
+    alerts.register_cli(sub, read_alerts_section,
+                        f"YAML config file (default: $NETVIGIL_CONFIG or {DEFAULT_CONFIG})")
     doctor.register(sub)
     return parser
 
@@ -35,19 +46,43 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="netvigil: %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
-        return int(args.func(args) or 0)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:   # --help, --version, usage errors: argparse wrote them
+            sys.stdout.flush()
+            raise done
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="netvigil: %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except USER_ERRORS as exc:
         print(f"netvigil: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed it (`netvigil ... | head`): stop quietly, as `cat` does.
+
+    Python would report the pipe again when it flushes stdout at exit; point stdout at
+    /dev/null so that flush has nowhere to fail.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe stopped
 
 
 if __name__ == "__main__":  # pragma: no cover
