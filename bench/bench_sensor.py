@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sensor.agent import Sensor, SensorOptions  # noqa: E402
-from sensor.bpf_program import bpf_source_dir, load_bcc  # noqa: E402
+from sensor.bpf_program import load_bcc, sensor_cflags, sensor_program_text  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from hook_floor import load_floor  # noqa: E402
@@ -156,9 +156,8 @@ def pipeline_capacity(count: int, rounds: int) -> Capacity:
     sensor.start()
     assert sensor.program is not None
     bpf_cls = load_bcc()
-    src = bpf_source_dir() / "sensor.c"
-    bpf = bpf_cls(src_file=str(src).encode(),
-                  cflags=[f"-I{src.parent}", f"-DNV_RINGBUF_PAGES={pages}", "-Wno-macro-redefined"])
+    bpf = bpf_cls(text=sensor_program_text().encode(),
+                  cflags=sensor_cflags(pages, use_btf=sensor.program.uses_btf))
     seen = [0]
 
     def noop(_ctx: object, _data: object, _size: int) -> None:

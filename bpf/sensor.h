@@ -1,4 +1,4 @@
-/* netvigil sensor: structs shared by the BPF programs (bpf/sensor.c) and the Python
+/* netvigil sensor: structs shared by the BPF programs (bpf/sensor_*.c) and the Python
  * decoder (sensor/decoding.py mirrors these layouts with struct formats).
  *
  * Only tracepoint arguments, helper results and UAPI structs are read: nothing here

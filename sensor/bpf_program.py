@@ -1,4 +1,4 @@
-"""The sensor's BPF object: compile bpf/sensor.c with BCC, attach, read its ring buffer, detach."""
+"""The sensor's BPF object: compile bpf/sensor_*.c with BCC, attach, read its ring buffer, detach."""
 from __future__ import annotations
 
 import ctypes
@@ -24,6 +24,37 @@ def bpf_source_dir() -> Path:
     """Where the BPF C sources live (NETVIGIL_BPF_DIR overrides the checkout's bpf/)."""
     override = os.environ.get("NETVIGIL_BPF_DIR")
     return Path(override) if override else Path(__file__).resolve().parent.parent / "bpf"
+
+
+# the program's sources, in the order they form one text: shared part, then hook families
+SENSOR_SOURCES = ("sensor_core.c", "sensor_process.c", "sensor_sockets.c", "sensor_tcp.c", "sensor_udp.c")
+
+
+def sensor_program_text(src_dir: Path | None = None) -> str:
+    """The sensor's BPF C as one text: SENSOR_SOURCES concatenated, each after a comment
+    naming its file.
+
+    One text rather than #include: BCC rewrites map declarations and calls
+    (`events.ringbuf_reserve`) only in its main file, and it decides what that is by the
+    presumed location, so a `#line "file"` directive breaks it too.
+    """
+    src_dir = src_dir or bpf_source_dir()
+    parts = []
+    for name in SENSOR_SOURCES:
+        path = src_dir / name
+        try:
+            parts.append(f"/* ==== {name} ==== */\n" + path.read_text())
+        except OSError as exc:
+            raise BPFUnavailableError(f"BPF source not readable: {path}: {exc.strerror}") from exc
+    return "".join(parts)
+
+
+def sensor_cflags(ringbuf_pages: int, *, use_btf: bool, src_dir: Path | None = None) -> list[str]:
+    """Compiler flags for the sensor program (header directory, ring size, BTF fallback)."""
+    cflags = [f"-I{src_dir or bpf_source_dir()}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
+    if not use_btf:
+        cflags.append("-DNV_NO_BTF")
+    return cflags
 
 
 def load_bcc() -> type:
@@ -93,17 +124,15 @@ class SensorProgram:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()
-        src = bpf_source_dir() / "sensor.c"
-        if not src.exists():
-            raise BPFUnavailableError(f"BPF source not found: {src}")
-        cflags = [f"-I{src.parent}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
+        src_dir = bpf_source_dir()
+        text = sensor_program_text(src_dir)
         self.uses_btf = kernel_has_btf() if use_btf is None else use_btf
-        if not self.uses_btf:
-            cflags.append("-DNV_NO_BTF")
+        cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir)
         try:
-            self.bpf = bpf_cls(src_file=str(src).encode(), cflags=cflags)
+            self.bpf = bpf_cls(text=text.encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception for compile/load failures
-            raise BPFUnavailableError(f"cannot load {src}: {exc} (try `netvigil doctor`)") from exc
+            raise BPFUnavailableError(f"cannot load the sensor program from {src_dir}: {exc} "
+                                      "(try `netvigil doctor`)") from exc
         try:  # from here on, any failure detaches what was attached
             table = self.bpf[b"events"]
             self.reader = RingReader.open_map(table.map_fd, int(table.max_entries))
