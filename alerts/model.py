@@ -23,6 +23,10 @@ CONTEXT_FIELDS: tuple[str, ...] = (
 #: Prefix of netvigil's own keys inside output_fields (Falco consumers ignore them).
 NETVIGIL_PREFIX = "netvigil."
 SUPPRESSED_COUNT = "netvigil.suppressed_count"
+#: The alert's uuid again, inside output_fields: falcosidekick replaces the top-level
+#: `uuid` of what it forwards but passes output_fields through, so receivers behind it
+#: deduplicate on this key (written by to_dict(), derived from `uuid`, never stored twice).
+ALERT_ID = "netvigil.alert_id"
 
 
 def format_time_ns(time_ns: int) -> str:
@@ -140,7 +144,7 @@ class Alert:
             "source": self.source,
             "tags": list(self.tags),
             "time": self.time,
-            "output_fields": dict(self.output_fields),
+            "output_fields": {**self.output_fields, ALERT_ID: self.uuid},
             "uuid": self.uuid,
         }
 
@@ -156,7 +160,8 @@ class Alert:
             return cls(
                 time_ns=parse_time(str(data["time"])), rule=str(data["rule"]),
                 priority=str(data["priority"]), output=str(data["output"]),
-                output_fields=dict(data.get("output_fields") or {}),
+                output_fields={k: v for k, v in dict(data.get("output_fields") or {}).items()
+                               if k != ALERT_ID},
                 hostname=str(data.get("hostname", "")), source=str(data.get("source", "syscall")),
                 tags=tuple(str(t) for t in data.get("tags") or ()), uuid=str(data["uuid"]),
             )

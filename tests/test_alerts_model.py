@@ -96,4 +96,5 @@ def test_real_rule_match_class_is_accepted() -> None:
     m = match_mod.RuleMatch(rule="R", priority="Error", output="o", output_fields={"proc.name": "sh"},
                             tags=("t",), source="syscall", time_ns=1, event={"container.id": "host"})
     alert = Alert.from_match(m, "h")
-    assert alert.to_dict()["output_fields"] == {"proc.name": "sh", "container.id": "host"}
+    assert alert.to_dict()["output_fields"] == {"proc.name": "sh", "container.id": "host",
+                                                "netvigil.alert_id": alert.uuid}

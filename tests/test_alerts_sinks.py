@@ -125,7 +125,7 @@ def test_falcosidekick_gets_exactly_falcos_payload(receiver: Receiver) -> None:
         "output_fields": {**FakeMatch().output_fields, "proc.exec_id": "b1d3-4242-99",
                           "container.id": "3ad7b26ded6d", "container.name": "web",
                           "container.image": "nginx:1.27", "k8s.ns.name": "shop",
-                          "k8s.pod.name": "web-7f9c"},
+                          "k8s.pod.name": "web-7f9c", "netvigil.alert_id": alert.uuid},
         "uuid": alert.uuid,
     }
     assert body["output"]  # falcosidekick rejects an empty output with 400
