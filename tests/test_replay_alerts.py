@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from alerts.model import Alert, format_time_ns
+from alerts.model import ALERT_ID, format_time_ns
 from rules.loader import load_rules
 from sensor.cli import main
+from sensor.pipeline import Pipeline
 from sensor.recording import Recorder
 from sensor.recording.synthetic import SyntheticNode
 from sensor.replay.progress import Progress
@@ -25,27 +26,40 @@ EXTRA_RULE = """
 """
 
 
+class AlertsOut:
+    """The router's place in the live pipeline: what `netvigil run` hands its sinks."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict] = []
+
+    def submit(self, alert) -> None:
+        self.alerts.append(alert.to_dict())
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> tuple[Path, list[dict], list[dict]]:
-    """A synthetic node recorded as the live sensor does: events, then alerts."""
+    """A synthetic node through the live sensor's own pipeline (recorder, rules, alerts)."""
     directory = tmp_path_factory.mktemp("rec")
-    ruleset = load_rules([DEFAULT_RULES])
-    events, live_alerts = [], []
+    events, out = [], AlertsOut()
     with Recorder(directory, host="node-1", boot_id="b", version="v",
                   max_segment_bytes=40_000) as rec:
+        pipeline = Pipeline(hostname="node-1", ruleset=load_rules([DEFAULT_RULES]), router=out,
+                            recorder=rec)
         for kind, x in SyntheticNode(seed=21, suspicious_every=400).stream(4000):
-            getattr(rec, kind)(x)
             if kind == "event":
-                events.append(x)
-                for m in ruleset.evaluate(x):
-                    alert = Alert.from_match(m, "node-1").to_dict()
-                    rec.alert(alert)
-                    live_alerts.append(alert)
-    return directory, events, live_alerts
+                events.append(dict(x))
+                pipeline(x)
+            else:
+                getattr(rec, kind)(x)
+    assert pipeline.alerts == len(out.alerts)
+    return directory, events, out.alerts
 
 
 def without_uuid(alerts: list[dict]) -> list[dict]:
-    return [{k: v for k, v in a.items() if k != "uuid"} for a in alerts]
+    """An alert without what is new for every alert built (uuid and its idempotency key)."""
+    return [{**{k: v for k, v in a.items() if k != "uuid"},
+             "output_fields": {k: v for k, v in a["output_fields"].items() if k != ALERT_ID}}
+            for a in alerts]
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -28,11 +28,17 @@ EVENT = {"evt.type": "connect", "proc.name": "curl", "fd.sport": 443, "fd.sip": 
 @given(st.lists(st.sampled_from(TOKENS), max_size=14))
 def test_condition_token_soup(tokens: list[str]) -> None:
     text = " ".join(tokens)
+    macros, lists = {"m": "proc.name = curl"}, {"l": ["a"]}
     try:
-        pred = compile_condition(text, macros={"m": "proc.name = curl"}, lists={"l": ["a"]})
+        pred = compile_condition(text, macros=macros, lists=lists)
     except RulesError:
         return
-    assert pred(EVENT) in (True, False)
+    result = pred(EVENT)
+    assert type(result) is bool
+    # a condition that compiles can be negated and combined, and they agree with it
+    assert compile_condition(f"not ({text})", macros=macros, lists=lists)(EVENT) is (not result)
+    assert compile_condition(f"({text}) and evt.type = connect", macros=macros,
+                             lists=lists)(EVENT) is result
 
 
 @FUZZ
@@ -91,3 +97,34 @@ def test_deeply_nested_yaml_is_an_error() -> None:
         assert "deep.yaml" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("expected an error")
+
+
+COMPARISONS = ["proc.name = curl", "proc.name != curl", "fd.sport = 443", "fd.sport > 1000",
+               "fd.sip in (10.1.1.1, 10.2.2.2)", "fd.snet = 10.0.0.0/8", "proc.name startswith cu",
+               "proc.aname contains b", "k8s.pod.label[app] = x", "container.id exists", "m",
+               "proc.name in (l)", "proc.name glob 'c*'", "evt.type = execve"]
+CONDITIONS = st.recursive(
+    st.sampled_from(COMPARISONS),
+    lambda inner: st.one_of(st.tuples(inner, st.sampled_from(["and", "or"]), inner)
+                            .map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+                            inner.map(lambda c: f"not {c}")),
+    max_leaves=8)
+
+
+def _truth(cond: str) -> bool:
+    """The same condition evaluated by Python's own boolean logic over each comparison's
+    compiled value (so and/or/not/parentheses are checked, not the comparisons)."""
+    expr = cond
+    for i, comp in enumerate(sorted(COMPARISONS, key=len, reverse=True)):
+        expr = expr.replace(comp, f"__c{i}")
+    values = {f"__c{i}": compile_condition(comp, macros={"m": "proc.name = curl"},
+                                           lists={"l": ["a"]})(EVENT)
+              for i, comp in enumerate(sorted(COMPARISONS, key=len, reverse=True))}
+    return bool(eval(expr, {}, values))  # noqa: S307 - only our own placeholders and and/or/not
+
+
+@FUZZ
+@given(CONDITIONS)
+def test_well_formed_conditions_follow_boolean_logic(cond: str) -> None:
+    pred = compile_condition(cond, macros={"m": "proc.name = curl"}, lists={"l": ["a"]})
+    assert pred(EVENT) is _truth(cond)
