@@ -8,9 +8,10 @@ from typing import Any
 import yaml
 
 from sensor.errors import ConfigError
+from sensor.k8s.config import K8sConfig, parse_k8s_config
 from sensor.recording.config import RecordConfig, parse_record_config
 
-KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce")
+KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce", "kubernetes")
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AgentConfig:
     record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)
+    kubernetes: K8sConfig = field(default_factory=K8sConfig)
 
     @property
     def record_dir(self) -> str | None:
@@ -83,4 +85,5 @@ def load_config(path: str | Path | None) -> AgentConfig:
     cfg.record = parse_record_config(record, source)
     cfg.alerts = _section(data, "alerts", source)
     cfg.enforce = _section(data, "enforce", source)
+    cfg.kubernetes = parse_k8s_config(_section(data, "kubernetes", source), source)
     return cfg
