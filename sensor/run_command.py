@@ -145,6 +145,12 @@ def run(args: argparse.Namespace) -> int:
                 enforcement.start(ruleset.static_enforcements(),
                                   known_rules=[r.name for r in ruleset.rules])
                 stack.callback(enforcement.stop)
+        from sensor.k8s.watcher import K8sWatcher  # noqa: PLC0415
+
+        k8s = K8sWatcher(cfg.kubernetes)  # k8s.pods / k8s.peers: lock-free lookups for enrichment
+        if k8s.start():
+            stack.callback(k8s.stop)
+        print(f"netvigil: kubernetes: {k8s.status}", file=sys.stderr)
         printer = EventPrinter(sys.stdout, as_json) if args.events else None
         enricher = _k8s_enricher(cfg)
         pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
