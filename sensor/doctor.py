@@ -141,15 +141,53 @@ def check_load() -> Check:
                  f"{time.monotonic() - started:.1f} s, then detached")
 
 
+def check_kubernetes(env: dict[str, str] | None = None) -> Check:
+    """Kubernetes API access: credentials found, and RBAC lets the agent list this node's pods."""
+    from sensor.k8s.config import K8sConfig  # noqa: PLC0415
+    from sensor.k8s.watcher import (  # noqa: PLC0415
+        BadCredentialsError, NoCredentialsError, client_configuration, resolve_node_name)
+
+    cfg = K8sConfig()
+    fix = ("in a cluster: the DaemonSet's service account with get/list/watch on pods, services, "
+           "endpointslices and namespaces (deploy/); elsewhere: KUBECONFIG")
+    try:
+        conf, source = client_configuration(cfg, env)
+        from kubernetes import client  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    except ImportError:
+        return Check("kubernetes", "warn", "the kubernetes Python client is not installed: "
+                     "runtime metadata only (no labels, workloads, peers)", "pip install kubernetes")
+    except NoCredentialsError as exc:
+        # on a host outside any cluster that is what is expected; inside one it is a defect
+        in_cluster = isinstance(exc, BadCredentialsError) or bool(
+            (os.environ if env is None else env).get("KUBERNETES_SERVICE_HOST"))
+        return Check("kubernetes", "warn" if in_cluster else "ok", f"no API access: {exc}: runtime "
+                     "metadata only (pod name/namespace/uid, container name/image from the OCI bundle)",
+                     fix if in_cluster else "")
+    node = resolve_node_name(cfg, env)
+    with client.ApiClient(conf) as api:
+        try:
+            client.CoreV1Api(api).list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", limit=1, _preload_content=False,
+                _request_timeout=(5, 5)).release_conn()
+        except ApiException as exc:
+            return Check("kubernetes", "warn", f"{source}: list pods on node {node}: HTTP {exc.status} "
+                         f"{exc.reason}: runtime metadata only", fix)
+        except Exception as exc:  # noqa: BLE001 - unreachable server, TLS, DNS: all reported
+            return Check("kubernetes", "warn", f"{source}: API server {conf.host} unreachable "
+                         f"({type(exc).__name__}): runtime metadata only", fix)
+    return Check("kubernetes", "ok", f"{source}: {conf.host}, pods of node {node} listable")
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_root, check_kernel, check_bcc, check_headers, check_tracefs, check_bpffs,
-    check_cgroup2, check_optional_hooks,
+    check_cgroup2, check_optional_hooks, check_kubernetes,
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `doctor` to the top-level parser."""
-    p = sub.add_parser("doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2")
+    p = sub.add_parser("doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2, Kubernetes API access")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--no-load", action="store_true", help="skip the trial load of the BPF programs")
     p.set_defaults(func=doctor)
