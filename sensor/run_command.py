@@ -68,11 +68,13 @@ def _record_dir(args: argparse.Namespace, cfg: AgentConfig) -> str | None:
     return args.record or cfg.record_dir
 
 
-def _k8s_enricher(cfg: AgentConfig) -> Any:
+def _k8s_enricher(cfg: AgentConfig, k8s: Any = None) -> Any:
     """Container/pod identity for events: runtime bundles (always), the API when configured."""
     from sensor.k8s.enrich import K8sEnricher  # noqa: PLC0415
     from sensor.k8s.runtime import RuntimeMetadata  # noqa: PLC0415
 
+    if k8s is not None and k8s.available:
+        return K8sEnricher(RuntimeMetadata(), k8s.pods, k8s.peers, api_expected=k8s.api_expected)
     return K8sEnricher(RuntimeMetadata())
 
 
@@ -150,9 +152,8 @@ def run(args: argparse.Namespace) -> int:
         k8s = K8sWatcher(cfg.kubernetes)  # k8s.pods / k8s.peers: lock-free lookups for enrichment
         if k8s.start():
             stack.callback(k8s.stop)
-        print(f"netvigil: kubernetes: {k8s.status}", file=sys.stderr)
         printer = EventPrinter(sys.stdout, as_json) if args.events else None
-        enricher = _k8s_enricher(cfg)
+        enricher = _k8s_enricher(cfg, k8s)
         pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
                             recorder=recorder, on_event=printer, k8s=enricher,
                             enforcement=enforcement)
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
               f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
               f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops",
               file=sys.stderr)
+        print(f"netvigil: kubernetes: {k8s.status}", file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else None
         last_status, lost_seen = time.monotonic(), 0
         tty = sys.stderr.isatty()

@@ -210,6 +210,9 @@ class Informer:
                                  (CONNECT_TIMEOUT_S, timeout + WATCH_READ_SLACK_S))
         self.stats.watches += 1
         self._response = response
+        if self._stop.is_set():  # stop() ran before the response was published: it cannot cut it
+            response.close()
+            return rv
         self._set_state("watching")
         from urllib3.exceptions import HTTPError  # noqa: PLC0415
 
@@ -224,8 +227,8 @@ class Informer:
             raise StreamError(f"watch {self.resource}: stream dropped ({type(exc).__name__})") from None
         finally:
             self._response = None
+            response.close()  # a watch connection is never reused: it may hold an unread tail
             response.release_conn()
-            response.close()
         return rv
 
     def _lines(self, response: Any) -> Iterator[bytes]:
@@ -305,7 +308,9 @@ class Informer:
     def _set_state(self, state: str) -> None:
         self.stats.state = state
         logged_kind = state.split(":", 1)[0]
-        if logged_kind != self._logged_state:
+        if state in ("listing", "watching"):  # transient: a failure repeating across them logs once
+            log.debug("k8s %s: %s", self.resource, state)
+        elif logged_kind != self._logged_state:
             self._logged_state = logged_kind
             level = logging.WARNING if state.startswith(("no API", "API ")) else logging.INFO
             log.log(level, "k8s %s: %s", self.resource, state)

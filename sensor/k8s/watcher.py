@@ -19,6 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sensor.k8s.config import K8sConfig
 from sensor.k8s.informer import Handler, Informer
 from sensor.k8s.peers import PeerIndex
@@ -74,8 +76,14 @@ def client_configuration(config: K8sConfig, env: dict[str, str] | None = None) -
     try:
         kconfig.load_kube_config(config_file=kubeconfig, context=config.context,
                                  client_configuration=conf, persist_config=False)
-    except (ConfigException, OSError, ValueError, TypeError) as exc:
-        raise BadCredentialsError(f"kubeconfig {kubeconfig}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise BadCredentialsError(f"kubeconfig {kubeconfig}{where}: invalid YAML: "
+                                  f"{getattr(exc, 'problem', exc)}") from None
+    except (ConfigException, OSError, ValueError, TypeError, AttributeError) as exc:
+        raise BadCredentialsError(f"kubeconfig {kubeconfig}: not a usable kubeconfig "
+                                  f"({type(exc).__name__}: {exc})") from None
     return conf, f"kubeconfig {kubeconfig}"
 
 
@@ -148,6 +156,12 @@ class K8sWatcher:
     def available(self) -> bool:
         """True when the watches run (they may still be connecting or retrying)."""
         return bool(self._informers)
+
+    def api_expected(self) -> bool:
+        """Pod metadata can be expected from the API: the pod watch runs and is not denied
+        (events of an unknown pod are worth holding for it)."""
+        pods = self._informers[0].stats.state if self._informers else "no API access"
+        return not pods.startswith(("no API access", "stopped"))
 
     def synced(self) -> bool:
         """Every started informer has completed a full list."""
