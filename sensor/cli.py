@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -11,7 +10,7 @@ from typing import Any
 import alerts
 import rules.cli
 from rules.errors import RulesError
-from sensor import __version__, doctor, run_command
+from sensor import __version__, doctor, logging_setup, run_command
 from sensor.config import read_config_file
 from sensor.enforcement import cli as enforce_cli
 from sensor.replay import cli as replay_cli
@@ -32,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netvigil", description="eBPF runtime security sensor")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("--version", action="version", version=f"netvigil {__version__}")
+    logging_setup.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_command.register(sub)
     rules.cli.register(sub)
@@ -52,16 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as done:   # --help, --version, usage errors: argparse wrote them
             sys.stdout.flush()
             raise done
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.WARNING,
-            format="netvigil: %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        logging_setup.configure_from_args(args)
         code = int(args.func(args) or 0)
         sys.stdout.flush()
         return code
     except USER_ERRORS as exc:
-        print(f"netvigil: error: {exc}", file=sys.stderr)
+        logging_setup.report_error(str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

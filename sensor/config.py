@@ -7,11 +7,15 @@ from typing import Any
 
 import yaml
 
+from sensor.endpoint_config import (
+    ApiConfig, HttpConfig, LogConfig, ReloadConfig, parse_api_config, parse_http_config,
+    parse_log_config, parse_reload_config,
+)
 from sensor.errors import ConfigError
 from sensor.k8s.config import K8sConfig, parse_k8s_config
 from sensor.recording.config import RecordConfig, parse_record_config
 
-KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce", "kubernetes")
+KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce", "kubernetes", "http", "api", "log", "reload")
 
 
 @dataclass
@@ -28,6 +32,10 @@ class AgentConfig:
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)
     kubernetes: K8sConfig = field(default_factory=K8sConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
 
     @property
     def record_dir(self) -> str | None:
@@ -86,4 +94,8 @@ def load_config(path: str | Path | None) -> AgentConfig:
     cfg.alerts = _section(data, "alerts", source)
     cfg.enforce = _section(data, "enforce", source)
     cfg.kubernetes = parse_k8s_config(_section(data, "kubernetes", source), source)
+    cfg.http = parse_http_config(data.get("http"), source)
+    cfg.api = parse_api_config(data.get("api"), source)
+    cfg.log = parse_log_config(data.get("log"), source)
+    cfg.reload = parse_reload_config(data.get("reload"), source)
     return cfg

@@ -42,6 +42,7 @@ class Pipeline:
         on_event: Callable[[Mapping[str, Any]], None] | None = None,
         k8s: Any | None = None,
         enforcement: EnforcementIntake | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
     ) -> None:
         self.hostname = hostname
         self.ruleset = ruleset
@@ -49,6 +50,8 @@ class Pipeline:
         self.recorder = recorder
         self.on_event = on_event
         self.enforcement = enforcement
+        self.on_alert = on_alert
+        """Sees every alert (the event hub: match counters, `observe --alerts`)."""
         self.k8s = k8s
         """sensor.k8s.enrich.K8sEnricher: per-event peer fields and the hold queue."""
         self.alerts = 0
@@ -66,8 +69,10 @@ class Pipeline:
             return
         for match in self.ruleset.evaluate(event):
             self.alerts += 1
-            if self.router is not None or self.recorder is not None:
+            if self.router is not None or self.recorder is not None or self.on_alert is not None:
                 alert = Alert.from_match(match, self.hostname)
+                if self.on_alert is not None:
+                    self.on_alert(alert)
                 if self.recorder is not None:
                     self.recorder.alert(alert.to_dict())
                 if self.router is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import sys
@@ -11,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from rules import DEFAULT_RULES_DIR
-from sensor import __version__
+from sensor import __version__, logging_setup
 from sensor.agent import Sensor, SensorOptions
+from sensor.agent_parts import AgentParts
+from sensor.agent_services import AgentServices
 from sensor.config import AgentConfig, load_config
+from sensor.event_hub import EventHub, chain_consumers
 from sensor.event_output import EventPrinter
+from sensor.health import Heartbeat
 from sensor.pipeline import Pipeline
 
 DEFAULT_SPOOL_DIR = "/var/lib/netvigil/spool"
@@ -39,6 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not load the enforcement datapath (detection only)")
     p.add_argument("--cleanup", action="store_true",
                    help="remove every pinned map and attached enforcement program, then exit")
+    http = p.add_mutually_exclusive_group()
+    http.add_argument("--http", metavar="ADDR:PORT",
+                      help="serve /healthz /readyz /metrics here (default: config http:, 127.0.0.1:8765)")
+    http.add_argument("--no-http", action="store_true", help="no HTTP endpoint")
+    api = p.add_mutually_exclusive_group()
+    api.add_argument("--api-socket", metavar="PATH",
+                     help="local API socket for observe/status (default: config api.socket, "
+                          "/run/netvigil/netvigil.sock)")
+    api.add_argument("--no-api", action="store_true", help="no local API socket")
+    logging_setup.add_arguments(p, inherited=True)
     p.set_defaults(func=run)
 
 
@@ -106,6 +121,7 @@ def _alerts_section(cfg: AgentConfig, overrides: list[str], as_json: bool) -> di
 def run(args: argparse.Namespace) -> int:
     """Run the sensor until SIGINT/SIGTERM or --duration; returns the exit code."""
     cfg = load_config(args.config)
+    logging_setup.configure_from_args(args, cfg.log.format, cfg.log.level)
     if args.cleanup:
         from sensor.enforcement.agent import Enforcement  # noqa: PLC0415
         from sensor.enforcement.config import parse_enforce_config  # noqa: PLC0415
@@ -150,35 +166,43 @@ def run(args: argparse.Namespace) -> int:
         from sensor.k8s.watcher import K8sWatcher  # noqa: PLC0415
 
         k8s = K8sWatcher(cfg.kubernetes)  # k8s.pods / k8s.peers: lock-free lookups for enrichment
-        if k8s.start():
+        k8s_started = k8s.start()
+        if k8s_started:
             stack.callback(k8s.stop)
         printer = EventPrinter(sys.stdout, as_json) if args.events else None
         enricher = _k8s_enricher(cfg, k8s)
-        pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router,
-                            recorder=recorder, on_event=printer, k8s=enricher,
-                            enforcement=enforcement)
+        hub = EventHub(cfg.api.history)
+        pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router, recorder=recorder,
+                            on_event=chain_consumers(printer, hub.publish), k8s=enricher,
+                            enforcement=enforcement, on_alert=hub.alert)
         sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages), enricher)
         if recorder is not None:
             sensor.table.on_add = recorder.process
+        parts = AgentParts(hub, Heartbeat(cfg.http.heartbeat_timeout_s), sensor=sensor, pipeline=pipeline,
+                           enforcement=enforcement, k8s_watcher=k8s if k8s_started else None,
+                           enricher=enricher, config_source=cfg.source)
+        services = stack.enter_context(AgentServices(parts, cfg, args, rules_loaded=ruleset is not None))
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, services.request_reload)
         stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
         sensor.start()
+        services.sensor_started()
         stack.callback(sensor.close)
         if recorder is not None:
             for record in sensor.table:
                 recorder.process(record)
         if enforcement is not None:
             enforcement.open_verdicts(lambda verdict: pipeline(sensor.enrich(verdict)))
-        print(f"netvigil {__version__}: sensor running"
-              f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
-              f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops",
-              file=sys.stderr)
-        print(f"netvigil: kubernetes: {k8s.status}", file=sys.stderr)
+        logging_setup.notice(f"netvigil {__version__}: sensor running"
+                             f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
+                             f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops")
+        logging_setup.notice(f"netvigil: kubernetes: {k8s.status}")
         deadline = time.monotonic() + args.duration if args.duration else None
         last_status, lost_seen = time.monotonic(), 0
         tty = sys.stderr.isatty()
         while not stop.requested and (deadline is None or time.monotonic() < deadline):
             sensor.poll(100)
+            parts.heartbeat.beat()
             pipeline.tick()
             if enforcement is not None:
                 enforcement.poll(0)
@@ -188,16 +212,17 @@ def run(args: argparse.Namespace) -> int:
                 last_status = now
                 lost = sensor.stats().lost
                 if lost > lost_seen:
-                    print(f"\nnetvigil: warning: {lost - lost_seen} events lost (ring buffer full)",
-                          file=sys.stderr)
+                    logging_setup.notice(f"\nnetvigil: warning: {lost - lost_seen} events lost (ring buffer full)",
+                                         level=logging.WARNING)
                     lost_seen = lost
                 if tty:
                     print("\r" + _status(sensor, pipeline, router, enforcement), end="",
                           file=sys.stderr, flush=True)
         sensor.drain()
         pipeline.flush()
-        print(("\n" if tty else "") + "netvigil: stopped: " + _status(sensor, pipeline, None, enforcement),
-              file=sys.stderr)
+        logging_setup.notice(("\n" if tty else "") + "netvigil: stopped: "
+                             + _status(sensor, pipeline, None, enforcement))
+        router = pipeline.router
     if router is not None:
         from alerts import format_stats  # noqa: PLC0415
 

@@ -62,3 +62,16 @@ def live(_loaded_sensor: LiveSensor) -> LiveSensor:
     """The shared sensor with an empty event list."""
     _loaded_sensor.clear()
     return _loaded_sensor
+
+
+@pytest.fixture(scope="session")
+def live_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One `netvigil run` subprocess for the endpoint, reload and observe tests (live_agent.py)."""
+    from live_agent import LiveAgent  # noqa: PLC0415
+
+    agent = LiveAgent(tmp_path_factory.mktemp("agent"))
+    try:
+        agent.start()
+        yield agent
+    finally:
+        agent.stop()

@@ -1,0 +1,69 @@
+"""The side services of `netvigil run`: HTTP endpoint, local API socket, reloader.
+
+A context manager: entering starts the HTTP endpoint (so probes answer while the BPF
+programs compile) and registers the readiness conditions; `sensor_started()` marks the
+programs attached; leaving stops every service.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from sensor.agent_parts import AgentParts
+from sensor.config import AgentConfig
+from sensor.endpoint_config import with_http_override
+
+log = logging.getLogger(__name__)
+
+
+class AgentServices:
+    """Starts and stops the agent's side threads around the poll loop."""
+
+    def __init__(self, parts: AgentParts, cfg: AgentConfig, args: argparse.Namespace, *,
+                 rules_loaded: bool) -> None:
+        self.parts = parts
+        self.cfg = cfg
+        self.args = args
+        self.http_cfg = with_http_override(cfg.http, getattr(args, "http", None), getattr(args, "no_http", False))
+        self.http: Any | None = None
+        self._rules_loaded = rules_loaded
+
+    def __enter__(self) -> AgentServices:
+        parts = self.parts
+        parts.readiness.set("programs", False, "BPF programs not attached yet")
+        if self._rules_loaded:
+            parts.readiness.add("rules", self._rules_ready)
+        else:
+            parts.readiness.set("rules", True, "no rules (--no-rules)")
+        if parts.k8s_watcher is not None:
+            parts.readiness.add("kubernetes", self._k8s_ready)
+        if self.http_cfg.enabled:
+            from sensor.http_endpoint import HttpEndpoint  # noqa: PLC0415
+
+            self.http = HttpEndpoint(parts, self.http_cfg.address, self.http_cfg.port)
+            self.http.start()
+        return self
+
+    def _rules_ready(self) -> tuple[bool, str]:
+        ruleset = self.parts.ruleset
+        if ruleset is None:
+            return False, "no rule set loaded"
+        return True, f"{len(ruleset.rules)} rules"
+
+    def _k8s_ready(self) -> tuple[bool, str]:
+        watcher = self.parts.k8s_watcher
+        synced = bool(watcher.synced())
+        return synced, "caches synced" if synced else "waiting for Kubernetes caches to sync"
+
+    def sensor_started(self) -> None:
+        """The BPF programs are loaded and attached."""
+        self.parts.readiness.set("programs", True, "attached")
+
+    def request_reload(self, _signum: int = 0, _frame: object = None) -> None:
+        """SIGHUP: reload rules and sinks (on the reloader's thread)."""
+        log.info("reload requested (SIGHUP)")
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.http is not None:
+            self.http.stop()

@@ -1,0 +1,137 @@
+"""Where the hot path hands events and alerts to everything that only watches them.
+
+`publish(event)` and `alert(alert)` run on the hot path: they count (events by type,
+rule matches by rule and priority), keep a short history for `observe --last`, and
+offer the item to each reader's bounded queue. Nothing here waits: a full reader
+queue drops the item and counts it. Readers (the local API) drain their queues on
+their own threads. Counters are written by the hot path only and read by copying
+(a dict copy is atomic under the GIL), so scrapes need no lock on the hot path.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+EVENT = "event"
+ALERT = "alert"
+
+
+class Reader:
+    """One watcher's bounded queue of (kind, item) pairs and its counters.
+
+    `types` (a set of `evt.type` values) is the cheap prefilter applied on the hot
+    path; `events`/`alerts` say which kinds it wants. Everything else is filtered by
+    the reader's own thread.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, capacity: int, *, types: Iterable[str] | None = None,
+                 events: bool = True, alerts: bool = True, name: str = "") -> None:
+        self.id = next(self._ids)
+        self.name = name or f"reader-{self.id}"
+        self.capacity = capacity
+        self.types = frozenset(types) if types else None
+        self.events = events
+        self.alerts = alerts
+        self.queue: deque[tuple[str, Any]] = deque()
+        self.offered = 0
+        self.dropped = 0
+
+    def offer(self, kind: str, item: Any) -> None:
+        """Queue item, or count it dropped when the queue is full (never waits)."""
+        self.offered += 1
+        if len(self.queue) < self.capacity:
+            self.queue.append((kind, item))
+        else:
+            self.dropped += 1
+
+    def take(self, limit: int = 1024) -> list[tuple[str, Any]]:
+        """Up to `limit` queued items, oldest first (reader thread)."""
+        out = []
+        q = self.queue
+        while q and len(out) < limit:
+            out.append(q.popleft())
+        return out
+
+
+class EventHub:
+    """Counters, recent history and reader fan-out of the live agent."""
+
+    def __init__(self, history: int = 2048, alert_history: int = 512) -> None:
+        self.events_by_type: dict[Any, int] = {}
+        self.matches: dict[tuple[str, str], int] = {}
+        self.history: deque[Mapping[str, Any]] = deque(maxlen=history)
+        self.alert_history: deque[dict[str, Any]] = deque(maxlen=alert_history)
+        self._readers: tuple[Reader, ...] = ()
+        self._lock = threading.Lock()
+        self.readers_total = 0
+        self.dropped_closed = 0  # drops of readers that have gone
+
+    # -- hot path -------------------------------------------------------------------
+    def publish(self, event: Mapping[str, Any]) -> None:
+        """One event went through the pipeline."""
+        t = event.get("evt.type")
+        counts = self.events_by_type
+        counts[t] = counts.get(t, 0) + 1
+        self.history.append(event)
+        for r in self._readers:
+            if r.events and (r.types is None or t in r.types):
+                r.offer(EVENT, event)
+
+    def alert(self, alert: Any) -> None:
+        """One alert (`alerts.Alert`) was raised."""
+        key = (alert.rule, alert.priority)
+        self.matches[key] = self.matches.get(key, 0) + 1
+        if self._readers or self.alert_history.maxlen:
+            data = alert.to_dict()
+            self.alert_history.append(data)
+            for r in self._readers:
+                if r.alerts:
+                    r.offer(ALERT, data)
+
+    # -- readers (other threads) ------------------------------------------------------
+    def attach(self, reader: Reader) -> None:
+        """Start offering items to reader."""
+        with self._lock:
+            self._readers = (*self._readers, reader)
+            self.readers_total += 1
+
+    def detach(self, reader: Reader) -> None:
+        """Stop offering items to reader (its drops stay counted)."""
+        with self._lock:
+            if reader in self._readers:
+                self._readers = tuple(r for r in self._readers if r is not reader)
+                self.dropped_closed += reader.dropped
+
+    @property
+    def readers(self) -> tuple[Reader, ...]:
+        return self._readers
+
+    def dropped(self) -> int:
+        """Items dropped for full reader queues, over every reader so far."""
+        return self.dropped_closed + sum(r.dropped for r in self._readers)
+
+    def counts(self) -> tuple[dict[Any, int], dict[tuple[str, str], int]]:
+        """Copies of the events-by-type and matches-by-(rule, priority) counters."""
+        return dict(self.events_by_type), dict(self.matches)
+
+    def recent(self, kind: str) -> list[Any]:
+        """A copy of the recent history of events or alerts."""
+        return list(self.history if kind == EVENT else self.alert_history)
+
+
+def chain_consumers(*consumers: Callable[[Mapping[str, Any]], None] | None) -> Callable[[Mapping[str, Any]], None]:
+    """One event consumer calling each given one in order (None entries left out)."""
+    present = [c for c in consumers if c is not None]
+    if len(present) == 1:
+        return present[0]
+
+    def chained(event: Mapping[str, Any]) -> None:
+        for consumer in present:
+            consumer(event)
+
+    return chained

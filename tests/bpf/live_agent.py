@@ -1,0 +1,220 @@
+"""One `netvigil run` subprocess shared by the endpoint, reload and observe tests.
+
+The agent runs with a ConfigMap-style config directory (`..data` -> a timestamped
+directory; `config.yaml` and `rules/` reached through it), its own HTTP port, local API
+socket, enforcement on a test cgroup with its own bpffs base (never the root cgroup),
+alerts as JSON lines on stdout (a file), JSON logs on stderr (a file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from sensor import cgroups
+
+NETVIGIL = str(Path(sys.executable).with_name("netvigil"))
+PID = os.getpid()
+
+# a connect to this port (from the test's own loopback listener) matches the base rule
+BASE_RULES = """
+- rule: Test connect to watched port
+  desc: the endpoint tests' known workload
+  condition: evt.type = connect and fd.rport = {port}
+  output: "test connect to %fd.rip:%fd.rport by %proc.name"
+  priority: NOTICE
+  tags: [test]
+- rule: Test static audit entry
+  desc: a static enforcement entry the reload must leave in place
+  condition: evt.type = connect and fd.rip = 192.0.2.77
+  output: "never fires"
+  priority: WARNING
+  enforce:
+    action: deny
+    mode: audit
+    static:
+      cidrs: [192.0.2.77/32]
+      protocol: tcp
+      cgroups: [/{cgroup}]
+"""
+
+CONNECTS = """
+import socket, sys
+for _ in range(int(sys.argv[2])):
+    socket.create_connection(("127.0.0.1", int(sys.argv[1]))).close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ConfigMapDir:
+    """A directory laid out as the kubelet mounts a ConfigMap: files are symlinks through
+    `..data`, which points at a timestamped directory and is swapped atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._n = 0
+
+    def publish(self, files: dict[str, str]) -> None:
+        """Write a new version of every file and swap `..data` to it (as the kubelet does)."""
+        self._n += 1
+        version = self.root / f"..2026_12_01_00_00_{self._n:02d}.{PID}"
+        version.mkdir()
+        for name, text in files.items():
+            (version / name).write_text(text)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(version.name)
+        old = (self.root / "..data").resolve() if (self.root / "..data").exists() else None
+        os.rename(tmp, self.root / "..data")
+        for name in files:
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        if old is not None:
+            shutil.rmtree(old)
+
+
+class LiveAgent:
+    """The agent subprocess and ways to look at it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.socket = base / "run" / "netvigil.sock"
+        self.target = free_port()          # the known workload connects here
+        self.listener = socket.create_server(("127.0.0.1", self.target), backlog=512)
+        self.cgroup = cgroups.mount() / f"netvigil-test-agent-{PID}"
+        self.pin_path = Path(f"/sys/fs/bpf/netvigil-test-agent-{PID}")
+        self.config_dir = ConfigMapDir(base / "config")
+        self.rules_dir = ConfigMapDir(base / "rules")
+        self.stdout_path = base / "alerts.jsonl"
+        self.stderr_path = base / "agent.log"
+        self.proc: subprocess.Popen | None = None
+        self._accepting = True
+
+    # -- files ----------------------------------------------------------------------
+    def base_rules(self) -> str:
+        return textwrap.dedent(BASE_RULES).format(port=self.target, cgroup=self.cgroup.name)
+
+    def config_text(self, **extra: Any) -> str:
+        cfg: dict[str, Any] = {
+            "rules": {"paths": [str(self.rules_dir.root / "rules.yaml")]},
+            "alerts": {"sinks": {"stdout": {"type": "stdout", "format": "json"}},
+                       "spool_dir": str(self.base / "spool")},
+            "enforce": {"cgroup": f"/{self.cgroup.name}", "pin_path": str(self.pin_path),
+                        "persist": False, "interfaces": []},
+            "reload": {"interval": 0.5},
+            "log": {"level": "info"},
+        }
+        cfg.update(extra)
+        return json.dumps(cfg)
+
+    # -- life -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.cgroup.mkdir(exist_ok=True)
+        self.rules_dir.publish({"rules.yaml": self.base_rules()})
+        self.config_dir.publish({"config.yaml": self.config_text()})
+        import threading  # noqa: PLC0415
+
+        threading.Thread(target=self._accept, daemon=True).start()
+        self.proc = subprocess.Popen(
+            [NETVIGIL, "run", "--config", str(self.config_dir.root / "config.yaml"), "--no-record",
+             "--http", f"127.0.0.1:{self.port}", "--api-socket", str(self.socket), "--log-format", "json"],
+            stdout=self.stdout_path.open("w"), stderr=self.stderr_path.open("w"))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"agent exited: {self.stderr_path.read_text()}"
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"agent not ready in 90 s: {self.stderr_path.read_text()[-2000:]}")
+
+    def _accept(self) -> None:
+        while self._accepting:
+            try:
+                conn, _ = self.listener.accept()
+                conn.close()
+            except OSError:
+                return
+
+    def stop(self) -> int:
+        """SIGTERM; the exit code."""
+        self._accepting = False
+        self.listener.close()
+        code = 0
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+        subprocess.run([NETVIGIL, "enforce", "--pin-path", str(self.pin_path), "flush"], capture_output=True)
+        subprocess.run([NETVIGIL, "run", "--cleanup", "--config", str(self.config_dir.root / "config.yaml")],
+                       capture_output=True)
+        shutil.rmtree(self.pin_path, ignore_errors=True)
+        try:
+            self.cgroup.rmdir()
+        except OSError:
+            pass
+        return code
+
+    # -- looking --------------------------------------------------------------------
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample: (name, sorted labels) -> value, parsed by prometheus_client's parser."""
+        code, text = self.get("/metrics")
+        assert code == 200
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def connects(self, n: int) -> None:
+        """The known workload: n TCP connects to the watched port from a new python process."""
+        subprocess.run([sys.executable, "-c", CONNECTS, str(self.target), str(n)], check=True, timeout=60)
+
+    def wait_metric(self, name: str, value: float, timeout: float = 10, **labels: str) -> float:
+        """Poll until the sample reaches value; the last value seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.metric(name, **labels)
+            if got >= value or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The agent's stderr, every line a JSON object."""
+        return [json.loads(line) for line in self.stderr_path.read_text().splitlines() if line.strip()]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
