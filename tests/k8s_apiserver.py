@@ -250,6 +250,7 @@ class _Faults:
     cut_next: dict[str, str] = field(default_factory=dict)  # resource -> "abort" | "clean"
     watch_gone_as_http: bool = False
     garbage_next: dict[str, bytes] = field(default_factory=dict)
+    expire_next_continue: bool = False  # the next continue token is answered 410 (compacted meanwhile)
 
 
 class FakeApiServer:
@@ -439,6 +440,9 @@ class FakeApiServer:
                     rv, start, snap_id = int(decoded["rv"]), int(decoded["start"]), decoded["id"]
                 except (ValueError, KeyError, TypeError):
                     raise _HttpError(400, "BadRequest", "continue key is not valid") from None
+                if self.faults.expire_next_continue:
+                    self.faults.expire_next_continue = False
+                    self._snapshots.pop(snap_id, None)
                 if rv <= self.compacted_rv or snap_id not in self._snapshots:
                     raise _HttpError(410, "Expired", "The provided continue parameter is too old to display "
                                      "a consistent list result. You can start a new list without the continue "

@@ -250,3 +250,14 @@ def test_without_credentials_or_when_disabled_it_says_so(tmp_path) -> None:
     bad.write_text("clusters: [")
     broken = K8sWatcher(K8sConfig(kubeconfig=str(bad)), env={})
     assert not broken.start() and f"kubeconfig {bad}" in broken.status
+
+
+def test_an_expired_continue_token_restarts_the_list(api, started) -> None:
+    for i in range(5):
+        api.create("pods", make_pod(f"p{i}", "shop", ip=f"10.244.1.{80 + i}"))
+    api.faults.expire_next_continue = True
+    w = started(page_size=2, peers=False, namespaces=False)
+    assert w.wait_synced(10)
+    assert w.pods.stats().pods == 5 and w.stats()["resources"]["pods"]["relists"] == 1
+    pages = api.requests_for("pods", watch=False)
+    assert "continue" in pages[1].query and "continue" not in pages[2].query  # restarted from scratch
