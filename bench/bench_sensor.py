@@ -156,8 +156,9 @@ def pipeline_capacity(count: int, rounds: int) -> Capacity:
     sensor.start()
     assert sensor.program is not None
     bpf_cls = load_bcc()
-    bpf = bpf_cls(text=sensor_program_text().encode(),
-                  cflags=sensor_cflags(pages, use_btf=sensor.program.uses_btf))
+    bpf = bpf_cls(text=sensor_program_text(offsets=sensor.program.offsets).encode(),
+                  cflags=sensor_cflags(pages, use_btf=sensor.program.uses_btf,
+                                       offsets=sensor.program.offsets))
     seen = [0]
 
     def noop(_ctx: object, _data: object, _size: int) -> None:

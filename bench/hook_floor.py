@@ -9,19 +9,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sensor.bpf_program import bpf_source_dir, load_bcc
+from sensor.bpf_program import bpf_source_dir, kernel_has_btf, kernel_offsets, load_bcc, sensor_sources
 
 _PROBE = re.compile(r"\b(RAW_TRACEPOINT_PROBE|TRACEPOINT_PROBE)\((\w+)(?:, (\w+))?\)")
-_NOT_SENSOR = ("enforce",)  # the enforcement datapath is not a sensor hook
 
 
 def sensor_hooks(src_dir: Path | None = None) -> list[tuple[str, str, str | None]]:
-    """(macro, category or raw tracepoint name, event name) of every probe in bpf/*.c."""
+    """(macro, category or raw tracepoint name, event name) of every probe the sensor
+    attaches on this kernel."""
     hooks: set[tuple[str, str, str | None]] = set()
-    for path in sorted((src_dir or bpf_source_dir()).glob("*.c")):
-        if path.stem.startswith(_NOT_SENSOR):
-            continue
-        hooks.update(_PROBE.findall(path.read_text()))
+    for name in sensor_sources(kernel_offsets(kernel_has_btf())):
+        hooks.update(_PROBE.findall(((src_dir or bpf_source_dir()) / name).read_text()))
     return sorted(hooks, key=lambda h: (h[0], h[1], h[2] or ""))
 
 

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from sensor.btf import BtfError, KernelBtf
 from sensor.errors import BPFUnavailableError
 from sensor.ring_reader import ItemConsumer, RecordDecoder, RingBufferError, RingReader
 
+log = logging.getLogger(__name__)
 RecordCallback = Callable[[bytes], None]
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB with 4 KiB pages
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
@@ -28,11 +31,39 @@ def bpf_source_dir() -> Path:
 
 # the program's sources, in the order they form one text: shared part, then hook families
 SENSOR_SOURCES = ("sensor_core.c", "sensor_process.c", "sensor_sockets.c", "sensor_tcp.c", "sensor_udp.c")
+# syscall hooks for what sensor_process.c reads through BTF offsets, when those are unknown
+PROCESS_SYSCALL_FALLBACK = "sensor_process_syscalls.c"
+# kernel-internal members sensor_process.c reads, as -D name=offset (from the kernel's BTF)
+BTF_OFFSETS = {
+    "NV_OFF_TASK_MM": ("task_struct", "mm"),
+    "NV_OFF_TASK_EXIT_CODE": ("task_struct", "exit_code"),
+    "NV_OFF_MM_ARG_START": ("mm_struct", "arg_start"),
+    "NV_OFF_MM_ARG_END": ("mm_struct", "arg_end"),
+}
 
 
-def sensor_program_text(src_dir: Path | None = None) -> str:
-    """The sensor's BPF C as one text: SENSOR_SOURCES concatenated, each after a comment
-    naming its file.
+def kernel_offsets(use_btf: bool, btf_file: str = KERNEL_BTF) -> dict[str, int]:
+    """BTF_OFFSETS resolved on the running kernel; empty without BTF or when one is missing
+    (the program then takes exec arguments and exit codes from syscall hooks)."""
+    if not use_btf:
+        return {}
+    try:
+        btf = KernelBtf.from_kernel(Path(btf_file))
+        return {name: btf.offset(*member) for name, member in BTF_OFFSETS.items()}
+    except BtfError as exc:
+        log.warning("kernel BTF: %s; exec arguments and exit codes come from syscall hooks", exc)
+        return {}
+
+
+def sensor_sources(offsets: dict[str, int]) -> tuple[str, ...]:
+    """The source files of the program, in text order, for these BTF offsets."""
+    core, *families = SENSOR_SOURCES
+    return (core, *(() if offsets else (PROCESS_SYSCALL_FALLBACK,)), *families)
+
+
+def sensor_program_text(src_dir: Path | None = None, offsets: dict[str, int] | None = None) -> str:
+    """The sensor's BPF C as one text: sensor_sources(offsets) concatenated, each after a
+    comment naming its file.
 
     One text rather than #include: BCC rewrites map declarations and calls
     (`events.ringbuf_reserve`) only in its main file, and it decides what that is by the
@@ -40,7 +71,7 @@ def sensor_program_text(src_dir: Path | None = None) -> str:
     """
     src_dir = src_dir or bpf_source_dir()
     parts = []
-    for name in SENSOR_SOURCES:
+    for name in sensor_sources(offsets or {}):
         path = src_dir / name
         try:
             parts.append(f"/* ==== {name} ==== */\n" + path.read_text())
@@ -49,9 +80,12 @@ def sensor_program_text(src_dir: Path | None = None) -> str:
     return "".join(parts)
 
 
-def sensor_cflags(ringbuf_pages: int, *, use_btf: bool, src_dir: Path | None = None) -> list[str]:
-    """Compiler flags for the sensor program (header directory, ring size, BTF fallback)."""
+def sensor_cflags(ringbuf_pages: int, *, use_btf: bool, src_dir: Path | None = None,
+                  offsets: dict[str, int] | None = None) -> list[str]:
+    """Compiler flags for the sensor program (header directory, ring size, BTF fallback,
+    kernel offsets)."""
     cflags = [f"-I{src_dir or bpf_source_dir()}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
+    cflags += [f"-D{name}={value}" for name, value in sorted((offsets or {}).items())]
     if not use_btf:
         cflags.append("-DNV_NO_BTF")
     return cflags
@@ -125,9 +159,10 @@ class SensorProgram:
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()
         src_dir = bpf_source_dir()
-        text = sensor_program_text(src_dir)
         self.uses_btf = kernel_has_btf() if use_btf is None else use_btf
-        cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir)
+        self.offsets = kernel_offsets(self.uses_btf)
+        text = sensor_program_text(src_dir, self.offsets)
+        cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir, offsets=self.offsets)
         try:
             self.bpf = bpf_cls(text=text.encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception for compile/load failures

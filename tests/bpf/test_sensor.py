@@ -184,6 +184,56 @@ def test_exec_fork_and_exit_are_seen(live) -> None:
     assert child["proc.pexec_id"] == execs["proc.exec_id"]
 
 
+def test_exec_arguments_come_whole_from_the_new_image(live) -> None:
+    """Arguments are read from the exec'd image's memory (BTF offsets): more than the
+    syscall hook's 20 arguments, one longer than its 256-byte limit, and no truncation."""
+    long_arg = "L" * 400
+    argv = ["sh", "-c", "exit 0", long_arg, *[f"a{i}" for i in range(30)]]
+    proc = subprocess.Popen(argv)
+    assert proc.wait(timeout=20) == 0
+    ev = live.wait_for(live.of_pid(proc.pid, "execve"))
+    assert ev["proc.cmdline"] == " ".join(argv)
+    assert not ev.get("proc.args_truncated")
+
+
+def test_exec_arguments_past_the_limit_are_marked_truncated(live) -> None:
+    argv = ["sh", "-c", "exit 0", *["x" * 100 for _ in range(15)]]  # 1,500 bytes of arguments
+    proc = subprocess.Popen(argv)
+    assert proc.wait(timeout=20) == 0
+    ev = live.wait_for(live.of_pid(proc.pid, "execve"))
+    assert ev["proc.args_truncated"] is True
+    assert " ".join(argv).startswith(ev["proc.cmdline"]) and len(ev["proc.cmdline"]) > 900
+
+
+def test_process_killed_by_a_signal_has_no_exit_code(live) -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    live.wait_for(live.of_pid(proc.pid, "execve"))
+    proc.kill()
+    proc.wait(timeout=20)
+    assert live.wait_for(live.of_pid(proc.pid, "procexit"))["evt.arg.status"] == -1
+
+
+def test_threads_are_not_reported_as_forks(live) -> None:
+    proc = subprocess.Popen([PY, "-c", "import os, threading\n"
+                             "for _ in range(5):\n t = threading.Thread(target=os.getpid); t.start(); t.join()"])
+    assert proc.wait(timeout=20) == 0
+    live.wait_for(live.of_pid(proc.pid, "procexit"))
+    assert not [e for e in live.events if e.get("proc.pid") == proc.pid and e["evt.type"] == "clone"]
+
+
+def test_process_hooks_use_no_syscall_tracepoint_when_btf_has_the_offsets(live) -> None:
+    """exec arguments, exit codes and fork-vs-thread come from sched/task tracepoints:
+    no syscall tracepoint is attached for them (each one slows every syscall)."""
+    from sensor.bpf_program import BTF_OFFSETS
+
+    program = live.sensor.program
+    assert set(program.offsets) == set(BTF_OFFSETS)
+    attached = {name.decode() if isinstance(name, bytes) else name for name in program.bpf.tracepoint_fds}
+    for syscall in ("execve", "execveat", "exit_group", "clone", "clone3"):
+        assert not [tp for tp in attached if tp.endswith(f"sys_enter_{syscall}")], attached
+    assert any(tp.endswith("task_newtask") for tp in attached)
+
+
 def test_packet_socket_is_seen(live) -> None:
     proc = subprocess.Popen([PY, "-c", "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()"])
     proc.wait(timeout=20)
@@ -394,5 +444,29 @@ def test_kernels_without_btf_get_the_same_connect_from_the_hash_fallback() -> No
                     connects.append((ret, lport > 0, rport))
         assert connects == [(0, True, port)]
         srv.close()
+    finally:
+        program.close()
+
+
+def test_kernels_without_btf_take_exec_arguments_and_exit_codes_from_syscalls() -> None:
+    """Without BTF offsets the program carries the syscall-hook fallback
+    (sensor_process_syscalls.c): an exec still has its arguments, an exit its code."""
+    import struct
+
+    from sensor.bpf_program import SensorProgram
+
+    records: list[bytes] = []
+    program = SensorProgram(records.append, ringbuf_pages=64, use_btf=False)
+    try:
+        assert program.offsets == {}
+        proc = subprocess.Popen(["sh", "-c", "exit 5", "nv-fallback-marker"])
+        assert proc.wait(timeout=20) == 5
+        program.consume()
+        mine = [(struct.unpack_from("<I", raw, 16)[0], raw) for raw in records
+                if struct.unpack_from("<I", raw, 20)[0] == proc.pid]
+        execs = [raw for kind, raw in mine if kind == 1]
+        exits = [raw for kind, raw in mine if kind == 3]
+        assert execs and b"nv-fallback-marker" in execs[0]
+        assert exits and struct.unpack_from("<i", exits[0], 56)[0] == 5
     finally:
         program.close()
