@@ -9,9 +9,11 @@ the sensor's hooks = the hook floor, with `netvigil run`), medians over the roun
 - exec storm: `make -j2` over a generated C project (hundreds of gcc runs), wall time.
 
 For each: the workload ratio (with / without; for exec storm the rate is builds per
-second), the ratio to the hook floor (with / floor), and for the agent rounds the events
-it handled per second, its CPU seconds per 1,000 events (and per 1,000 requests), and
-the events it lost (must be 0).
+second), the ratio to the hook floor (with / floor), each per wall-clock second and per
+CPU-second of the workload's own processes (nginx; make and its compilers), the latter
+robust to other load on a shared machine; and for the agent rounds the events it
+handled per second, its CPU seconds per 1,000 events (and per 1,000 requests), and the
+events it lost (must be 0).
 
 The agent runs as deployed: the shipped rules, no enforcement datapath (its own
 benchmark), no recording, output to /dev/null.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -60,6 +63,9 @@ http {{
 """
 
 
+Rate = tuple[float, float]  # (work per wall-clock second, work per CPU-second of the workload)
+
+
 @dataclass
 class AgentRound:
     """What the agent did during one workload round."""
@@ -76,9 +82,9 @@ class Workload:
 
     name: str
     unit: str
-    without: list[float] = field(default_factory=list)
-    floor: list[float] = field(default_factory=list)
-    agent: list[float] = field(default_factory=list)
+    without: list[Rate] = field(default_factory=list)
+    floor: list[Rate] = field(default_factory=list)
+    agent: list[Rate] = field(default_factory=list)
     agent_rounds: list[AgentRound] = field(default_factory=list)
     work_done: list[float] = field(default_factory=list)  # requests (or builds) per agent round
 
@@ -88,9 +94,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its direct children (nginx master and workers)."""
+    total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _cpu_seconds(int(child))
+    return total
+
+
 @contextmanager
-def nginx(workdir: Path) -> Iterator[int]:
-    """An nginx on a free loopback port serving /small (612 bytes), pinned to CPU 0."""
+def nginx(workdir: Path) -> Iterator[tuple[int, int]]:
+    """(port, pid) of an nginx on a free loopback port serving /small (612 bytes), pinned
+    to CPU 0."""
     (workdir / "www").mkdir(parents=True, exist_ok=True)
     (workdir / "www" / "small").write_bytes(b"x" * 612)
     import socket  # noqa: PLC0415
@@ -110,7 +126,7 @@ def nginx(workdir: Path) -> Iterator[int]:
                 break
             except OSError:
                 time.sleep(0.05)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGQUIT)
         try:
@@ -119,17 +135,21 @@ def nginx(workdir: Path) -> Iterator[int]:
             proc.kill()
 
 
-def wrk_rate(port: int, seconds: float, close: bool) -> float:
-    """Requests per second wrk achieved against nginx (pinned to CPU 1)."""
+def wrk_rate(port: int, nginx_pid: int, seconds: float, close: bool) -> Rate:
+    """Requests per wall-clock second wrk (pinned to CPU 1) achieved against nginx, and per
+    CPU-second nginx spent serving them."""
     cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds:g}s"]
     if close:
         cmd += ["-H", "Connection: close"]
+    cpu0 = _tree_cpu_seconds(nginx_pid)
     out = subprocess.run([*cmd, f"http://127.0.0.1:{port}/small"], capture_output=True,
                          text=True, check=True).stdout
+    cpu = _tree_cpu_seconds(nginx_pid) - cpu0
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
+    total = re.search(r"(\d+) requests in", out)
+    if not m or not total:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(m.group(1))
+    return float(m.group(1)), int(total.group(1)) / max(cpu, 1e-9)
 
 
 def make_project(workdir: Path, files: int) -> Path:
@@ -149,13 +169,19 @@ def make_project(workdir: Path, files: int) -> Path:
     return proj
 
 
-def build_rate(proj: Path) -> float:
-    """Builds per second of `make -j2` from clean (one build)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_rate(proj: Path) -> Rate:
+    """Builds per wall-clock second and per CPU-second of `make -j2` from clean (one build;
+    the CPU of make and every compiler it ran)."""
     subprocess.run(["make", "-s", "-C", str(proj), "clean"], check=True)
-    started = time.perf_counter()
+    cpu0, started = _children_cpu(), time.perf_counter()
     subprocess.run(["make", "-s", "-j2", "-C", str(proj)], check=True,
                    stdout=subprocess.DEVNULL)
-    return 1.0 / (time.perf_counter() - started)
+    return 1.0 / (time.perf_counter() - started), 1.0 / (_children_cpu() - cpu0)
 
 
 class Agent:
@@ -195,10 +221,10 @@ class Agent:
             self.proc.wait()
 
 
-def measure(work: Workload, rounds: int, once: Callable[[], float],
+def measure(work: Workload, rounds: int, once: Callable[[], Rate],
             amount: Callable[[float], float]) -> None:
-    """Interleaved rounds: without, hook floor, agent. `once()` returns a rate;
-    `amount(rate)` turns it into the work done in the round (for per-1,000 figures)."""
+    """Interleaved rounds: without, hook floor, agent. `once()` returns a Rate;
+    `amount(wall rate)` turns it into the work done in the round (for per-1,000 figures)."""
     for _ in range(rounds):
         work.without.append(once())
         floor = load_floor()
@@ -213,13 +239,15 @@ def measure(work: Workload, rounds: int, once: Callable[[], float],
             events, lost = agent.stop()
         work.agent.append(rate)
         work.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
-        work.work_done.append(amount(rate))
+        work.work_done.append(amount(rate[0]))
 
 
 def report(work: Workload) -> None:
     """Print one workload's figures."""
     med = statistics.median
-    without, floor, agent = med(work.without), med(work.floor), med(work.agent)
+    without, floor, agent = (med(r[0] for r in rates) for rates in (work.without, work.floor, work.agent))
+    cpu_without, cpu_floor, cpu_agent = (med(r[1] for r in rates)
+                                         for rates in (work.without, work.floor, work.agent))
     events = med(r.events / r.seconds for r in work.agent_rounds)
     cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in work.agent_rounds)
     cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(work.agent_rounds, work.work_done))
@@ -228,8 +256,10 @@ def report(work: Workload) -> None:
     print(f"{work.name}: {fmt.format(without)} {work.unit} without, {fmt.format(floor)} hook floor,"
           f" {fmt.format(agent)} with agent"
           f" ({len(work.without)} rounds, medians)")
-    print(f"  with / without {agent / without:.3f}; with / floor {agent / floor:.3f};"
+    print(f"  per wall-clock second: with / without {agent / without:.3f}; with / floor {agent / floor:.3f};"
           f" floor / without {floor / without:.3f}")
+    print(f"  per CPU-second of the workload: with / without {cpu_agent / cpu_without:.3f};"
+          f" with / floor {cpu_agent / cpu_floor:.3f}; floor / without {cpu_floor / cpu_without:.3f}")
     per_request = (f" {cpu_per_k_work:.4f} CPU s per 1,000 requests,"
                    if work.unit == "requests/s" else "")
     print(f"  agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
@@ -256,13 +286,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nv-bench-") as tmp:
         workdir = Path(tmp)
         if "http" in parts or "churn" in parts:
-            with nginx(workdir) as port:
+            with nginx(workdir) as (port, pid):
                 for name, close in (("http", False), ("churn", True)):
                     if name not in parts:
                         continue
                     label = "keep-alive HTTP" if not close else "connection churn (Connection: close)"
                     work = Workload(label, "requests/s")
-                    measure(work, rounds, lambda c=close: wrk_rate(port, seconds, c),
+                    measure(work, rounds, lambda c=close: wrk_rate(port, pid, seconds, c),
                             lambda rate: rate * seconds)
                     report(work)
         if "exec" in parts:
