@@ -261,3 +261,16 @@ def test_an_expired_continue_token_restarts_the_list(api, started) -> None:
     assert w.pods.stats().pods == 5 and w.stats()["resources"]["pods"]["relists"] == 1
     pages = api.requests_for("pods", watch=False)
     assert "continue" in pages[1].query and "continue" not in pages[2].query  # restarted from scratch
+
+
+def test_resync_relists_periodically_and_a_malformed_list_item_is_named(api, started, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="netvigil.k8s")
+    api.create("pods", make_pod("web", "shop"))
+    bad = make_pod("broken", "shop", ip="10.244.1.90")
+    bad["spec"]["containers"][0]["ports"] = [{"protocol": "TCP"}]  # containerPort missing
+    api.create("pods", bad)
+    w = started(resync_s=0.3, peers=False, namespaces=False, watch_timeout_s=1.0)
+    assert w.wait_synced(10)
+    eventually(lambda: w.stats()["resources"]["pods"]["lists"] >= 2, what="a resync list")
+    assert w.pods.by_ip("10.244.1.10").name == "web" and w.pods.by_ip("10.244.1.90") is None
+    assert "Pod shop/broken: malformed pod" in caplog.text

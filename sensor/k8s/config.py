@@ -12,7 +12,7 @@ kubernetes:
   watch_timeout: 5m        # timeoutSeconds of one watch request (randomised up to 2x)
   backoff_initial: 0.5s    # reconnect backoff, doubled per failure, with jitter ...
   backoff_max: 30s         # ... up to this
-  resync: 0                # periodic full relist (0: only on 410 Gone)
+  resync: 0                # periodic full relist, checked when a watch ends (0: only on 410 Gone)
   deleted_pod_retention: 5m   # deleted pods stay resolvable for late events this long ...
   deleted_pod_max: 512        # ... and at most this many
 ```

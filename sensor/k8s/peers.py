@@ -22,11 +22,11 @@ Key = tuple[str, str]  # (namespace, name)
 Peer = PeerMeta | tuple[PeerMeta, ...]
 
 
-def _key(obj: Any) -> Key:
+def _key(obj: Any, kind: str) -> Key:
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) \
             or not isinstance(meta.get("namespace"), str):
-        raise MalformedObjectError(f"{object_name(obj)}: metadata.name/namespace missing")
+        raise MalformedObjectError(f"{object_name(obj, kind)}: metadata.name/namespace missing")
     return sys.intern(meta["namespace"]), sys.intern(meta["name"])
 
 
@@ -95,7 +95,7 @@ class PeerIndex:
     # -- Services ----------------------------------------------------------------------
     def upsert_service(self, obj: dict[str, Any]) -> Key:
         """Add or replace a Service (its ClusterIPs, external and load-balancer IPs)."""
-        key = _key(obj)
+        key = _key(obj, "Service")
         try:
             spec = obj.get("spec") or {}
             ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")])
@@ -108,7 +108,7 @@ class PeerIndex:
             peer = PeerMeta(kind="service", name=key[1], namespace=key[0], svc_name=key[1],
                             svc_namespace=key[0], ports=_ports(spec.get("ports"), service=True))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            raise MalformedObjectError(f"{object_name(obj)}: malformed service ({exc})") from None
+            raise MalformedObjectError(f"{object_name(obj, 'Service')}: malformed service ({exc})") from None
         with self._write:
             old = self._services.get(key)
             self._services[key] = _Service(tuple(dict.fromkeys(ips)), peer)
@@ -125,7 +125,7 @@ class PeerIndex:
 
     def delete_service(self, obj: dict[str, Any]) -> None:
         """Forget a Service."""
-        key = _key(obj)
+        key = _key(obj, "Service")
         with self._write:
             old = self._services.pop(key, None)
             if old is not None:
@@ -146,7 +146,7 @@ class PeerIndex:
     # -- EndpointSlices ----------------------------------------------------------------
     def upsert_slice(self, obj: dict[str, Any]) -> Key:
         """Add or replace an EndpointSlice: its addresses become pods of its Service."""
-        key = _key(obj)
+        key = _key(obj, "EndpointSlice")
         try:
             labels = obj["metadata"].get("labels") or {}
             svc_name = labels.get(SERVICE_NAME_LABEL)
@@ -165,7 +165,7 @@ class PeerIndex:
                             svc_name=service[1] if service else None,
                             svc_namespace=key[0] if service else None, ports=ports)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            raise MalformedObjectError(f"{object_name(obj)}: malformed endpointslice ({exc})") from None
+            raise MalformedObjectError(f"{object_name(obj, 'EndpointSlice')}: malformed endpointslice ({exc})") from None
         with self._write:
             old = self._slices.get(key)
             self._slices[key] = _Slice(service, endpoints)
@@ -182,7 +182,7 @@ class PeerIndex:
 
     def delete_slice(self, obj: dict[str, Any]) -> None:
         """Forget an EndpointSlice."""
-        key = _key(obj)
+        key = _key(obj, "EndpointSlice")
         with self._write:
             old = self._slices.pop(key, None)
             if old is not None:

@@ -26,12 +26,13 @@ class MalformedObjectError(ValueError):
     """An API object lacks a field its kind always has (the message names the object)."""
 
 
-def object_name(obj: Any) -> str:
-    """``kind ns/name`` of an API object for messages, whatever shape it is in."""
+def object_name(obj: Any, kind: str = "object") -> str:
+    """``Kind ns/name`` of an API object for messages, whatever shape it is in (list items
+    come without ``kind``: ``kind`` names it then)."""
     if not isinstance(obj, dict):
         return f"<{type(obj).__name__}>"
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    kind = obj.get("kind") or "object"
+    kind = obj.get("kind") or kind
     ns = meta.get("namespace")
     return f"{kind} {ns + '/' if ns else ''}{meta.get('name', '<no name>')}"
 
@@ -105,7 +106,7 @@ def pod_meta(obj: dict[str, Any], namespace_labels: Mapping[str, str] = EMPTY) -
         if not ips and status.get("podIP"):
             ips = (str(status["podIP"]),)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MalformedObjectError(f"{object_name(obj)}: malformed pod ({type(exc).__name__}: {exc})") from None
+        raise MalformedObjectError(f"{object_name(obj, 'Pod')}: malformed pod ({type(exc).__name__}: {exc})") from None
     return PodMeta(
         uid=uid, name=name, namespace=sys.intern(ns), labels=labels,
         namespace_labels=namespace_labels, workload_kind=sys.intern(kind),
@@ -197,7 +198,7 @@ class PodCache:
         with self._write:
             uid = (obj.get("metadata") or {}).get("uid") if isinstance(obj, dict) else None
             if not isinstance(uid, str):
-                raise MalformedObjectError(f"{object_name(obj)}: deleted pod without metadata.uid")
+                raise MalformedObjectError(f"{object_name(obj, 'Pod')}: deleted pod without metadata.uid")
             self._mark_deleted(uid)
             self._expire_locked()
 

@@ -218,7 +218,7 @@ def _namespace_handler(pods: PodCache) -> Handler:
         if not isinstance(name, str):
             from sensor.k8s.pods import MalformedObjectError, object_name  # noqa: PLC0415
 
-            raise MalformedObjectError(f"{object_name(obj)}: namespace without metadata.name")
+            raise MalformedObjectError(f"{object_name(obj, 'Namespace')}: namespace without metadata.name")
         known.add(name)
         pods.set_namespace_labels(name, meta.get("labels") if isinstance(meta.get("labels"), dict) else None)
         return name
