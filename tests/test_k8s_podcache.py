@@ -50,3 +50,43 @@ def test_stripped_pod_keeps_what_rules_need() -> None:
     assert pod.containers == {"f" * 12: ("app", "nginx:1.27")} and pod.declares_port("tcp", 80)
     bare = pod_meta(_with_uid(make_pod("solo", "x"), "u4"))
     assert (bare.workload_kind, bare.workload_name) == ("Pod", "solo")
+
+
+def test_lock_free_readers_never_fail_while_the_writer_churns() -> None:
+    import threading
+
+    from sensor.k8s.peers import PeerIndex
+
+    cache = PodCache(deleted_max=50)
+    peers = PeerIndex(cache)
+    stop, errors, seen = threading.Event(), [], [0]
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for i in range(200):
+                    pod = cache.by_ip(f"10.9.0.{i}")
+                    if pod is not None:
+                        assert f"10.9.0.{i}" in pod.ips
+                        seen[0] += 1
+                    peers.lookup(f"10.9.0.{i}", 80)
+                    cache.by_uid(f"u{i}")
+                cache.pods()
+                peers.stats()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for round_ in range(30):
+            for i in range(200):
+                obj = _with_uid(make_pod(f"p{i}", "shop", ip=f"10.9.0.{i}", labels={"r": str(round_)}), f"u{i}")
+                cache.upsert(obj)
+                if i % 3 == round_ % 3:
+                    cache.delete(obj)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    assert seen[0] > 0

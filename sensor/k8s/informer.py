@@ -115,6 +115,10 @@ class Informer:
         self._thread = threading.Thread(target=self.run, name=f"k8s-{self.resource}", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the loop to end (returns at once; `stop` also cuts the stream and waits)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 2.0) -> None:
         """Ask the loop to end, cut its open stream, and wait up to ``timeout``."""
         self._stop.set()
@@ -140,6 +144,8 @@ class Informer:
             except GoneError as exc:
                 self.stats.relists += 1
                 log.info("k8s %s: %s; relisting", self.resource, exc)
+                if need_list or time.monotonic() - listed_at < 1.0:  # Gone again at once: back off
+                    self._stop.wait(self._backoff.next())
                 need_list = True
             except Exception as exc:  # noqa: BLE001 - every failure is counted, logged, retried
                 if self._stop.is_set():

@@ -144,7 +144,7 @@ class K8sWatcher:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every watch thread (each waited for up to ``timeout``)."""
         for informer in self._informers:
-            informer._stop.set()
+            informer.request_stop()
         for informer in self._informers:
             informer.stop(timeout)
         if self._api_client is not None:
