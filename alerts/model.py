@@ -12,13 +12,8 @@ from typing import Any
 
 from alerts.errors import AlertModelError
 from alerts.priority import normalize_priority
+from rules.fields import CONTEXT_FIELDS
 
-#: Fields copied from the matched event into output_fields when present, so every
-#: consumer sees the process, container and pod behind an alert.
-CONTEXT_FIELDS: tuple[str, ...] = (
-    "proc.exec_id", "proc.pid", "proc.name", "proc.exepath", "proc.cmdline",
-    "container.id", "container.name", "container.image", "k8s.ns.name", "k8s.pod.name",
-)
 
 #: Prefix of netvigil's own keys inside output_fields (Falco consumers ignore them).
 NETVIGIL_PREFIX = "netvigil."

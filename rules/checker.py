@@ -18,7 +18,7 @@ from rules import ast
 from rules.errors import (Position, RuleLoadError, RuleTypeError, UnknownNameError,
                           UnsupportedError)
 from rules.falco_fields import FALCO_ONLY_EVENT_TYPES, is_falco_only
-from rules.fields import DERIVED_SOURCES, EVENT_TYPES, FIELDS_BY_NAME, LABEL_SOURCES, FieldSpec
+from rules.fields import EVENT_TYPES, FIELDS_BY_NAME, FieldSpec
 from rules.parser import LIST_OPS
 from rules.source import SourceText
 
@@ -363,11 +363,9 @@ class Checker:
 def _access(spec: FieldSpec, arg: str | None, pos: Position | None) -> tuple[str, tuple, str]:
     """How a field is read: (access kind, source fields, type of each compared value)."""
     name = spec.name
-    if spec.cidr:
-        return ("either" if len(DERIVED_SOURCES[name]) > 1 else "direct",
-                DERIVED_SOURCES[name], "net")
-    if name in DERIVED_SOURCES:
-        return "either", DERIVED_SOURCES[name], spec.type
+    if spec.any_of:
+        return ("either" if len(spec.any_of) > 1 else "direct", spec.any_of,
+                "net" if spec.cidr else spec.type)
     if spec.type == "list":
         if arg is None:
             return "any", (name,), spec.arg_type
@@ -380,8 +378,8 @@ def _access(spec: FieldSpec, arg: str | None, pos: Position | None) -> tuple[str
         if index == 0:
             return "direct", ("proc.name" if name == "proc.aname" else "proc.pid",), spec.arg_type
         return "index", (name, str(index - 1)), spec.arg_type
-    if name in LABEL_SOURCES:
-        return "label", (LABEL_SOURCES[name], arg or ""), "str"
+    if spec.key_of:
+        return "label", (spec.key_of, arg or ""), "str"
     if spec.type == "dict":
         return "labels", (name,), "str"
     return "direct", (name,), spec.type

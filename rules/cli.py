@@ -91,5 +91,6 @@ def cmd_fields(args: argparse.Namespace) -> int:
     print(f"{'FIELD':<{w_name}}  {'TYPE':<{w_type}}  DESCRIPTION [EVENT TYPES]")
     for r in rows:
         types = "" if r["event_types"] == "all" else f" [{r['event_types']}]"
-        print(f"{r['name']:<{w_name}}  {r['type']:<{w_type}}  {r['description']}{types}")
+        derived = f" ({r['derivation']})" if r["derivation"] else ""
+        print(f"{r['name']:<{w_name}}  {r['type']:<{w_type}}  {r['description']}{derived}{types}")
     return 0

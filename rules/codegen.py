@@ -1,6 +1,9 @@
 """Turn checked conditions into Python source, compiled once into plain functions.
 
-A condition becomes one Python expression over ``_g = event.get``; constants (frozensets,
+A condition becomes one Python expression over ``_g``, the event's lookup of stored fields
+(``Event.stored_get``, or ``get`` of any other mapping); a derived field (fd.sport, fd.name)
+is read by its compiled reader from `rules.fields`, which takes a stored value first and
+otherwise computes it from the stored ends. Constants (frozensets,
 CIDR ranges, compiled RE2 matchers) are bound by name in the function's globals, never
 spliced into the source text. A missing field makes every comparison on it false (as in
 Falco), so ``not proc.name = x`` holds for an event without ``proc.name``.
@@ -13,6 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 from rules.checker import CAnd, CCmp, CConst, CNode, CNot, COr
+from rules.event import Event
+from rules.fields import FIELDS_BY_NAME, SERVER_SIDE_TYPES, field_reader
 
 EVAL_ERRORS = (TypeError, AttributeError, ValueError)
 
@@ -77,7 +82,15 @@ def _none_of(values: Any, pred: Callable[[Any], bool]) -> bool:
 
 HELPERS: dict[str, Any] = {"_innet": _innet, "_idx": _idx, "_lbl": _lbl,
                            "_lblitems": _lblitems, "_any": _any, "_none_of": _none_of,
-                           "_ERRS": EVAL_ERRORS}
+                           "_ERRS": EVAL_ERRORS, "_Event": Event}
+#: The generated functions' first line: the stored-field lookup of the event ``e``.
+_GETTER = "_g = e.stored_get if e.__class__ is _Event else e.get"
+
+
+@lru_cache(maxsize=None)
+def _reader(field: str) -> Callable[[Callable[[str], Any]], Any]:
+    """One shared reader per derived field (so generated code binds one constant)."""
+    return field_reader(field)
 
 
 class CodeGen:
@@ -113,16 +126,31 @@ class CodeGen:
             return "True" if node.value else "False"
         return self._cmp(node)
 
+    def _read(self, field: str) -> str:
+        """Expression reading one field: the stored value; for a derived field missing
+        from the event, its derivation (inlined for client/server fields)."""
+        spec = FIELDS_BY_NAME.get(field)
+        if spec is None or spec.derive is None:
+            return f"_g({field!r})"
+        v = self._fresh("_v")
+        if spec.by_role:
+            server, client = spec.by_role
+            derived = (f"(_g({server!r}) if (_g('evt.type') in {self.const(SERVER_SIDE_TYPES)} "
+                       f"or _g('fd.rip') is None) else _g({client!r}))")
+        else:
+            derived = f"{self.const(_reader(field))}(_g)"
+        return f"({v} if ({v} := _g({field!r})) is not None else {derived})"
+
     def _getter(self, node: CCmp) -> str:
         if node.access == "direct":
-            return f"_g({node.sources[0]!r})"
+            return self._read(node.sources[0])
         if node.access == "index":
             return f"_idx(_g({node.sources[0]!r}), {int(node.sources[1])})"
         if node.access == "label":
             return f"_lbl(_g({node.sources[0]!r}), {self.const(node.sources[1])})"
         if node.access == "labels":
             return f"_lblitems(_g({node.sources[0]!r}))"
-        return f"_g({node.sources[0]!r})"  # "any": the list itself
+        return self._read(node.sources[0])  # "any": the list itself
 
     def _scalar(self, op: str, stype: str, const: Any, value: str) -> str:
         """Expression applying ``op`` to the value expression ``value`` (evaluated once)."""
@@ -165,7 +193,7 @@ class CodeGen:
     def _cmp(self, node: CCmp) -> str:
         op, stype = node.op, node.scalar_type
         if node.access == "either":
-            gets = [f"_g({s!r})" for s in node.sources]
+            gets = [self._read(s) for s in node.sources]
             if op == "exists":
                 return "(" + " or ".join(f"{g} is not None" for g in gets) + ")"
             if op == "!=":
@@ -184,7 +212,7 @@ class CodeGen:
     # -- functions --------------------------------------------------------------------
     def predicate(self, node: CNode) -> Callable[[Mapping], bool]:
         """One condition as a function event -> bool (errors on odd values -> False)."""
-        src = ("def _pred(e):\n    _g = e.get\n    try:\n"
+        src = (f"def _pred(e):\n    {_GETTER}\n    try:\n"
                f"        return bool({self.expr(node)})\n"
                "    except _ERRS:\n        return False\n")
         return self._define(src, "_pred")
@@ -194,7 +222,7 @@ class CodeGen:
 
         Expressions come from :meth:`expr` of this generator (they share its constants).
         """
-        lines = ["def _match(e):", "    _g = e.get", "    _m = []"]
+        lines = ["def _match(e):", f"    {_GETTER}", "    _m = []"]
         for index, expr in rules:
             lines += ["    try:", f"        if {expr}:", f"            _m.append({int(index)})",
                       "    except _ERRS:", "        pass"]

@@ -1,13 +1,25 @@
-"""The field catalogue: every event field netvigil emits or derives, its type and origin.
+"""The field table: every event field, its type, the event types that set it, how a
+derived field is computed from the stored ones, and its doc line.
 
 Types: ``str``, ``int``, ``bool``, ``list``, ``dict``, ``ip`` (an address in text form),
 ``port`` (an int). ``ip`` fields with ``cidr=True`` (fd.net, fd.snet, ...) compare the
 address with CIDRs.
-``netvigil rules fields`` prints this table and docs/events.md is checked against it.
+
+A field is *stored* (the sensor writes it into the event), or *derived*, in one of three
+ways: ``derive`` computes its value from stored fields where it is read (fd.sip, fd.cport,
+fd.name: the decoder stores each end of a connection once, as fd.lip/fd.lport and
+fd.rip/fd.rport); ``any_of`` makes it match when any of those fields matches (fd.ip,
+fd.net; rules only); ``key_of`` looks ``FIELD[KEY]`` up in a dict field. A mapping that
+stores a derived field itself (a hand-written test event) keeps its value. Adding a field
+is adding one entry to ``FIELDS``. The rule checker, output rendering, `netvigil rules
+fields`, docs/events.md (generated, checked by a test) and the sensor's decoder, recorder
+and verdicts all read this table.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 #: Every ``evt.type`` the sensor emits (see the event contract).
 EVENT_TYPES: tuple[str, ...] = (
@@ -22,17 +34,63 @@ NETWORK_EVENT_TYPES: tuple[str, ...] = (
     "dup", "dup2", "dup3", "netvigil_verdict",
 )
 
+#: Network event types that know the remote end (listen and bind know only the local one).
+PEER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in NETWORK_EVENT_TYPES if t not in ("listen", "bind"))
+
 ALL = EVENT_TYPES
 _SYSCALLS = tuple(t for t in EVENT_TYPES if t != "netvigil_verdict")
+
+#: How a derivation reads the event: ``Mapping.get`` of the stored fields.
+Getter = Callable[[str], Any]
+
+#: Falco's client/server model: on accept and listen (and bind) the local end is the server.
+SERVER_SIDE_TYPES: frozenset[str] = frozenset({"accept", "accept4", "listen", "bind"})
+#: The stored ends of a connection, which fd.cip/fd.sip/... and fd.name derive from.
+ENDS: tuple[str, ...] = ("evt.type", "fd.lip", "fd.lport", "fd.rip", "fd.rport")
+
+
+def local_is_server(get: Getter) -> bool:
+    """Whether the local end is the server: accept, listen, bind, and any event that knows
+    only its local end (a bind verdict); on connect, sendto, dup... it is the client."""
+    return get("evt.type") in SERVER_SIDE_TYPES or get("fd.rip") is None
+
+
+def _by_role(if_server: str, if_client: str) -> Callable[[Getter], Any]:
+    """Derivation of a client/server field: one stored end or the other."""
+    def derive(get: Getter) -> Any:
+        return get(if_server) if local_is_server(get) else get(if_client)
+    return derive
+
+
+def connection_name(cip: Any, cport: Any, sip: Any, sport: Any) -> str:
+    """Falco's fd.name of a connection: ``cip:cport->sip:sport``."""
+    return f"{cip}:{cport}->{sip}:{sport}"
+
+
+def _name(get: Getter) -> str | None:
+    """fd.name: the connection tuple, or ``lip:lport`` when only the local end is known."""
+    lip, rip = get("fd.lip"), get("fd.rip")
+    if rip is None:
+        return None if lip is None else f"{lip}:{get('fd.lport')}"
+    if lip is None:  # a verdict on a socket not yet bound: the unspecified address
+        lip = "::" if get("fd.typechar") == "6" else "0.0.0.0"
+    lport, rport = get("fd.lport") or 0, get("fd.rport")
+    if get("evt.type") in SERVER_SIDE_TYPES:
+        return connection_name(rip, rport, lip, lport)
+    return connection_name(lip, lport, rip, rport)
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One field: name, value type, description, event types that set it.
+    """One field: name, value type, description, event types that set it, derivation.
 
     ``arg`` is "index" or "key" when the field takes ``[arg]``, "" otherwise (a field with
-    ``arg`` may also be used bare, e.g. ``proc.aname``). ``derived`` fields are computed by
-    the rule engine from other fields, never present in the event itself.
+    ``arg`` may also be used bare, e.g. ``proc.aname``). A derived field has exactly one
+    of: ``by_role`` (a client/server field: which stored end it is when the local end is
+    the server, and when it is the client; the rule compiler inlines it), ``derive``
+    (computed from ``sources`` by ``derive(get)``), ``any_of`` (matches
+    when any of those fields does; outputs show the first present), ``key_of`` (the dict
+    field ``FIELD[KEY]`` is looked up in).
     """
 
     name: str
@@ -40,9 +98,34 @@ class FieldSpec:
     description: str
     event_types: tuple[str, ...] = ALL
     arg: str = ""
-    derived: bool = False
     arg_type: str = ""  # type of `field[arg]` when it differs from `type`
     cidr: bool = False  # compared with CIDRs (fd.net, fd.snet, ...)
+    derive: Callable[[Getter], Any] | None = None
+    sources: tuple[str, ...] = ()  # what `derive` reads
+    any_of: tuple[str, ...] = ()
+    key_of: str = ""
+    by_role: tuple[str, str] = ()  # (stored field if the local end is the server, if client)
+
+    def __post_init__(self) -> None:
+        if self.by_role:  # a client/server field: `derive` follows from the two ends
+            object.__setattr__(self, "derive", _by_role(*self.by_role))
+            object.__setattr__(self, "sources", ENDS)
+
+    @property
+    def derived(self) -> bool:
+        """True when the sensor does not store this field (it is computed or matched)."""
+        return self.derive is not None or bool(self.any_of) or bool(self.key_of)
+
+    @property
+    def derivation(self) -> str:
+        """How the field is derived, for people ("" for a stored field)."""
+        if self.derive is not None:
+            return "derived from " + ", ".join(s for s in self.sources if s != "evt.type")
+        if self.any_of:
+            return "matches " + " or ".join(self.any_of)
+        if self.key_of:
+            return f"a key of {self.key_of}"
+        return ""
 
 
 _F = FieldSpec
@@ -97,12 +180,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("k8s.pod.uid", "str", "Kubernetes pod uid."),
     _F("container.image.tag", "str", "Container image tag (empty when the image names none)."),
     _F("k8s.pod.labels", "dict", "Pod labels; matched as \"key:value\" items."),
-    _F("k8s.pod.label", "str", "One pod label: k8s.pod.label[app].", arg="key", derived=True),
+    _F("k8s.pod.label", "str", "One pod label: k8s.pod.label[app].", arg="key",
+       key_of="k8s.pod.labels"),
     _F("k8s.pod.ip", "ip", "The pod's (first) IP address."),
     _F("k8s.pod.ips", "list", "All IP addresses of the pod (netvigil extension).", arg_type="str"),
     _F("k8s.ns.labels", "dict", "Labels of the pod's namespace (netvigil extension); matched as "
        "\"key:value\" items."),
-    _F("k8s.ns.label", "str", "One namespace label: k8s.ns.label[team].", arg="key", derived=True),
+    _F("k8s.ns.label", "str", "One namespace label: k8s.ns.label[team].", arg="key",
+       key_of="k8s.ns.labels"),
     _F("k8s.deployment.name", "str", "Deployment that owns the pod (through its ReplicaSet)."),
     _F("k8s.rs.name", "str", "ReplicaSet that owns the pod."),
     _F("k8s.statefulset.name", "str", "StatefulSet that owns the pod."),
@@ -139,32 +224,37 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("fd.typechar", "str", "\"4\" or \"6\".", NETWORK_EVENT_TYPES),
     _F("fd.sockfamily", "str", "Socket family: ip.", NETWORK_EVENT_TYPES),
     _F("fd.l4proto", "str", "tcp or udp.", NETWORK_EVENT_TYPES),
-    _F("fd.name", "str", "Connection tuple cip:cport->sip:sport.", NETWORK_EVENT_TYPES),
-    _F("fd.cip", "ip", "Client IP address.", NETWORK_EVENT_TYPES),
-    _F("fd.cport", "port", "Client port.", NETWORK_EVENT_TYPES),
-    _F("fd.sip", "ip", "Server IP address.", NETWORK_EVENT_TYPES),
-    _F("fd.sport", "port", "Server port.", NETWORK_EVENT_TYPES),
     _F("fd.lip", "ip", "Local IP address.", NETWORK_EVENT_TYPES),
     _F("fd.lport", "port", "Local port.", NETWORK_EVENT_TYPES),
-    _F("fd.rip", "ip", "Remote IP address.", NETWORK_EVENT_TYPES),
-    _F("fd.rport", "port", "Remote port.", NETWORK_EVENT_TYPES),
+    _F("fd.rip", "ip", "Remote IP address.", PEER_EVENT_TYPES),
+    _F("fd.rport", "port", "Remote port.", PEER_EVENT_TYPES),
+    _F("fd.name", "str", "Connection tuple cip:cport->sip:sport (lip:lport on listen and "
+       "bind).", NETWORK_EVENT_TYPES, derive=_name, sources=(*ENDS, "fd.typechar")),
+    _F("fd.cip", "ip", "Client IP address: fd.lip on connect, sendto, dup..., fd.rip on "
+       "accept.", PEER_EVENT_TYPES, by_role=("fd.rip", "fd.lip")),
+    _F("fd.cport", "port", "Client port (as fd.cip).", PEER_EVENT_TYPES,
+       by_role=("fd.rport", "fd.lport")),
+    _F("fd.sip", "ip", "Server IP address: fd.rip on connect, sendto, dup..., fd.lip on "
+       "accept, listen and bind.", NETWORK_EVENT_TYPES, by_role=("fd.lip", "fd.rip")),
+    _F("fd.sport", "port", "Server port (as fd.sip).", NETWORK_EVENT_TYPES,
+       by_role=("fd.lport", "fd.rport")),
     _F("fd.connected", "bool", "Whether the socket is connected.", NETWORK_EVENT_TYPES),
     _F("fd.name_changed", "bool", "Whether the tuple changed (first UDP send to a destination).",
        ("sendto", "sendmsg")),
     _F("fd.ip", "ip", "Either end's IP (matches when fd.cip or fd.sip matches).",
-       NETWORK_EVENT_TYPES, derived=True),
+       NETWORK_EVENT_TYPES, any_of=("fd.sip", "fd.cip")),
     _F("fd.port", "port", "Either end's port (matches when fd.cport or fd.sport matches).",
-       NETWORK_EVENT_TYPES, derived=True),
+       NETWORK_EVENT_TYPES, any_of=("fd.sport", "fd.cport")),
     _F("fd.net", "ip", "Either end's IP, matched against CIDRs.", NETWORK_EVENT_TYPES,
-       derived=True, cidr=True),
-    _F("fd.cnet", "ip", "fd.cip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
-       cidr=True),
-    _F("fd.snet", "ip", "fd.sip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
-       cidr=True),
-    _F("fd.lnet", "ip", "fd.lip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
-       cidr=True),
-    _F("fd.rnet", "ip", "fd.rip matched against CIDRs.", NETWORK_EVENT_TYPES, derived=True,
-       cidr=True),
+       cidr=True, any_of=("fd.sip", "fd.cip")),
+    _F("fd.cnet", "ip", "fd.cip matched against CIDRs.", NETWORK_EVENT_TYPES, cidr=True,
+       any_of=("fd.cip",)),
+    _F("fd.snet", "ip", "fd.sip matched against CIDRs.", NETWORK_EVENT_TYPES, cidr=True,
+       any_of=("fd.sip",)),
+    _F("fd.lnet", "ip", "fd.lip matched against CIDRs.", NETWORK_EVENT_TYPES, cidr=True,
+       any_of=("fd.lip",)),
+    _F("fd.rnet", "ip", "fd.rip matched against CIDRs.", NETWORK_EVENT_TYPES, cidr=True,
+       any_of=("fd.rip",)),
     # --- netvigil extensions ---------------------------------------------------------
     _F("netvigil.verdict", "str", "Kernel enforcement decision: deny or audit.",
        ("netvigil_verdict",)),
@@ -184,23 +274,43 @@ FIELDS: tuple[FieldSpec, ...] = (
 
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 
-#: For derived fields: the event fields they read.
-DERIVED_SOURCES: dict[str, tuple[str, ...]] = {
-    "fd.ip": ("fd.cip", "fd.sip"),
-    "fd.port": ("fd.cport", "fd.sport"),
-    "fd.net": ("fd.cip", "fd.sip"),
-    "fd.cnet": ("fd.cip",),
-    "fd.snet": ("fd.sip",),
-    "fd.lnet": ("fd.lip",),
-    "fd.rnet": ("fd.rip",),
-}
+#: Fields the decoder computes rather than stores: name -> derivation (the event types'
+#: own readers, `rules.event.Event` and `field_reader`, apply it).
+DERIVATIONS: dict[str, Callable[[Getter], Any]] = {
+    f.name: f.derive for f in FIELDS if f.derive is not None}
+
+#: Copied from the matched event into every alert's output_fields when present: the
+#: process, container and pod behind it.
+CONTEXT_FIELDS: tuple[str, ...] = (
+    "proc.exec_id", "proc.pid", "proc.name", "proc.exepath", "proc.cmdline",
+    "container.id", "container.name", "container.image", "k8s.ns.name", "k8s.pod.name",
+)
 
 
-#: For ``[KEY]`` fields: the dict field a key is looked up in.
-LABEL_SOURCES: dict[str, str] = {
-    "k8s.pod.label": "k8s.pod.labels",
-    "k8s.ns.label": "k8s.ns.labels",
-}
+def field_reader(name: str) -> Callable[[Getter], Any]:
+    """A function get -> the value of field ``name`` of the event ``get`` reads: the stored
+    value when there is one, otherwise the derivation's (None when absent)."""
+    spec = FIELDS_BY_NAME.get(name)
+    derive = spec.derive if spec is not None else None
+    if derive is None:
+        return lambda get: get(name)
+
+    def read(get: Getter) -> Any:
+        value = get(name)
+        return derive(get) if value is None else value
+    return read
+
+
+def stored_sources(name: str) -> tuple[str, ...]:
+    """The stored fields a field's value comes from (itself when stored)."""
+    spec = FIELDS_BY_NAME.get(name)
+    if spec is None or not spec.derived:
+        return (name,)
+    if spec.derive is not None:
+        return (name, *spec.sources)  # a mapping may store the derived field itself
+    if spec.key_of:
+        return (spec.key_of,)
+    return tuple(dict.fromkeys(s for src in spec.any_of for s in stored_sources(src)))
 
 
 def get_field(name: str) -> FieldSpec | None:
@@ -216,7 +326,8 @@ def describe_types(spec: FieldSpec) -> str:
 
 
 def field_rows() -> list[dict[str, str]]:
-    """One dict per field (name, type, event_types, description), as printed/documented."""
+    """One dict per field (name, type, event_types, description, derivation: "" when
+    stored), as printed/documented."""
     rows = []
     for f in FIELDS:
         name = f.name
@@ -225,7 +336,7 @@ def field_rows() -> list[dict[str, str]]:
         elif f.arg == "key":
             name += "[KEY]"
         rows.append({"name": name, "type": f.type, "event_types": describe_types(f),
-                     "description": f.description})
+                     "description": f.description, "derivation": f.derivation})
     return rows
 
 
@@ -238,9 +349,11 @@ def events_markdown() -> str:
         "tests/test_rules_fields.py checks it. Do not edit by hand. -->",
         "",
         "An event is a flat mapping of Falco field names to values; absent fields are simply",
-        "missing (comparisons on them are false, and outputs render `<NA>`). Derived fields are",
-        "computed by the rule engine from the event's own fields. `netvigil rules fields`",
-        "prints the same table.",
+        "missing (comparisons on them are false, and outputs render `<NA>`). Derived fields",
+        "(`fd.cip`, `fd.sport`, `fd.name`, ...) are computed where they are read from the",
+        "stored ends of a connection, `fd.lip`/`fd.lport` and `fd.rip`/`fd.rport`: on connect,",
+        "sendto and dup the local end is the client, on accept, listen and bind the server, as",
+        "in Falco. `netvigil rules fields` prints the same table.",
         "",
         "## Event types",
         "",
@@ -253,8 +366,8 @@ def events_markdown() -> str:
         "| Field | Type | Set on | Description |",
         "| --- | --- | --- | --- |",
     ]
-    for row, spec in zip(field_rows(), FIELDS):
-        derived = " (derived)" if spec.derived else ""
+    for row in field_rows():
+        derived = f" ({row['derivation']})" if row["derivation"] else ""
         lines.append(f"| `{row['name']}` | {row['type']} | {row['event_types']} | "
                      f"{row['description']}{derived} |")
     lines += [

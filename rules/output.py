@@ -9,12 +9,10 @@ from typing import Any
 
 from rules.errors import Position, RuleTypeError, UnknownNameError
 from rules.falco_fields import is_falco_only
-from rules.fields import DERIVED_SOURCES, FIELDS_BY_NAME, LABEL_SOURCES
+from rules.fields import CONTEXT_FIELDS, FIELDS_BY_NAME, field_reader
 
 NA = "<NA>"
 _REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)+)(?:\[([^\]]*)\])?")
-#: Always in output_fields when the event has them (who/where of the alert).
-CONTEXT_FIELDS = ("proc.exec_id", "container.id", "k8s.ns.name", "k8s.pod.name")
 
 
 def format_evt_time(ns: int) -> str:
@@ -40,13 +38,9 @@ def _getter(name: str, arg: str | None) -> Callable[[Mapping], Any]:
     spec = FIELDS_BY_NAME.get(name)
     if spec is None:
         return lambda e: None
-    if name in DERIVED_SOURCES:
-        first = DERIVED_SOURCES[name]
-        if name in ("fd.net", "fd.ip"):
-            first = ("fd.sip", "fd.cip")
-        elif name == "fd.port":
-            first = ("fd.sport", "fd.cport")
-        return lambda e: next((e[s] for s in first if e.get(s) is not None), None)
+    if spec.any_of:  # either end: the first one present
+        readers = tuple(field_reader(s) for s in spec.any_of)
+        return lambda e: next((v for v in (r(e.get) for r in readers) if v is not None), None)
     if spec.type == "list":
         if arg is None:
             return lambda e: e.get(name)
@@ -60,11 +54,12 @@ def _getter(name: str, arg: str | None) -> Callable[[Mapping], Any]:
             return values[i - 1] if isinstance(values, (list, tuple)) and i - 1 < len(values) \
                 else None
         return ancestor
-    if name in LABEL_SOURCES:
-        key, source = arg or "", LABEL_SOURCES[name]
+    if spec.key_of:
+        key, source = arg or "", spec.key_of
         return lambda e: (e.get(source) or {}).get(key) \
             if isinstance(e.get(source), Mapping) else None
-    return lambda e: e.get(name)
+    read = field_reader(name)
+    return lambda e: read(e.get)
 
 
 @dataclass(frozen=True)
@@ -89,8 +84,10 @@ class OutputTemplate:
                 out.append(_text(value))
             fields[key] = value
         for key in CONTEXT_FIELDS:
-            if key not in fields and event.get(key) is not None:
-                fields[key] = event[key]
+            if key not in fields:
+                value = event.get(key)
+                if value is not None:
+                    fields[key] = value
         return "".join(out), fields
 
 
