@@ -13,6 +13,7 @@ from typing import Any
 from sensor.agent_parts import AgentParts
 from sensor.config import AgentConfig
 from sensor.endpoint_config import with_http_override
+from sensor.reload import Reloader, ReloadSource
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +21,17 @@ log = logging.getLogger(__name__)
 class AgentServices:
     """Starts and stops the agent's side threads around the poll loop."""
 
-    def __init__(self, parts: AgentParts, cfg: AgentConfig, args: argparse.Namespace, *,
-                 rules_loaded: bool) -> None:
+    def __init__(self, parts: AgentParts, cfg: AgentConfig, args: argparse.Namespace,
+                 reload_source: ReloadSource | None = None) -> None:
         self.parts = parts
         self.cfg = cfg
         self.args = args
         self.http_cfg = with_http_override(cfg.http, getattr(args, "http", None), getattr(args, "no_http", False))
         self.http: Any | None = None
-        self._rules_loaded = rules_loaded
+        self.reloader: Reloader | None = None
+        self._reload_source = reload_source
+        self._rules_loaded = parts.ruleset is not None
+        self._first_router = parts.router
 
     def __enter__(self) -> AgentServices:
         parts = self.parts
@@ -43,6 +47,10 @@ class AgentServices:
 
             self.http = HttpEndpoint(parts, self.http_cfg.address, self.http_cfg.port)
             self.http.start()
+        if self._reload_source is not None:
+            self.reloader = Reloader(parts, self._reload_source, self.cfg, watch=self.cfg.reload.watch,
+                                     interval_s=self.cfg.reload.interval_s)
+            self.reloader.start()
         return self
 
     def _rules_ready(self) -> tuple[bool, str]:
@@ -62,8 +70,14 @@ class AgentServices:
 
     def request_reload(self, _signum: int = 0, _frame: object = None) -> None:
         """SIGHUP: reload rules and sinks (on the reloader's thread)."""
-        log.info("reload requested (SIGHUP)")
+        if self.reloader is not None:
+            self.reloader.request()
 
     def __exit__(self, *_exc: object) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
+            router = self.parts.router
+            if router is not None and router is not self._first_router:
+                router.stop(5.0)   # a reload's router; `run` stops the first one
         if self.http is not None:
             self.http.stop()

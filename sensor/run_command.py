@@ -21,6 +21,7 @@ from sensor.event_hub import EventHub, chain_consumers
 from sensor.event_output import EventPrinter
 from sensor.health import Heartbeat
 from sensor.pipeline import Pipeline
+from sensor.reload import ReloadSource
 
 DEFAULT_SPOOL_DIR = "/var/lib/netvigil/spool"
 
@@ -75,6 +76,26 @@ def _load_ruleset(args: argparse.Namespace, cfg: AgentConfig) -> Any | None:
     paths = args.rules or cfg.rules_paths or [str(DEFAULT_RULES_DIR)]
     return load_rules(paths, skip_unsupported=cfg.skip_unsupported,
                       enforce_mode_override=cfg.enforce_mode)
+
+
+def _watched_paths(args: argparse.Namespace, cfg: AgentConfig) -> list[str]:
+    """What a change of reloads: the config file and the rules paths."""
+    return ([args.config] if args.config else []) + (args.rules or cfg.rules_paths or [str(DEFAULT_RULES_DIR)])
+
+
+def _parse_alerts(cfg: AgentConfig, args: argparse.Namespace, as_json: bool) -> Any:
+    from alerts import parse_alerts_config  # noqa: PLC0415
+
+    return parse_alerts_config(_alerts_section(cfg, args.alert_set, as_json), cfg.source)
+
+
+def _start_router(alerts_cfg: Any) -> Any:
+    """A started alert router for these settings (its spools opened)."""
+    from alerts import AlertRouter  # noqa: PLC0415
+
+    router = AlertRouter(alerts_cfg, Path(alerts_cfg.spool_dir or DEFAULT_SPOOL_DIR))
+    router.start()
+    return router
 
 
 def _record_dir(args: argparse.Namespace, cfg: AgentConfig) -> str | None:
@@ -136,12 +157,11 @@ def run(args: argparse.Namespace) -> int:
     router = None
     with ExitStack() as stack:
         if ruleset is not None:
-            from alerts import AlertRouter, parse_alerts_config, resolve_hostname  # noqa: PLC0415
+            from alerts import resolve_hostname  # noqa: PLC0415
 
-            alerts_cfg = parse_alerts_config(_alerts_section(cfg, args.alert_set, as_json), cfg.source)
+            alerts_cfg = _parse_alerts(cfg, args, as_json)
             hostname = resolve_hostname(alerts_cfg)
-            router = AlertRouter(alerts_cfg, Path(alerts_cfg.spool_dir or DEFAULT_SPOOL_DIR))
-            router.start()
+            router = _start_router(alerts_cfg)
             stack.callback(router.stop, 5.0)
         recorder = None
         record_dir = _record_dir(args, cfg)
@@ -181,7 +201,13 @@ def run(args: argparse.Namespace) -> int:
         parts = AgentParts(hub, Heartbeat(cfg.http.heartbeat_timeout_s), sensor=sensor, pipeline=pipeline,
                            enforcement=enforcement, k8s_watcher=k8s if k8s_started else None,
                            enricher=enricher, config_source=cfg.source)
-        services = stack.enter_context(AgentServices(parts, cfg, args, rules_loaded=ruleset is not None))
+        from sensor.cli import USER_ERRORS  # noqa: PLC0415 - the one list of user mistakes
+
+        reload_source = None if ruleset is None else ReloadSource(
+            load_config=lambda: load_config(args.config), load_ruleset=lambda c: _load_ruleset(args, c),
+            parse_alerts=lambda c: _parse_alerts(c, args, as_json), build_router=_start_router,
+            watched_paths=lambda c: _watched_paths(args, c), user_errors=USER_ERRORS)
+        services = stack.enter_context(AgentServices(parts, cfg, args, reload_source))
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, services.request_reload)
         stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
