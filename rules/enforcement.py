@@ -11,7 +11,7 @@ from rules.errors import EnforceConfigError, Position
 
 ACTIONS = ("deny",)
 TARGETS = ("remote", "listen_port")
-SCOPES = ("process", "container", "pod", "node")
+SCOPES = ("process", "container", "pod", "workload", "namespace", "node")
 MODES = ("audit", "enforce")
 PROTOCOLS = ("tcp", "udp", "any")
 _KEYS = ("action", "target", "scope", "ttl", "mode", "max_entries", "static")

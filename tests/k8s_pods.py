@@ -184,7 +184,11 @@ class PodHost:
         for applet in BUSYBOX_APPLETS:
             (path / "bin" / applet).symlink_to("busybox")
         for d in ("usr", "lib", "lib64", "proc", "dev", "sys", "tmp", "etc"):
-            (path / d).mkdir(exist_ok=True)
+            host = Path("/" + d)
+            if host.is_symlink():   # merged /usr: /lib -> usr/lib
+                (path / d).symlink_to(os.readlink(host))
+            else:
+                (path / d).mkdir(exist_ok=True)
 
     def start_container(self, pod: Pod, args: list[str], *, name: str, image: str,
                         runtime: str) -> Container:
@@ -309,7 +313,10 @@ class PodHost:
             self.remove_pod(pod)
         root = self.cgroup_root.rstrip("/")
         for hierarchy in self._hierarchies():
-            for rel in {f"{root}/kubepods/{p.qos}" for p in self.pods} | {f"{root}/kubepods"}:
+            rels = {f"{root}/kubepods/{p.qos}" for p in self.pods} | {f"{root}/kubepods"}
+            if root and hierarchy != self.mount:
+                rels.add(root)   # runc made the --cgroup-root in every v1 hierarchy
+            for rel in sorted(rels, key=len, reverse=True):
                 try:
                     (hierarchy / rel.lstrip("/")).rmdir()
                 except OSError:

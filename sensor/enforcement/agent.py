@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -9,7 +10,8 @@ from sensor import cgroups
 from sensor.enforcement.config import EnforcementConfig
 from sensor.enforcement.datapath import EnforcementDatapath, InstallReport
 from sensor.enforcement.layout import PinLayout
-from sensor.enforcement.manager import EnforcementManager, Request, SubmitResult
+from sensor.enforcement.manager import EnforcementManager, Request, ScopeResolver, SubmitResult
+from sensor.enforcement.pod_scopes import PodScopes
 from sensor.enforcement.request_queue import RequestQueue
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,10 @@ class Enforcement:
         self.datapath = EnforcementDatapath(PinLayout(config.pin_path))
         self.manager: EnforcementManager | None = None
         self.queue = RequestQueue(self.submit)
+        self.pod_scopes = PodScopes()
+        self._stop_pods = threading.Event()
+        self._pod_thread: threading.Thread | None = None
+        """Pods on this node, for the pod/workload/namespace scopes (fed by the k8s enrichment)."""
 
     def start(self, static_requests: Iterable[Request] = (),
               known_rules: Iterable[str] | None = None) -> InstallReport:
@@ -41,12 +47,17 @@ class Enforcement:
         report = self.datapath.install(cgroup, self.config.interfaces)
         self.manager = EnforcementManager(maps, self.config.safety_list(),
                                           mode_override=self.config.mode,
-                                          max_total=self.config.max_entries)
+                                          max_total=self.config.max_entries,
+                                          resolver=ScopeResolver(pod_scopes=self.pod_scopes))
         summary = self.manager.reconcile(static_requests, known_rules)
         log.info("enforcement: attached=%d adopted=%d replaced=%d; entries %s",
                  len(report.attached), len(report.adopted), len(report.replaced), summary)
         self.manager.start_sweeper(self.config.sweep_interval_s)
         self.queue.start()
+        self._stop_pods.clear()
+        self._pod_thread = threading.Thread(target=self._cover_later_pods, daemon=True,
+                                            name="netvigil-enforce-pods")
+        self._pod_thread.start()
         return report
 
     def offer(self, req: Request) -> bool:
@@ -67,6 +78,19 @@ class Enforcement:
         """Consume pending verdicts."""
         self.datapath.poll(timeout_ms)
 
+    def _cover_later_pods(self) -> None:
+        """Thread: pods that start after a workload/namespace entry get its entries."""
+        while not self._stop_pods.is_set():
+            self.pod_scopes.wakeup.wait(0.5)
+            self.pod_scopes.wakeup.clear()
+            if self.manager is None:
+                continue
+            try:
+                for req in self.pod_scopes.started():
+                    self.manager.submit(req)
+            except Exception:  # a defect here must not end the thread
+                log.exception("enforcement: covering a new pod failed")
+
     def stats(self) -> dict[str, Any]:
         """Manager stats (kernel counters, latency percentiles) and the request queue's."""
         base = self.manager.stats() if self.manager else {"kernel": self.datapath.counters()}
@@ -75,6 +99,7 @@ class Enforcement:
     def stop(self) -> None:
         """Stop the queue and the sweeper; keep enforcement in force unless config.persist is false."""
         self.queue.stop()
+        self._stop_pod_thread()
         if self.manager is not None:
             self.manager.stop()
         if self.config.persist:
@@ -82,9 +107,17 @@ class Enforcement:
         else:
             self.datapath.cleanup()
 
+    def _stop_pod_thread(self) -> None:
+        self._stop_pods.set()
+        self.pod_scopes.wakeup.set()
+        if self._pod_thread is not None:
+            self._pod_thread.join(timeout=5)
+            self._pod_thread = None
+
     def cleanup(self) -> list[str]:
         """Remove every attachment and pin (`netvigil run --cleanup`)."""
         self.queue.stop()
+        self._stop_pod_thread()
         if self.manager is not None:
             self.manager.stop()
         return self.datapath.cleanup()

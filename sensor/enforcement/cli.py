@@ -73,6 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         where.add_argument("--cgroup", action="append", default=[],
                            help="cgroup2 path the entry applies to (and its children); repeatable")
         where.add_argument("--node", action="store_true", help="apply to every process on the node")
+        where.add_argument("--pod", action="append", default=[], metavar="NS/NAME",
+                           help="a pod on this node (its cgroup: every container of it); repeatable")
+        where.add_argument("--workload", metavar="NS/[KIND/]NAME",
+                           help="every pod of a workload on this node (needs the API server)")
+        where.add_argument("--namespace", metavar="NS", help="every pod of a namespace on this node")
+        where.add_argument("--selector", metavar="[NS/]KEY=VALUE[,...]",
+                           help="every pod on this node with these labels")
+        b.add_argument("--host-root", default="", metavar="PREFIX",
+                       help="where the host's /run is mounted, for the runtimes' bundles (in a pod: /host)")
         if name == "block":
             b.add_argument("--ttl", type=parse_duration, help="expire after (90, 30s, 10m, 1h); default never")
             b.add_argument("--mode", choices=("enforce", "audit"), default="enforce")
@@ -95,9 +104,62 @@ def _open(args: argparse.Namespace) -> EnforcementMaps:
     return EnforcementMaps(PinLayout(args.pin_path))
 
 
+def _pod_scope_ids(args: argparse.Namespace) -> list[int] | None:
+    """Cgroup ids of the pods --pod/--workload/--namespace/--selector name (None: not given)."""
+    from sensor.enforcement.pod_scopes import PodScopes, parse_selector, pods_on_node  # noqa: PLC0415
+
+    given = [("pod", v) for v in args.pod] + [(k, getattr(args, k)) for k in ("workload", "namespace", "selector")
+                                               if getattr(args, k)]
+    if not given:
+        return None
+    selectors = [parse_selector(kind, value) for kind, value in given]
+    needs_api = any(s.workload_name for s in selectors)
+    wants_api = needs_api or any(s.labels for s in selectors)   # CRI-O bundles carry labels too
+    scopes = PodScopes()
+    api = _api_pods if needs_api else _api_pods_if_any if wants_api else None
+    for pod in pods_on_node(args.host_root, api):
+        scopes.note(pod)
+    ids: list[int] = []
+    for (kind, value), selector in zip(given, selectors):
+        matched = scopes.pods(selector)
+        paths = [p for p in (scopes.cgroup_of(pod.uid) for pod in matched) if p is not None]
+        if not paths:
+            where = "the runtimes' bundles" + (" and the API server" if needs_api else "")
+            raise InvalidEntryError(f"--{kind} {value}: no running pod on this node matches (looked in {where})")
+        ids += [cgroups.cgroup_id(p) for p in paths]
+    return ids
+
+
+def _api_pods() -> list:
+    """This node's pods from the API server (one list), or an error saying why not."""
+    try:
+        from sensor.k8s.watcher import K8sWatcher  # noqa: PLC0415
+    except ImportError as exc:
+        raise InvalidEntryError(f"workload and label selectors need the API server: {exc}") from None
+    watcher = K8sWatcher()
+    if not watcher.start():
+        raise InvalidEntryError(f"workload and label selectors need the API server: {watcher.status}")
+    try:
+        if not watcher.pods.synced.wait(10):
+            raise InvalidEntryError("the API server did not list this node's pods within 10 s")
+        return watcher.pods.pods()
+    finally:
+        watcher.stop()
+
+
+def _api_pods_if_any() -> list:
+    try:
+        return _api_pods()
+    except InvalidEntryError:
+        return []
+
+
 def _keys_from_args(args: argparse.Namespace) -> list[DenyKey]:
+    pod_ids = _pod_scope_ids(args)
     if args.node:
         scopes = [0]
+    elif pod_ids is not None:
+        scopes = pod_ids
     else:
         mount = cgroups.mount()
         scopes = [cgroups.cgroup_id(cgroups.resolve(p, mount)) for p in args.cgroup]

@@ -26,6 +26,7 @@ from sensor.enforcement.keys import (
 )
 from rules.enforcement import EnforcementRequest
 from sensor.enforcement.latency import LatencyWindow
+from sensor.enforcement.pod_scopes import GROUP_SCOPES, PodScopes
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.safety import SafetyList
 
@@ -51,8 +52,11 @@ class SubmitResult:
 class ScopeResolver:
     """Scope names -> cgroup ids, using the event's identity fields."""
 
-    def __init__(self, index: cgroups.CgroupIndex | None = None) -> None:
+    def __init__(self, index: cgroups.CgroupIndex | None = None,
+                 pod_scopes: PodScopes | None = None) -> None:
         self._index = index
+        self.pod_scopes = pod_scopes
+        """Pods by identity, for the workload and namespace scopes (sensor.enforcement.pod_scopes)."""
 
     @property
     def index(self) -> cgroups.CgroupIndex:
@@ -81,6 +85,11 @@ class ScopeResolver:
             if req.scope == "container" and isinstance(container_cg, int) and container_cg > 0:
                 return [container_cg]
             return [cgid]
+        if req.scope in GROUP_SCOPES:
+            if self.pod_scopes is None:
+                raise InvalidEntryError(f"rule {req.rule!r}: scope {req.scope} needs pod identity "
+                                        "(the agent's Kubernetes enrichment)")
+            return self.pod_scopes.resolve(req)
         if req.scope == "pod":
             in_container = ev.get("container.id", "host") not in ("host", "", None)
             if not in_container:

@@ -134,6 +134,9 @@ class K8sEnricher:
         """Called on the poll thread with every record whose metadata changed."""
         self.records: Callable[[], Iterable[ProcessRecord]] | None = None
         """The process table's records (live and recently exited), for updates."""
+        self.pod_listeners: list[Callable[[Mapping[str, Any], int], None]] = []
+        """Called (poll thread) with a record's fields and cgroup id when a pod is first seen
+        here or its metadata changed (the enforcement pod scopes listen)."""
         self.cgroup_exists: Callable[[int], bool] | None = None
         """cgroup id -> whether its directory still exists (the sensor's cgroup index)."""
         self.sweep_interval_s = 10.0
@@ -187,15 +190,18 @@ class K8sEnricher:
                     uid = pod.uid
         if not uid:
             return
-        if uid not in self._seen:
+        first = uid not in self._seen
+        if first:
             if len(self._seen) > 65536:
                 self._seen.clear()
             self._seen.add(uid)
         if pod is not None:
             self._apply_pod(meta, pod, cid)
             self._applied.setdefault(uid, pod)
-        elif (self.pods is not None and uid not in self.pending and uid not in self._given_up
-              and self._api_expected()):
+        if first and cid != HOST:
+            self._tell(meta, record.cgroup_id)
+        if (pod is None and self.pods is not None and uid not in self.pending
+                and uid not in self._given_up and self._api_expected()):
             self.pending[uid] = self._clock() + self.hold_s
 
     def _apply_pod(self, meta: dict[str, Any], pod: PodMeta, cid: str) -> None:
@@ -307,14 +313,26 @@ class K8sEnricher:
         self._applied.update(pods)
         if self.records is None:
             return
+        told: set[str] = set()
         for record in self.records():
-            pod = pods.get(record.meta.get("k8s.pod.uid"))  # type: ignore[arg-type]
+            uid = record.meta.get("k8s.pod.uid")
+            pod = pods.get(uid)  # type: ignore[arg-type]
             if pod is None:
                 continue
             self._apply_pod(record.meta, pod, record.container_id)
             self._updates += 1
             if self.on_update is not None:
                 self.on_update(record)
+            if uid not in told and record.exit_ns is None and record.container_id != HOST:
+                told.add(uid)
+                self._tell(record.meta, record.cgroup_id)
+
+    def _tell(self, fields: Mapping[str, Any], cgroup_id: int) -> None:
+        for listener in self.pod_listeners:
+            try:
+                listener(fields, cgroup_id)
+            except Exception:  # a listener's defect must not stop the sensor
+                log.exception("pod listener failed")
 
     def _forget_pod(self, uid: str) -> None:
         self._seen.discard(uid)

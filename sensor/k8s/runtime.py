@@ -226,6 +226,12 @@ class RuntimeMetadata:
         self._bundles.pop(short, None)
         self._missed.pop(short, None)
 
+    def all(self) -> list[ContainerMeta]:
+        """Metadata of every container the runtimes have a bundle for (rescans now)."""
+        self._scan()
+        found = (self.lookup(short) for short in list(self._bundles))
+        return [m for m in found if m is not None]
+
     def cached(self) -> list[str]:
         """Short ids of the containers whose metadata is cached."""
         return list(self._cache)
