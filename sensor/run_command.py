@@ -105,13 +105,16 @@ def _record_dir(args: argparse.Namespace, cfg: AgentConfig) -> str | None:
 
 
 def _k8s_enricher(cfg: AgentConfig, k8s: Any = None) -> Any:
-    """Container/pod identity for events: runtime bundles (always), the API when configured."""
+    """Container/pod identity for events: runtime bundles (always), the API when available."""
     from sensor.k8s.enrich import K8sEnricher  # noqa: PLC0415
     from sensor.k8s.runtime import RuntimeMetadata  # noqa: PLC0415
 
+    kc = cfg.kubernetes
+    runtime = RuntimeMetadata(kc.runtime_roots())
     if k8s is not None and k8s.available:
-        return K8sEnricher(RuntimeMetadata(), k8s.pods, k8s.peers, api_expected=k8s.api_expected)
-    return K8sEnricher(RuntimeMetadata())
+        return K8sEnricher(runtime, k8s.pods, k8s.peers, api_expected=k8s.api_expected,
+                           hold_s=kc.pod_metadata_wait_s)
+    return K8sEnricher(runtime)
 
 
 def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
@@ -196,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
                             on_event=chain_consumers(printer, hub.publish), k8s=enricher,
                             enforcement=enforcement, on_alert=hub.alert)
         sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages), enricher)
+        if enforcement is not None:
+            from sensor.enforcement.pod_scopes import feed  # noqa: PLC0415
+
+            feed(enforcement.pod_scopes, enricher, k8s.pods if k8s.available else None)
         if recorder is not None:
             sensor.table.on_add = recorder.process
         parts = AgentParts(hub, Heartbeat(cfg.http.heartbeat_timeout_s), sensor=sensor, pipeline=pipeline,

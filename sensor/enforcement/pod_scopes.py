@@ -216,7 +216,7 @@ class PodScopes:
         return ids
 
     def started(self) -> list[EnforcementRequest]:
-        """Requests for pods that appeared since their group's entry was made (poll loop)."""
+        """Requests for pods that appeared since their group's entry was made (pod thread)."""
         now = self._clock()
         with self._lock:
             self._groups = [g for g in self._groups if g.expires > now]
@@ -320,3 +320,23 @@ def pods_on_node(runtime_prefix: str = "", api: Callable[[], Iterable[Any]] | No
         for pod in api():
             found[pod.uid] = identity_from_pod(pod)
     return list(found.values())
+
+
+def feed(scopes: PodScopes, enricher: Any, pods: Any | None) -> None:
+    """Keep `scopes` told of this node's pods: from the enricher (a pod's first process, any
+    runtime) and from the pod cache (the API's view, incl. pods whose processes have not
+    started yet)."""
+    enricher.pod_listeners.append(lambda fields, _cgid: scopes.note_fields(fields))
+    if pods is None:
+        return
+
+    def changed(old: Any, new: Any) -> None:
+        if new is None:
+            if old is not None:
+                scopes.forget(old.uid)
+        elif not new.deleted:
+            scopes.note(identity_from_pod(new))
+    pods.subscribe(changed)
+    for pod in pods.pods():   # listed before we subscribed
+        if not pod.deleted:
+            scopes.note(identity_from_pod(pod))

@@ -15,6 +15,10 @@ kubernetes:
   resync: 0                # periodic full relist, checked when a watch ends (0: only on 410 Gone)
   deleted_pod_retention: 5m   # deleted pods stay resolvable for late events this long ...
   deleted_pod_max: 512        # ... and at most this many
+  pod_metadata_wait: 1s    # an event of a pod the API cache does not know yet waits this long (0: never)
+  runtime_prefix: ""       # where the host's root is mounted (a DaemonSet: /host); prepended to both:
+  containerd_root: /run/containerd         # io.containerd.runtime.v2.task/<ns>/<id>/config.json
+  crio_root: /run/containers/storage       # overlay-containers/<id>/userdata/config.json
 ```
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from sensor.recording.config import RecordConfigError, parse_duration
 
 KEYS = ("enabled", "kubeconfig", "context", "node_name", "peers", "namespaces", "page_size",
         "watch_timeout", "backoff_initial", "backoff_max", "resync", "deleted_pod_retention",
-        "deleted_pod_max")
+        "deleted_pod_max", "pod_metadata_wait", "runtime_prefix", "containerd_root", "crio_root")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,22 @@ class K8sConfig:
     resync_s: float = 0.0
     deleted_pod_retention_s: float = 300.0
     deleted_pod_max: int = 512
+    pod_metadata_wait_s: float = 1.0
+    runtime_prefix: str = ""
+    containerd_root: str = "/run/containerd"
+    crio_root: str = "/run/containers/storage"
+
+    def runtime_roots(self) -> Any:
+        """The runtimes' bundle roots (sensor.k8s.runtime.RuntimeRoots)."""
+        from sensor.k8s.runtime import RuntimeRoots  # noqa: PLC0415
+
+        return RuntimeRoots(self.containerd_root, self.crio_root, self.runtime_prefix)
+
+
+def _path(value: Any, where: str, *, empty_ok: bool = False) -> str:
+    if isinstance(value, str) and (value.startswith("/") or (empty_ok and value == "")):
+        return value.rstrip("/") if value != "/" else value
+    raise ConfigError(f"{where}: expected an absolute path, got {value!r}")
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -106,6 +126,12 @@ def parse_k8s_config(data: Mapping[str, Any] | None, source: str) -> K8sConfig:
         deleted_pod_retention_s=_duration(data.get("deleted_pod_retention", d.deleted_pod_retention_s),
                                           where + "deleted_pod_retention"),
         deleted_pod_max=_positive_int(data.get("deleted_pod_max", d.deleted_pod_max), where + "deleted_pod_max"),
+        pod_metadata_wait_s=_duration(data.get("pod_metadata_wait", d.pod_metadata_wait_s),
+                                      where + "pod_metadata_wait", zero_ok=True),
+        runtime_prefix=_path(data.get("runtime_prefix", d.runtime_prefix), where + "runtime_prefix",
+                             empty_ok=True),
+        containerd_root=_path(data.get("containerd_root", d.containerd_root), where + "containerd_root"),
+        crio_root=_path(data.get("crio_root", d.crio_root), where + "crio_root"),
     )
     if cfg.backoff_max_s < cfg.backoff_initial_s:
         raise ConfigError(f"{where}backoff_max: must be at least backoff_initial")

@@ -1,0 +1,196 @@
+"""Live, end to end: an `enforce:` rule scoped to a workload denies a pod of that workload
+that starts after the rule fired, and leaves other workloads alone.
+
+Real parts: the shared sensor, runc pods laid out as containerd's CRI lays them out
+under kubelet's cgroupfs path (with --cgroup-root = a test cgroup the enforcement
+programs are attached to), a network namespace the test made (the pods' network: the
+"remote" address lives on its loopback), the rule engine, the enforcement agent
+(datapath, manager, pod scopes) and the pod cache fed the pods' API objects.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rules.loader import load_rules_text
+from sensor import cgroups
+from sensor.enforcement.agent import Enforcement
+from sensor.enforcement.config import EnforcementConfig
+from sensor.enforcement.datapath import remove_all
+from sensor.enforcement.pod_scopes import feed
+from sensor.k8s.enrich import K8sEnricher
+from sensor.k8s.pods import PodCache
+from sensor.k8s.runtime import RuntimeMetadata
+from sensor.pipeline import Pipeline
+from tests.k8s_pods import PodHost
+
+PID = os.getpid()
+REMOTE = "203.0.113.5"
+PORT = 8443
+SERVER = textwrap.dedent(f"""
+    import socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("{REMOTE}", {PORT})); s.listen(16)
+    print("READY", flush=True)
+    while True:
+        c, _ = s.accept(); c.close()
+""")
+CLIENT = f"""
+import socket, time
+time.sleep(0.3)
+try:
+    socket.create_connection(("{REMOTE}", {PORT}), timeout=2).close()
+    print("OK")
+except OSError as e:
+    print("ERR", e.errno)
+"""
+RULES = f"""
+- rule: Web pods must not reach the partner API
+  desc: test rule
+  condition: evt.type = connect and fd.sip = {REMOTE} and k8s.workload.name = web
+  output: "%k8s.pod.name reached %fd.name"
+  priority: WARNING
+  enforce:
+    action: deny
+    target: remote
+    scope: workload
+    ttl: 5m
+    mode: enforce
+"""
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[PodHost, str]]:
+    root = f"/netvigil-test-k8s-{PID}"
+    (cgroups.mount() / root.lstrip("/")).mkdir(exist_ok=True)
+    host = PodHost(tmp_path / "node", cgroup_root=root)
+    server = None
+    try:
+        ns = host.netns(f"nvk{PID}", [f"{REMOTE}/32"])
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER],
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "READY"
+        yield host, ns
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        host.close()
+        try:
+            (cgroups.mount() / root.lstrip("/")).rmdir()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def agent(node) -> Iterator[Enforcement]:
+    host, _ns = node
+    base = Path(f"/sys/fs/bpf/netvigil-test-{PID}-k8s")
+    enf = Enforcement(EnforcementConfig(pin_path=base, cgroup=host.cgroup_root, dns=False,
+                                        kubernetes_api=False, persist=False))
+    try:
+        enf.start()
+        enf.verdicts = []  # type: ignore[attr-defined]
+        enf.open_verdicts(enf.verdicts.append)  # type: ignore[attr-defined]
+        yield enf
+    finally:
+        try:
+            enf.cleanup()
+        finally:
+            if base.exists():
+                remove_all(enf.datapath.layout)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _client(pod, name: str, pump=None) -> str:
+    """Run the client in a new container of `pod`, polling the sensor meanwhile (events are
+    decoded while the container's cgroup exists, as on a live node)."""
+    container = pod.start(["/usr/bin/python3", "-c", CLIENT], name=name)
+    deadline = time.monotonic() + 20
+    while pump is not None and container.proc.poll() is None and time.monotonic() < deadline:
+        pump(0.05)
+    code, out, err = container.wait()
+    assert code == 0, err
+    return out.strip()
+
+
+def test_workload_scope_denies_a_pod_of_the_workload_started_after_the_rule_fired(live, node, agent) -> None:
+    host, ns = node
+    pods = PodCache()
+    enricher = K8sEnricher(RuntimeMetadata(host.roots), pods, hold_s=2.0)
+    feed(agent.pod_scopes, enricher, pods)   # as `netvigil run` wires them
+    ruleset = load_rules_text(RULES, "k8s-enforce.yaml")
+    pipeline = Pipeline(hostname="node-1", ruleset=ruleset, on_event=live.events.append, k8s=enricher,
+                        enforcement=agent)
+    live.sensor.attach_enricher(enricher)
+    previous = live.sensor.on_event
+    live.sensor.on_event = pipeline
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            live.sensor.poll(50)
+            pipeline.tick()
+            agent.poll(0)
+
+    try:
+        first = host.pod("web-5d8f9c-aaaaa", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+        pods.upsert(first.api_object())
+        assert _client(first, "web", pump) == "OK"          # nothing denies it yet: the rule fires
+        pump(1.5)
+        conns = [e for e in live.events if e.get("evt.type") == "connect" and e.get("fd.sip") == REMOTE]
+        assert pipeline.alerts >= 1 and pipeline.enforcement_requests >= 1, {k: v for k, v in conns[0].items() if k.startswith(("k8s", "container", "proc.cgroup", "proc.exepath", "proc.pname"))}
+
+        later = host.pod("web-5d8f9c-bbbbb", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+        pods.upsert(later.api_object())                # scheduled on this node after the rule fired
+        later.make_cgroup()                            # kubelet makes the pod cgroup first
+        later_id = cgroups.cgroup_id(later.cgroup_dir)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(k.scope == later_id for k in agent.manager.entries()):
+            pump(0.1)
+        assert any(k.scope == later_id for k in agent.manager.entries()), agent.pod_scopes.groups()
+        assert _client(later, "web", pump) == "ERR 1"        # EPERM from the connect4 hook
+        pump(0.3)
+        assert any(v.get("netvigil.verdict") == "deny" and v.get("netvigil.scope_cgroup_id") == later_id
+                   for v in agent.verdicts), agent.verdicts[-3:]
+
+        other = host.pod("batch-7c6b5-ccccc", "shop", owner=("ReplicaSet", "batch-7c6b5"), netns=ns)
+        pods.upsert(other.api_object())
+        pump(0.3)
+        assert _client(other, "batch", pump) == "OK"         # another workload of the namespace
+    finally:
+        live.sensor.on_event = previous
+        live.sensor.attach_enricher(None)
+
+
+def test_enforce_block_by_pod_and_namespace_from_the_command_line(live, node, agent) -> None:
+    host, ns = node
+    target = host.pod("api-0", "payments", netns=ns)
+    bystander = host.pod("api-0", "shop", netns=ns)
+    for pod in (target, bystander):   # pods are found through their runtime bundles
+        pod.start(["/bin/sleep", "30"], name="sidecar")
+    netvigil = str(Path(sys.executable).with_name("netvigil"))
+    base = ["--pin-path", str(agent.datapath.layout.base)]
+
+    def block(*where: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([netvigil, "enforce", *base, "block", *where, "--cidr", f"{REMOTE}/32",
+                               "--host-root", str(host.prefix), "--ttl", "5m"],
+                              capture_output=True, text=True, timeout=60)
+
+    missing = block("--pod", "payments/nope")
+    assert missing.returncode != 0 and "no running pod on this node matches" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    done = block("--pod", "payments/api-0")
+    assert done.returncode == 0, done.stderr
+    assert _client(target, "app") == "ERR 1"
+    assert _client(bystander, "app") == "OK"
+    assert block("--namespace", "shop").returncode == 0
+    assert _client(bystander, "app") == "ERR 1"
