@@ -25,8 +25,9 @@ from sensor.recording import Recorder  # noqa: E402
 from sensor.recording.format import list_segments  # noqa: E402
 from sensor.recording.synthetic import SyntheticNode  # noqa: E402
 from sensor.replay.engine import Replayer, unwatched_types  # noqa: E402
+from rules import DEFAULT_RULES_DIR  # noqa: E402
 
-RULES = Path(__file__).resolve().parent.parent / "rules" / "default"
+RULES = DEFAULT_RULES_DIR
 
 
 def bench_record(directory: Path, items: list, n_events: int) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rules.loader import load_rules, load_rules_text  # noqa: E402
+from rules import DEFAULT_RULES_DIR  # noqa: E402
 
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default"
+DEFAULT_RULES = DEFAULT_RULES_DIR
 NET_NAMES = ["nginx", "java", "node", "curl", "envoy", "postgres", "redis-server", "kubelet",
              "containerd", "coredns", "ssh", "apt", "pip", "python3"]
 NAMES = NET_NAMES + ["sh", "bash", "ls", "cat", "grep", "sed"]

@@ -14,8 +14,9 @@ from sensor.pipeline import Pipeline
 from sensor.recording import Recorder
 from sensor.recording.synthetic import SyntheticNode
 from sensor.replay.progress import Progress
+from rules import DEFAULT_RULES_DIR
 
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default"
+DEFAULT_RULES = DEFAULT_RULES_DIR
 EXTRA_RULE = """
 - rule: DNS Query from Infra Namespace
   desc: test rule added after the fact

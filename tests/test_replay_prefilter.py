@@ -10,8 +10,9 @@ from sensor.cli import main
 from sensor.recording import Recorder
 from sensor.recording.synthetic import SyntheticNode
 from sensor.replay.engine import Replayer
+from rules import DEFAULT_RULES_DIR
 
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default"
+DEFAULT_RULES = DEFAULT_RULES_DIR
 N_EVENTS = 6000
 
 

@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 from sensor.cli import main
+from rules import DEFAULT_RULES_DIR
 
-DEFAULT = str(Path(__file__).resolve().parent.parent / "rules" / "default")
+DEFAULT = str(DEFAULT_RULES_DIR)
 RULES = """- macro: spawned
   condition: evt.type = execve
 - rule: nc run

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from rules.fields import EVENT_TYPES
 from rules.loader import load_rules, load_rules_text
+from rules import DEFAULT_RULES_DIR
 
-DEFAULT = Path(__file__).resolve().parent.parent / "rules" / "default"
+DEFAULT = DEFAULT_RULES_DIR
 CTR = {"container.id": "3f4e5d6c7b8a", "container.image.repository": "ghcr.io/acme/api",
        "k8s.ns.name": "shop", "k8s.pod.name": "api-1", "k8s.pod.labels": {"app": "api"},
        "proc.exec_id": "e-1", "evt.time": 1_700_000_000_000_000_000, "evt.dir": "<",

@@ -8,9 +8,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from rules import DEFAULT_RULES_DIR
 
 NETVIGIL = str(Path(sys.executable).with_name("netvigil"))
-RULES_DIR = str(Path(__file__).resolve().parents[2] / "rules" / "default")
+RULES_DIR = str(DEFAULT_RULES_DIR)
 
 WORKLOAD = """
 import socket, subprocess, sys
