@@ -78,7 +78,7 @@ class ScopeResolver:
         ev = req.event
         if ev is None:
             return [0]   # static entry without cgroups: the whole node
-        cgid = self.own_cgroup(req, ev)
+        cgid = self.own_cgroup(ev, req.rule)
         if req.scope in ("process", "container"):
             # a process sits in its own cgroup or in its container's: either way proc.cgroup_id
             container_cg = ev.get("container.cgroup_id")
@@ -101,11 +101,11 @@ class ScopeResolver:
             return [parent]
         raise InvalidEntryError(f"rule {req.rule!r}: unknown scope {req.scope!r}")
 
-    def own_cgroup(self, req: Request, ev: Mapping[str, Any]) -> int:
-        """The cgroup id of the event's process (InvalidEntryError when the event has none)."""
+    def own_cgroup(self, ev: Mapping[str, Any], rule: str) -> int:
+        """The cgroup id of the event's process (InvalidEntryError naming `rule` when none)."""
         cgid = ev.get("proc.cgroup_id")
         if not isinstance(cgid, int) or isinstance(cgid, bool) or cgid <= 0:
-            raise InvalidEntryError(f"rule {req.rule!r}: event has no proc.cgroup_id for scope {req.scope}")
+            raise InvalidEntryError(f"rule {rule!r}: event has no proc.cgroup_id")
         return cgid
 
     def pod_cgroup(self, ev: Mapping[str, Any], base: int) -> int | None:

@@ -70,7 +70,7 @@ class RecordedScopes(ScopeResolver):
             return [self._static.get(p) or _synthetic_id("cgroup", p) for p in req.cgroups]
         return super().scope_ids(req)
 
-    def own_cgroup(self, req: EnforcementRequest, ev: Mapping[str, Any]) -> int:
+    def own_cgroup(self, ev: Mapping[str, Any], rule: str) -> int:
         cgid = ev.get("proc.cgroup_id")
         if isinstance(cgid, int) and not isinstance(cgid, bool) and cgid > 0:
             return cgid
@@ -84,7 +84,7 @@ class RecordedScopes(ScopeResolver):
 
     def chain(self, ev: Mapping[str, Any]) -> list[int]:
         """The scopes a process sits in, node first, shallow to deep (its cgroup ancestry)."""
-        own = self.own_cgroup(EnforcementRequest("", "deny", "remote", "process", 1, "audit", 1, ev), ev)
+        own = self.own_cgroup(ev, "")
         out = [0]
         if _in_container(ev):
             container = ev.get("container.cgroup_id")
