@@ -65,3 +65,31 @@ def test_preview_entries_follow_scope_and_ttl() -> None:
     late["evt.time"] += hour                                 # after the 1m TTL: expired
     rule = _report(events + [late])["Talks to anything on 8443"]
     assert (rule["detected"], rule["denied"]) == (4, 1)
+
+
+WORKLOAD_RULES = """
+- rule: Workload talks to 8443
+  desc: d
+  condition: evt.type = connect and fd.rport = 8443 and k8s.pod.name = web-1
+  output: o
+  priority: warning
+  enforce: {action: deny, scope: workload, ttl: 1m, mode: enforce}
+"""
+
+
+def _pod_conn(n: int, ns: str, pod: str, workload: str, cg: int) -> dict:
+    return {**_conn(n, "192.0.2.9", 8443, cg=cg), "container.id": f"c{cg}", "k8s.ns.name": ns,
+            "k8s.pod.name": pod, "k8s.pod.uid": f"uid-{pod}", "k8s.workload.kind": "Deployment",
+            "k8s.workload.name": workload}
+
+
+def test_preview_workload_scope_covers_the_other_pods_of_the_workload_only() -> None:
+    preview = EnforcePreview(load_rules_text(WORKLOAD_RULES), SAFETY)
+    for ev in (_pod_conn(1, "shop", "web-1", "web", 801),      # matches: entry for shop/web
+               _pod_conn(2, "shop", "web-2", "web", 802),      # same workload, other pod
+               _pod_conn(3, "shop", "api-1", "api", 803),      # same namespace, other workload
+               _pod_conn(4, "lab", "web-9", "web", 804)):      # same name, other namespace
+        preview.observe(ev)
+    (rule,) = preview.report()["rules"]
+    assert (rule["detected"], rule["denied"]) == (1, 1)
+    assert [w["workload"] for w in rule["workloads"] if w["denied"]] == ["pod shop/web-2"]

@@ -10,8 +10,9 @@ per workload (Kubernetes workload, container, or host binary).
 
 A recording has no cgroup tree, so scopes resolve from the recorded identity: a
 process's own ``proc.cgroup_id`` (or its exec id), its container's ``container.cgroup_id``,
-its pod (uid, else namespace/name), and a static entry's cgroup paths by the container
-id or pod uid they name.
+its pod (uid, else namespace/name), its workload and namespace (the same selector the
+agent's pod scopes use), and a static entry's cgroup paths by the container id or pod
+uid they name.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from typing import Any, TextIO
 from rules.enforcement import EnforcementRequest
 from sensor.enforcement.keys import (DIR_EGRESS, DIR_INGRESS, ORIGIN_STATIC, PROTOCOLS)
 from sensor.enforcement.manager import EnforcementManager, ScopeResolver
+from sensor.enforcement.errors import InvalidEntryError
 from sensor.enforcement.memory_maps import MemoryMaps
+from sensor.enforcement.pod_scopes import GROUP_SCOPES, selector_of
 from sensor.enforcement.safety import SafetyList
 from sensor.replay.timespec import format_ns
 from sensor.replay.views import INBOUND, LISTENING, OUTBOUND
@@ -68,6 +71,9 @@ class RecordedScopes(ScopeResolver):
     def scope_ids(self, req: EnforcementRequest) -> list[int]:
         if req.cgroups:
             return [self._static.get(p) or _synthetic_id("cgroup", p) for p in req.cgroups]
+        if req.scope in GROUP_SCOPES and req.event is not None:
+            # the pods of a workload or namespace: on a node, each pod's cgroup gets the entry
+            return [_synthetic_id("pods", selector_of(req.scope, req.event))]
         return super().scope_ids(req)
 
     def own_cgroup(self, ev: Mapping[str, Any], rule: str) -> int:
@@ -89,6 +95,11 @@ class RecordedScopes(ScopeResolver):
         if _in_container(ev):
             container = ev.get("container.cgroup_id")
             base = container if isinstance(container, int) and container > 0 else own
+            for scope in GROUP_SCOPES:
+                try:
+                    out.append(_synthetic_id("pods", selector_of(scope, ev)))
+                except InvalidEntryError:
+                    continue   # no namespace / workload known for this pod
             out.append(self.pod_cgroup(ev, base) or 0)
             marks = [str(m) for m in (ev.get("container.id"), ev.get("k8s.pod.uid")) if m]
             marks += [m.replace("-", "_") for m in marks]
