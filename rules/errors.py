@@ -38,10 +38,26 @@ class RulesError(Exception):
             return text
         out = f"{pos.prefix()}: {text}"
         if pos.line_text:
-            line = pos.line_text.rstrip("\n").expandtabs(1)
-            caret = " " * max(pos.col - 1, 0) + "^"
-            out += f"\n    {line}\n    {caret}"
+            line, col = snippet(pos.line_text.rstrip("\n").expandtabs(1), pos.col - 1)
+            out += f"\n    {line}\n    {' ' * max(col, 0)}^"
         return out
+
+
+SNIPPET_WIDTH = 100
+
+
+def snippet(line: str, col0: int, width: int = SNIPPET_WIDTH) -> tuple[str, int]:
+    """At most ``width`` characters of ``line`` around 0-based ``col0`` (with ``...`` where
+    cut), and the column of ``col0`` in it: a 20,000-term condition is not echoed whole;
+    control characters are shown as ``?``."""
+    line = "".join(ch if ch.isprintable() else "?" for ch in line)  # no terminal controls
+    if len(line) <= width:
+        return line, col0
+    start = max(0, min(col0 - width // 2, len(line) - width))
+    cut = line[start:start + width]
+    lead = "..." if start > 0 else ""
+    tail = "..." if start + width < len(line) else ""
+    return lead + cut + tail, col0 - start + len(lead)
 
 
 class RuleLoadError(RulesError):

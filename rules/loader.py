@@ -402,8 +402,11 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(q for q in path.iterdir()
-                           if q.is_file() and q.suffix in (".yaml", ".yml"))
+            try:
+                found = sorted(q for q in path.iterdir()
+                               if q.suffix in (".yaml", ".yml") and not q.is_dir())
+            except OSError as exc:
+                raise RuleLoadError(f"{p}: cannot read directory: {exc.strerror}") from None
             files.extend(found)
         elif path.is_file():
             files.append(path)

@@ -86,9 +86,14 @@ class _Parser:
                 raise self.error("condition nested too deeply", tok)
             node = self.or_expr()
             close = self.take()
+            if close.kind == "eof":
+                raise self.error("expected ')' to close this '(' before the end of the "
+                                 "condition", tok)
             if close.kind != ")":
-                raise self.error(f"expected ')' to close the '(' at offset {tok.offset}, "
-                                 f"found {_describe(close)}", close)
+                opened = self.source.position(tok.offset)
+                at = f" at {opened.line}:{opened.col}" if opened is not None else ""
+                raise self.error(f"expected ')' to close the '('{at}, found "
+                                 f"{_describe(close)}", close)
             self.depth -= 1
             return node
         if tok.kind != "word" or tok.text in ("and", "or"):

@@ -7,34 +7,15 @@ file.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from rules.errors import Position
+from rules.userfile import TextFile
 
 
-@dataclass
-class SourceFile:
-    """A loaded rules file: its display name and text."""
-
-    name: str
-    text: str
-    lines: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.lines:
-            self.lines = self.text.splitlines()
-
-    def position(self, line0: int, col0: int) -> Position:
-        """Position from 0-based line/column (as YAML marks give them)."""
-        text = self.lines[line0] if 0 <= line0 < len(self.lines) else ""
-        return Position(self.name, line0 + 1, col0 + 1, text)
-
-    def position_at(self, index: int) -> Position:
-        """Position of a character index into the file text."""
-        index = max(0, min(index, len(self.text)))
-        line0 = self.text.count("\n", 0, index)
-        start = self.text.rfind("\n", 0, index) + 1
-        return self.position(line0, index - start)
+SourceFile = TextFile
+"""A loaded rules file: its display name and text (the one user-file text type)."""
 
 
 @dataclass
@@ -46,28 +27,51 @@ class Segment:
     start_index: int  # index in file.text where the scalar's content begins
     style: str | None = None  # YAML scalar style: None (plain), "'", '"', ">", "|"
 
+    _blanks: list[int] | None = field(default=None, repr=False)
+    _file_chars: list[int] | None = field(default=None, repr=False)
+
     def locate(self, offset: int) -> Position | None:
-        """Position of ``self.text[offset]`` in the file, or None without a file."""
+        """Position of ``self.text[offset]`` in the file, or None without a file.
+
+        The n-th non-blank character of the text is the n-th non-blank character of the
+        scalar in the file; both sequences are indexed once, so each lookup is
+        O(log n) (a condition with thousands of terms is checked in linear time).
+        An offset at or past the end points just after the last character of the text,
+        never at whatever follows the scalar in the file.
+        """
         if self.file is None:
             return None
-        src = self.file.text
-        i = self.start_index
+        if self._blanks is None:
+            self._index()
+        offset = max(0, min(offset, len(self.text)))
+        need = offset - bisect.bisect_left(self._blanks, offset)  # non-blanks before it
+        chars = self._file_chars
+        if not chars:
+            return self.file.position_at(self._content_start())
+        if need < len(chars):
+            return self.file.position_at(chars[need])
+        return self.file.position_at(chars[-1] + 1)
+
+    def _content_start(self) -> int:
+        src, i = self.file.text, self.start_index
         if self.style in (">", "|"):
             nl = src.find("\n", i)
             i = len(src) if nl < 0 else nl + 1
         elif self.style in ("'", '"'):
             i += 1
-        offset = max(0, min(offset, len(self.text)))
-        # Count the non-blank characters before `offset`, then skip as many in the file.
-        need = sum(1 for ch in self.text[:offset] if not ch.isspace())
-        while i < len(src):
-            ch = src[i]
-            if not ch.isspace():
-                if need == 0:
-                    break
-                need -= 1
+        return i
+
+    def _index(self) -> None:
+        self._blanks = [i for i, ch in enumerate(self.text) if ch.isspace()]
+        wanted = len(self.text) - len(self._blanks)
+        src, i = self.file.text, self._content_start()
+        chars: list[int] = []
+        n = len(src)
+        while i < n and len(chars) < wanted:
+            if not src[i].isspace():
+                chars.append(i)
             i += 1
-        return self.file.position_at(i)
+        self._file_chars = chars
 
 
 class SourceText:

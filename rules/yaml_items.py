@@ -9,15 +9,7 @@ import yaml
 
 from rules.errors import Position, RuleLoadError, RuleSyntaxError
 from rules.source import Segment, SourceFile, SourceText
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader where a bare ``=`` is text (Falco writes ``comps: [=, in]``)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:value"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+from rules.userfile import BoundedLoader, InputFileError, compose, construct, read_text
 
 ITEM_KINDS = ("rule", "macro", "list", "required_engine_version", "required_plugin_versions")
 
@@ -55,52 +47,37 @@ class Item:
         return self.file.position(node.start_mark.line, node.start_mark.column)
 
 
-def _error_from_yaml(exc: yaml.YAMLError, src: SourceFile) -> RuleSyntaxError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    pos = src.position(mark.line, mark.column) if mark is not None else None
-    return RuleSyntaxError(message, pos)
-
-
 def read_items(path: Path, display: str | None = None) -> list[Item]:
     """Parse one rules file; raises RuleLoadError with file:line:col on any problem."""
-    name = display or str(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RuleLoadError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RuleLoadError(f"{name}: not UTF-8 text (byte {exc.start})") from None
-    return parse_items(text, name)
+        return _items(read_text(path, display or str(path)))
+    except InputFileError as exc:
+        error = RuleSyntaxError if exc.position is not None else RuleLoadError
+        raise error(exc.message, exc.position) from None
 
 
 def parse_items(text: str, name: str) -> list[Item]:
     """Parse rules YAML text (``name`` is used in messages)."""
-    src = SourceFile(name, text)
     try:
-        loader = _Loader(text)
-        try:
-            root = loader.get_single_node()
-            if root is None:
-                return []
-            if not isinstance(root, yaml.SequenceNode):
-                raise RuleSyntaxError("a rules file is a YAML list of rule, macro and list items",
-                                      src.position(root.start_mark.line, root.start_mark.column))
-            items = [_item(loader, node, src) for node in root.value]
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise _error_from_yaml(exc, src) from None
-    except RecursionError:
-        raise RuleSyntaxError(f"{name}: YAML nested too deeply") from None
-    return items
+        return _items(SourceFile(name, text))
+    except InputFileError as exc:
+        raise RuleSyntaxError(exc.message, exc.position) from None
 
 
-def _item(loader: _Loader, node: yaml.Node, src: SourceFile) -> Item:
+def _items(src: SourceFile) -> list[Item]:
+    loader, root = compose(src)
+    try:
+        if root is None:
+            return []
+        if not isinstance(root, yaml.SequenceNode):
+            raise RuleSyntaxError("a rules file is a YAML list of rule, macro and list items",
+                                  src.position(root.start_mark.line, root.start_mark.column))
+        return [_item(loader, node, src) for node in root.value]
+    finally:
+        loader.dispose()
+
+
+def _item(loader: BoundedLoader, node: yaml.Node, src: SourceFile) -> Item:
     pos = src.position(node.start_mark.line, node.start_mark.column)
     if not isinstance(node, yaml.MappingNode):
         raise RuleSyntaxError("each item must be a mapping with a rule, macro or list key", pos)
@@ -108,7 +85,7 @@ def _item(loader: _Loader, node: yaml.Node, src: SourceFile) -> Item:
     nodes: dict[str, yaml.Node] = {}
     key_nodes: dict[str, yaml.Node] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key = construct(loader, key_node)
         if not isinstance(key, str):
             raise RuleSyntaxError(f"item keys must be text, not {key!r}",
                                   src.position(key_node.start_mark.line,
@@ -117,7 +94,7 @@ def _item(loader: _Loader, node: yaml.Node, src: SourceFile) -> Item:
             raise RuleSyntaxError(f"duplicate key {key!r}",
                                   src.position(key_node.start_mark.line,
                                                key_node.start_mark.column))
-        data[key] = loader.construct_object(value_node, deep=True)
+        data[key] = construct(loader, value_node)
         nodes[key] = value_node
         key_nodes[key] = key_node
     kinds = [k for k in ITEM_KINDS if k in data]
