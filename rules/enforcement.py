@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from rules.errors import EnforceConfigError, Position
+from rules.units import parse_duration
 
 ACTIONS = ("deny",)
 TARGETS = ("remote", "listen_port")
@@ -16,8 +16,6 @@ MODES = ("audit", "enforce")
 PROTOCOLS = ("tcp", "udp", "any")
 _KEYS = ("action", "target", "scope", "ttl", "mode", "max_entries", "static")
 _STATIC_KEYS = ("cidrs", "ports", "protocol", "cgroups")
-_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -59,22 +57,6 @@ class EnforceSpec:
     static: StaticSpec | None = None
 
 
-def parse_ttl(value: Any) -> float:
-    """``600``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"`` -> seconds (> 0)."""
-    if isinstance(value, bool):
-        raise ValueError("ttl must be seconds or a duration like 30s, 10m, 1h")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        m = _TTL.match(str(value))
-        if not m:
-            raise ValueError(f"ttl {value!r} is not seconds or a duration like 30s, 10m, 1h")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError("ttl must be > 0")
-    return seconds
-
-
 def parse_enforce(value: Any, where: Callable[[str | None], Position | None]) -> EnforceSpec:
     """Validate an ``enforce:`` mapping; ``where(key)`` gives the position of a key."""
     if not isinstance(value, Mapping):
@@ -100,7 +82,7 @@ def parse_enforce(value: Any, where: Callable[[str | None], Position | None]) ->
     scope = choice("scope", SCOPES, "container")
     mode = choice("mode", MODES, "audit")
     try:
-        ttl = parse_ttl(value.get("ttl", 600))
+        ttl = parse_duration(value.get("ttl", 600))
     except ValueError as exc:
         raise EnforceConfigError(f"enforce.ttl: {exc}", where("ttl")) from None
     max_entries = value.get("max_entries", 1000)

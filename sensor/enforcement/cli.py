@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,16 +23,12 @@ from sensor.enforcement.manager import manual_entries, scope_label
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.safety import SafetyList
 
-_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_duration(text: str) -> float:
-    """'90', '30s', '10m', '1h', '1d' -> seconds (> 0)."""
-    m = _TTL.match(text)
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"bad duration {text!r} (e.g. 90, 30s, 10m, 1h)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    """A --ttl value in the one duration grammar (rules/units.py): '90', '30s', '1d'."""
+    try:
+        return units.parse_duration(text)
+    except units.UnitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:

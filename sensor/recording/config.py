@@ -14,12 +14,13 @@ record:
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rules import units
+from rules.userfile import at_line
 from sensor.recording.errors import RecordingError
 from sensor.recording.format import DEFAULT_DIRECTORY
 
@@ -27,13 +28,6 @@ KEYS = ("enabled", "dir", "max_segment_size", "max_segment_age", "max_total_size
         "flush_interval", "key_file", "fsync",
         # accepted spellings of the sensor's own config keys
         "max_segment_bytes", "max_total_bytes")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|K|M|G|T)?\s*$", re.I)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 1 << 10,
-               "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,
-               "t": 1 << 40, "tib": 1 << 40}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 class RecordConfigError(RecordingError):
     """A bad value in the `record:` section (the message names the file and key)."""
@@ -69,30 +63,19 @@ class RecordConfig:
 
 
 def parse_size(value: Any, where: str) -> int:
-    """Bytes from an int or a string like '64MiB' / '500MB'."""
-    if isinstance(value, bool):
-        raise RecordConfigError(f"{where}: expected a size like 64MiB, got {value!r}")
-    if isinstance(value, int) and value > 0:
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise RecordConfigError(f"{where}: expected a size like 64MiB or 500MB, got {value!r}")
-    n = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-    if n <= 0:
-        raise RecordConfigError(f"{where}: must be positive, got {value!r}")
-    return n
+    """Bytes from an int or a string like '64MiB' / '500MB' (rules/units.py grammar)."""
+    try:
+        return units.parse_size(value)
+    except units.UnitError as exc:
+        raise RecordConfigError(f"{where}: {exc}") from None
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from a number or a string like '10m' / '1h'."""
-    if isinstance(value, bool):
-        raise RecordConfigError(f"{where}: expected a duration like 1h, got {value!r}")
-    if isinstance(value, (int, float)) and value > 0:
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m or float(m.group(1)) <= 0:
-        raise RecordConfigError(f"{where}: expected a duration like 30s, 10m or 1h, got {value!r}")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+    """Seconds from a number or a string like '10m' / '1h' / '1d' (rules/units.py grammar)."""
+    try:
+        return units.parse_duration(value)
+    except units.UnitError as exc:
+        raise RecordConfigError(f"{where}: {exc}") from None
 
 
 def parse_record_config(data: Mapping[str, Any] | None, source: str) -> RecordConfig:
@@ -101,16 +84,17 @@ def parse_record_config(data: Mapping[str, Any] | None, source: str) -> RecordCo
         return RecordConfig()
     if not isinstance(data, Mapping):
         raise RecordConfigError(f"{source}: record: must be a mapping")
-    unknown = sorted(set(data) - set(KEYS))
+    unknown = sorted(set(data) - set(KEYS), key=str)
     if unknown:
-        raise RecordConfigError(f"{source}: record: unknown key(s) {', '.join(unknown)}; "
-                                f"known: {', '.join(KEYS[:8])}")
+        raise RecordConfigError(f"{source}: record: unknown key(s) {', '.join(map(str, unknown))}"
+                                f"{at_line(data, unknown[0])}; known: {', '.join(KEYS[:8])}")
     where = f"{source}: record."
     enabled = data.get("enabled", True)
     fsync = data.get("fsync", False)
     for key, value in (("enabled", enabled), ("fsync", fsync)):
         if not isinstance(value, bool):
-            raise RecordConfigError(f"{where}{key}: expected true or false, got {value!r}")
+            raise RecordConfigError(f"{where}{key}: expected true or false, got {value!r}"
+                                    f"{at_line(data, key)}")
     seg = data.get("max_segment_size", data.get("max_segment_bytes", 64 << 20))
     total = data.get("max_total_size", data.get("max_total_bytes", 1 << 30))
     cfg = RecordConfig(

@@ -5,12 +5,10 @@ import datetime as dt
 import re
 import time
 
+from rules import units
 from sensor.replay.errors import ReplayError
 
-_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h|d|w)?\s*(?:ago)?\s*$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000,
-            "w": 7 * 86_400_000_000_000}
+_AGO = re.compile(r"\s*ago\s*$", re.IGNORECASE)
 _FRACTION = re.compile(r"\.(\d+)")
 
 
@@ -25,10 +23,10 @@ def parse_time_spec(text: str, *, now_ns: int | None = None, option: str = "--si
     s = text.strip()
     if s == "now":
         return now
-    m = _REL.match(s)
-    if m:
-        unit = m.group(2) or "s"
-        return now - int(float(m.group(1)) * _UNIT_NS[unit])
+    try:  # an age in the one duration grammar (rules/units.py), optionally "... ago"
+        return now - units.duration_ns(_AGO.sub("", s), allow_zero=True)
+    except units.UnitError:
+        pass
     frac_ns = 0
     fm = _FRACTION.search(s)
     if fm and ("T" in s.upper() or " " in s):
