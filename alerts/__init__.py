@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from alerts.cli import register as register_cli
-    from alerts.config import AlertsConfig, apply_overrides, parse_alerts_config, resolve_hostname
+    from alerts.config import (AlertsConfig, apply_overrides, parse_alerts_config,
+                               resolve_hostname, with_default_sink)
     from alerts.errors import AlertsError
     from alerts.model import Alert, format_time_ns
     from alerts.report import format_stats, format_status
@@ -23,6 +24,7 @@ _EXPORTS = {
     "AlertsError": "alerts.errors",
     "AlertsConfig": "alerts.config", "parse_alerts_config": "alerts.config",
     "apply_overrides": "alerts.config", "resolve_hostname": "alerts.config",
+    "with_default_sink": "alerts.config",
     "AlertRouter": "alerts.router",
     "format_stats": "alerts.report", "format_status": "alerts.report",
     "format_text": "alerts.sinks.stdout",

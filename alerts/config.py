@@ -19,9 +19,11 @@ import yaml
 from alerts.errors import AlertsConfigError
 from alerts.priority import parse_priority
 from alerts.sinks import SETTINGS_PARSERS, SINK_TYPES
+from rules.userfile import at_line
 from alerts.units import (parse_bool, parse_duration, parse_positive_int, parse_size,
                           parse_str_list)
 
+MAX_RATE = 1e6
 SINK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FSYNC_POLICIES = ("always", "interval", "never")
 DEFAULT_KEY_FIELDS: tuple[str, ...] = (
@@ -127,10 +129,10 @@ def _mapping(value: object, where: str) -> Mapping[str, Any]:
 
 
 def _check(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - allowed)
+    unknown = sorted(set(raw) - allowed, key=str)
     if unknown:
         raise AlertsConfigError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))} "
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}{at_line(raw, unknown[0])} "
             f"(allowed: {', '.join(sorted(allowed))})")
 
 
@@ -211,8 +213,9 @@ def parse_noise(raw: object, where: str) -> NoiseConfig:
         key_fields=parse_str_list(agg.get("key_fields", list(DEFAULT_KEY_FIELDS)),
                                   f"{agg_where}: key_fields"))
     rate = rl.get("rate", RateLimitConfig.rate_per_s)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-        raise AlertsConfigError(f"{rl_where}: rate must be a positive number of alerts per second")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE:
+        raise AlertsConfigError(f"{rl_where}: rate must be a number of alerts per second "
+                                f"above 0 and at most {MAX_RATE:g}, got {rate!r}")
     rate_limit = RateLimitConfig(
         enabled=parse_bool(rl.get("enabled", True), f"{rl_where}: enabled"),
         rate_per_s=float(rate),
@@ -289,6 +292,16 @@ def apply_overrides(data: Mapping[str, Any] | None, overrides: Sequence[str],
                 raise AlertsConfigError(f"{source}: {item!r}: {key} is not a mapping")
         node[keys[-1]] = value
     return result
+
+
+def with_default_sink(section: Mapping[str, Any] | None, *, json_lines: bool = False
+                      ) -> dict[str, Any]:
+    """The `alerts:` section, with one stdout sink when it configures none: the default of
+    every command (`run`, `sinks test`) when there is no config file or no sink in it."""
+    out = dict(section or {})
+    if not out.get("sinks"):
+        out["sinks"] = {"stdout": {"type": "stdout", "format": "json" if json_lines else "auto"}}
+    return out
 
 
 def resolve_hostname(config: AlertsConfig) -> str:

@@ -83,7 +83,14 @@ def safe_origin(url: str) -> str:
 
 
 def validate_url(url: str, where: str) -> None:
-    """Refuse anything but an absolute http(s) URL (the message never shows the URL)."""
+    """Refuse anything but an absolute http(s) URL (the message never shows the URL).
+
+    Control characters and spaces are refused before splitting: urlsplit strips CR, LF
+    and TAB, so a URL carrying them would pass and then inject headers."""
+    bad = next((ch for ch in url if ord(ch) < 0x21 or 0x7F <= ord(ch) <= 0x9F), None)
+    if bad is not None:
+        raise AlertsConfigError(f"{where}: the URL contains a control character or space "
+                                f"(U+{ord(bad):04X}); percent-encode it")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port

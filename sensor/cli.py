@@ -11,19 +11,21 @@ import alerts
 import rules.cli
 from rules.errors import RulesError
 from sensor import __version__, doctor, logging_setup, run_command
-from sensor.config import read_config_file
+from sensor.config import load_config
 from sensor.enforcement import cli as enforce_cli
 from sensor.replay import cli as replay_cli
 from sensor.errors import SensorError
 
 USER_ERRORS = (SensorError, RulesError, alerts.AlertsError)
-DEFAULT_CONFIG = "/etc/netvigil/netvigil.yaml"
+CONFIG_HELP = ("YAML config file (default: $NETVIGIL_CONFIG, else /etc/netvigil/netvigil.yaml "
+               "if present, else the defaults: a stdout sink)")
 
 
 def read_alerts_section(path: str | None) -> tuple[Mapping[str, Any], str]:
-    """The raw `alerts:` section of the agent's config file (for `netvigil sinks`)."""
-    path = path or os.environ.get("NETVIGIL_CONFIG") or DEFAULT_CONFIG
-    return read_config_file(path).get("alerts") or {}, path
+    """The `alerts:` section for `netvigil sinks`, found and validated as for every command
+    (sensor.config.config_path); the default stdout sink when it names none."""
+    cfg = load_config(path)
+    return alerts.with_default_sink(cfg.alerts), cfg.source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules.cli.register(sub)
     replay_cli.register(sub)
     enforce_cli.register(sub)
-    alerts.register_cli(sub, read_alerts_section,
-                        f"YAML config file (default: $NETVIGIL_CONFIG or {DEFAULT_CONFIG})")
+    alerts.register_cli(sub, read_alerts_section, CONFIG_HELP)
     doctor.register(sub)
     return parser
 

@@ -29,7 +29,8 @@ DEFAULT_SPOOL_DIR = "/var/lib/netvigil/spool"
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `run` to the top-level parser."""
     p = sub.add_parser("run", help="run the sensor: stream alerts (and events) until stopped")
-    p.add_argument("--config", metavar="FILE", help="YAML config file (sections: sensor, rules, alerts, record, enforce)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (default: $NETVIGIL_CONFIG, else "
+                   "/etc/netvigil/netvigil.yaml if present)")
     p.add_argument("--rules", metavar="PATH", action="append", default=None,
                    help="rule file or directory (repeatable; default: the shipped library)")
     p.add_argument("--no-rules", action="store_true", help="evaluate no rules (events only)")
@@ -134,12 +135,10 @@ def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
 
 def _alerts_section(cfg: AgentConfig, overrides: list[str], as_json: bool) -> dict[str, Any]:
     """The `alerts:` section with per-run overrides; alerts go to stdout when no sink is set."""
-    from alerts import apply_overrides  # noqa: PLC0415
+    from alerts import apply_overrides, with_default_sink  # noqa: PLC0415
 
-    section = dict(apply_overrides(cfg.alerts, overrides) if overrides else cfg.alerts)
-    if not section.get("sinks"):
-        section["sinks"] = {"stdout": {"type": "stdout", "format": "json" if as_json else "auto"}}
-    return section
+    section = apply_overrides(cfg.alerts, overrides) if overrides else cfg.alerts
+    return with_default_sink(section, json_lines=as_json)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rules import units
+from rules.userfile import at_line
 from sensor.enforcement.errors import ConfigError
 from sensor.enforcement.keys import SafeKey
 from sensor.enforcement.layout import DEFAULT_BASE
@@ -56,7 +58,9 @@ def parse_enforce_config(data: Mapping | None, source: str) -> EnforcementConfig
         raise ConfigError(f"{where}: expected a mapping")
     unknown = set(data) - _KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        first = sorted(unknown, key=str)[0]
+        raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}"
+                          f"{at_line(data, first)}")
     mode = data.get("mode")
     if mode not in (None, "audit", "enforce"):
         raise ConfigError(f"{where}.mode: audit or enforce, got {mode!r}")
@@ -64,11 +68,15 @@ def parse_enforce_config(data: Mapping | None, source: str) -> EnforcementConfig
     if not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces):
         raise ConfigError(f"{where}.interfaces: a list of interface names")
     interval = data.get("sweep_interval", 1.0)
-    if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0:
-        raise ConfigError(f"{where}.sweep_interval: a positive number of seconds")
+    try:
+        interval = units.parse_duration(interval)
+    except units.UnitError as exc:
+        raise ConfigError(f"{where}.sweep_interval: {exc}") from None
     max_entries = data.get("max_entries", 60000)
-    if not isinstance(max_entries, int) or not 1 <= max_entries <= 65536:
-        raise ConfigError(f"{where}.max_entries: 1..65536")
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) \
+            or not 1 <= max_entries <= 65536:
+        raise ConfigError(f"{where}.max_entries: expected an integer from 1 to 65536, "
+                          f"got {max_entries!r}")
     cgroup = data.get("cgroup")
     if cgroup is not None and not isinstance(cgroup, str):
         raise ConfigError(f"{where}.cgroup: a cgroup2 path")
@@ -77,7 +85,9 @@ def parse_enforce_config(data: Mapping | None, source: str) -> EnforcementConfig
         raise ConfigError(f"{where}.safety: expected a mapping")
     unknown = set(safety) - _SAFETY_KEYS
     if unknown:
-        raise ConfigError(f"{where}.safety: unknown key(s) {sorted(unknown)}")
+        first = sorted(unknown, key=str)[0]
+        raise ConfigError(f"{where}.safety: unknown key(s) {sorted(map(str, unknown))}"
+                          f"{at_line(safety, first)}")
     extra_items = safety.get("extra", [])
     if not isinstance(extra_items, list):
         raise ConfigError(f"{where}.safety.extra: a list")
