@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rules import units
 from sensor import cgroups
 from sensor.boottime import boot_ns
 from sensor.enforcement.datapath import KIND_CGROUP, remove_all
