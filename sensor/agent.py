@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rules.event import Event, stored
 from sensor.bpf_program import DEFAULT_RINGBUF_PAGES, SensorProgram
 from sensor import cgroups
 from sensor.boottime import boot_to_wall_offset_ns
@@ -118,7 +119,7 @@ class Sensor:
         pid = event.get("proc.pid")
         if not isinstance(pid, int):
             return event
-        return {**self.decoder.fields_of_pid(pid), **event}
+        return Event({**self.decoder.fields_of_pid(pid), **stored(event)})
 
     def poll(self, timeout_ms: int = 100) -> None:
         """Deliver pending events (waiting up to timeout_ms for the first)."""

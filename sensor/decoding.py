@@ -3,7 +3,9 @@
 The hot path (`decode_at`, network records read in place from the ring buffer): one
 `struct.unpack_from` per record, a cached per-process, per-shape template copied and
 its variable fields filled in, address text cached by raw bytes. No BCC reflection and
-no copy of the record per event.
+no copy of the record per event. Each fact is stored once: a connection's ends as
+fd.lip/fd.lport and fd.rip/fd.rport; fd.cip, fd.sport, fd.name... are derived where
+read (`rules.event.Event`, `rules.fields`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from rules.event import Event
 from sensor.container_identity import HOST, CgroupResolver
 from sensor.procfs import socket_local_address, user_name
 from sensor.process_table import ProcessRecord, ProcessTable, make_exec_id
@@ -48,9 +51,8 @@ _Template = tuple[dict[str, Any], int, dict[bytes, str], int]
 """(event template, shape, address text cache, address family) of a process and shape"""
 _COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
 _IP_KEYS = (*_COMMON_KEYS, "fd.type", "fd.typechar", "fd.sockfamily", "fd.l4proto")
-_LOCAL_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.sip", "fd.sport", "fd.name", "fd.connected")
-_REMOTE_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.rip", "fd.rport", "fd.cip", "fd.cport",
-                "fd.sip", "fd.sport", "fd.name", "fd.connected")
+_LOCAL_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.connected")
+_REMOTE_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.rip", "fd.rport", "fd.connected")
 
 
 def errno_name(rawres: int) -> str:
@@ -120,11 +122,11 @@ class EventDecoder:
         """Events decoded so far (the last `evt.num` handed out)."""
         return self._seq
 
-    def decode(self, raw: bytes) -> dict[str, Any] | None:
+    def decode(self, raw: bytes) -> Event | None:
         """One event from one ring-buffer record (None for records that are not events)."""
         return self.decode_at(raw, 0, len(raw))
 
-    def decode_at(self, buf: Any, off: int, length: int) -> dict[str, Any] | None:
+    def decode_at(self, buf: Any, off: int, length: int) -> Event | None:
         """One event from the record buf[off:off + length] (a `RingReader` decode function).
 
         Network records, the bulk of the stream, are decoded here without a copy of the
@@ -141,7 +143,7 @@ class EventDecoder:
             if entry is None:
                 entry = self._net_template(tgid, op, famtype)
             tmpl, shape, cache, family = entry
-            ev = tmpl.copy()
+            ev = Event(tmpl)
             seq = self._seq + 1
             self._seq = seq
             ev["evt.num"] = seq
@@ -166,17 +168,7 @@ class EventDecoder:
                 ev["fd.rip"] = rip
                 ev["fd.rport"] = rport
                 if shape == _SERVER:  # accept: the remote end is the client
-                    ev["fd.cip"] = rip
-                    ev["fd.cport"] = rport
-                    ev["fd.sip"] = lip
-                    ev["fd.sport"] = lport
-                    ev["fd.name"] = f"{rip}:{rport}->{lip}:{lport}"
                     return ev
-                ev["fd.cip"] = lip
-                ev["fd.cport"] = lport
-                ev["fd.sip"] = rip
-                ev["fd.sport"] = rport
-                ev["fd.name"] = f"{lip}:{lport}->{rip}:{rport}"
                 if shape == _CLIENT:
                     ev["fd.connected"] = ret == 0
                 elif shape == _DUP:
@@ -194,15 +186,14 @@ class EventDecoder:
                     found = socket_local_address(tgid, fd)
                     if found is not None:
                         lip, lport = found
-            ev["fd.lip"] = ev["fd.sip"] = lip
-            ev["fd.lport"] = ev["fd.sport"] = lport
-            ev["fd.name"] = f"{lip}:{lport}"
+            ev["fd.lip"] = lip
+            ev["fd.lport"] = lport
             return ev
         except (struct.error, ValueError, OSError):
             self.decode_errors += 1
             return None
 
-    def _decode_other(self, raw: bytes) -> dict[str, Any] | None:
+    def _decode_other(self, raw: bytes) -> Event | None:
         kind = raw[KIND_OFFSET] if len(raw) > KIND_OFFSET else 0
         if kind == NV_EXEC:
             return self._exec(raw)
@@ -287,7 +278,7 @@ class EventDecoder:
         self._pid_fields.pop(tgid, None)
         self._templates.pop(tgid, None)
 
-    def _exec(self, raw: bytes) -> dict[str, Any]:
+    def _exec(self, raw: bytes) -> Event:
         (ts, cgroup_id, _k, tgid, tid, uid, gid, _pad, comm, _old_pid, path_len, args_len,
          _count, flags, path) = EXEC_FIXED.unpack_from(raw)
         wall = ts + self.boot_offset_ns
@@ -322,26 +313,26 @@ class EventDecoder:
             self._annotate(record)
         self.table.exec(record)
         self._forget_pid(tgid)
-        ev = dict(self.table.fields(record.exec_id))
+        ev = Event(self.table.fields(record.exec_id))
         ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "execve", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": 0, "thread.tid": tid})
         return ev
 
-    def _fork(self, raw: bytes) -> dict[str, Any]:
+    def _fork(self, raw: bytes) -> Event:
         ts, _cg, _k, tgid, tid, *_rest, child = FORK.unpack_from(raw)[:-1]
         wall = ts + self.boot_offset_ns
         self.table.fork(tgid, child, wall, make_exec_id(self.boot_id, child, wall))
         self._forget_pid(child)
-        ev = dict(self.fields_of_pid(tgid))
+        ev = Event(self.fields_of_pid(tgid))
         ev.update({"evt.num": self._next_seq(), "evt.time": wall, "evt.type": "clone", "evt.dir": "<",
                    "evt.res": "SUCCESS", "evt.rawres": child, "thread.tid": tid})
         return ev
 
-    def _exit(self, raw: bytes) -> dict[str, Any]:
+    def _exit(self, raw: bytes) -> Event:
         ts, _cg, _k, tgid, tid, *_rest, code, _pad = EXIT.unpack_from(raw)
         wall = ts + self.boot_offset_ns
         record = self.table.by_pid(tgid)
-        ev = dict(self.table.fields(record.exec_id)) if record else {"proc.pid": tgid}
+        ev = Event(self.table.fields(record.exec_id) if record else {"proc.pid": tgid})
         if record is not None:
             self.table.exit(tgid, wall, code)
         self._forget_pid(tgid)

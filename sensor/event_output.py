@@ -6,6 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from rules.event import expanded
+
 _COLUMNS = f"{'TIME':<15} {'EVENT':<14} {'PID':>7} {'PROCESS':<16} {'CONTAINER':<12} DETAIL"
 
 
@@ -47,7 +49,7 @@ class EventPrinter:
 
     def __call__(self, ev: Mapping[str, Any]) -> None:
         if self.as_json:
-            self.stream.write(json.dumps(ev, separators=(",", ":"), default=str) + "\n")
+            self.stream.write(json.dumps(expanded(ev), separators=(",", ":"), default=str) + "\n")
             return
         if not self._header_done:
             self.stream.write(_COLUMNS + "\n")

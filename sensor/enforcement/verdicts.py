@@ -5,6 +5,7 @@ import ctypes
 import struct
 from collections.abc import Callable, Mapping
 
+from rules.event import Event
 from sensor.boottime import boot_to_wall_offset_ns
 from sensor.enforcement.keys import PROTOCOL_NAMES, address_text
 
@@ -20,15 +21,15 @@ _VERDICT = struct.Struct("=QQQQIBBBBHHI16s16s16s")
 VERDICT_SIZE = _VERDICT.size  # 96
 
 
-def decode_verdict(raw: bytes, rule_name: Callable[[int], str], epoch_offset: int) -> dict:
-    """Flat event dict (contract field names) of one verdict record."""
+def decode_verdict(raw: bytes, rule_name: Callable[[int], str], epoch_offset: int) -> Event:
+    """The flat event (contract field names) of one verdict record."""
     (ts, pid_tgid, cgid, scope, rule_id, verdict, hook, family, proto, rport, lport, ifindex,
      raddr, laddr, comm) = _VERDICT.unpack(raw[:VERDICT_SIZE])
     fam = 4 if family == 4 else 6
     rip = address_text(raddr, fam)
     lip = address_text(laddr, fam) if any(laddr[12:] if fam == 4 else laddr) else ""
     bind = hook in (5, 6)
-    ev: dict = {
+    ev = Event({
         "evt.type": "netvigil_verdict",
         "evt.dir": "<",
         "evt.time": ts + epoch_offset,
@@ -44,18 +45,17 @@ def decode_verdict(raw: bytes, rule_name: Callable[[int], str], epoch_offset: in
         "fd.sockfamily": "ip",
         "fd.l4proto": PROTOCOL_NAMES.get(proto, str(proto)),
         "proc.cgroup_id": cgid,
-    }
+    })
+    # the ends as the sensor's events store them; fd.sip, fd.cport, fd.name... derive
+    # from them (rules.fields: a bind knows only its local end, which is the server)
     if bind:
-        ev.update({"fd.lip": lip, "fd.lport": lport, "fd.sip": lip, "fd.sport": lport,
-                   "fd.name": f"{lip}:{lport}"})
+        ev.update({"fd.lip": lip, "fd.lport": lport})
     else:
-        ev.update({"fd.rip": rip, "fd.rport": rport, "fd.sip": rip, "fd.sport": rport})
+        ev.update({"fd.rip": rip, "fd.rport": rport})
         if lip:
-            ev.update({"fd.lip": lip, "fd.cip": lip})
+            ev["fd.lip"] = lip
         if lport:
-            ev.update({"fd.lport": lport, "fd.cport": lport})
-        local = lip or ("0.0.0.0" if fam == 4 else "::")
-        ev["fd.name"] = f"{local}:{lport}->{rip}:{rport}"
+            ev["fd.lport"] = lport
         ev["fd.connected"] = hook in (1, 2, 7, 8)
     if pid_tgid:
         ev["proc.pid"] = pid_tgid >> 32

@@ -1,13 +1,18 @@
 """Per-segment record decoder: the inverse of encoder.SegmentEncoder.
 
-Each event shape is compiled once into a small function that builds the event dict in
-one expression, so decoding costs about one dict construction per event.
+Each event shape is compiled once into a small function that builds the event (a
+`rules.event.Event`: derived fields are computed where read) from the shape's start and
+its values, so decoding costs about one dict construction per event. Segments written
+before events stored each fact once carry derivation flags (fd.name, copies between
+fd.lip and fd.cip...): their events are rebuilt as they were recorded.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rules.event import Event
+from rules.fields import connection_name
 from sensor.recording import encoder as enc
 from sensor.recording import format as fmt
 from sensor.recording.errors import DecodeError
@@ -259,7 +264,7 @@ class SegmentDecoder:
             ev = rec[1]
             if not isinstance(ev, dict):
                 raise DecodeError("raw event is not a map")
-            return (IT_EVENT, None, ev)
+            return (IT_EVENT, None, Event(ev))
         else:
             raise DecodeError(f"unknown record kind {kind!r}")
         return None
@@ -274,7 +279,7 @@ class SegmentDecoder:
         if not isinstance(var, list) or not isinstance(consts, list) or not isinstance(derive, int):
             raise DecodeError("malformed shape")
         fields = self.fields
-        ns: dict[str, Any] = {"DecodeError": DecodeError}
+        ns: dict[str, Any] = {"DecodeError": DecodeError, "E": Event, "CN": connection_name}
         params = ["V=V", "S=S", "CD=CD"]
         defaults: dict[str, Any] = {"V": self.values, "S": self,
                                     "CD": {fields[fid]: value for fid, value in consts}}
@@ -302,9 +307,9 @@ class SegmentDecoder:
                 raise DecodeError(f"unknown field codec {codec!r}")
             parts.append(f"K{i}: x{i}")
             where[name] = f"x{i}"
-        if derive & enc.D_FDNAME:
+        if derive & enc.D_FDNAME:  # segments of earlier versions only
             c, cp, sv, sp = (where[k] for k in enc.FDNAME_SOURCES)
-            parts.append(f"'fd.name': f'{{{c}}}:{{{cp}}}->{{{sv}}}:{{{sp}}}'")
+            parts.append(f"'fd.name': CN({c}, {cp}, {sv}, {sp})")
         for target, source, flag in enc.COPY_DERIVATIONS:
             if derive & flag:
                 parts.append(f"{target!r}: {where[source]}")
@@ -316,7 +321,7 @@ class SegmentDecoder:
                  "    def f(v, t, pid, M):",
                  f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
         lines += ["    " + line for line in pre]
-        lines.append("        d = M.copy()")
+        lines.append("        d = E(M)")
         for part in parts:
             k, _, expr = part.partition(": ")
             lines.append(f"        d[{k}] = {expr}")

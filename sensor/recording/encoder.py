@@ -6,12 +6,14 @@ Per segment it keeps:
 * a field table (field name -> small int),
 * a value table (repeated strings, e.g. IP addresses, exe paths -> small int),
 * a shape table: the set of fields an event carries, the values that are the same for
-  every event of that shape (``evt.type``, ``fd.l4proto``, ``evt.res``...), and which
-  fields can be derived from others (``fd.name``, ``fd.lip``... ``thread.tid``),
+  every event of that shape (``evt.type``, ``fd.l4proto``, ``evt.res``...), and whether
+  ``thread.tid`` equals the process's pid,
 * process references: each process record is written once per segment and events
   carry only its small integer reference.
 
-An event then costs its shape id, its time delta and its few variable values.
+An event then costs its shape id, its time delta and its few variable values. The
+encoder stores the fields the event stores, as they are: derived fields (fd.sip,
+fd.name, ...) are not in a sensor's events (see rules.fields), so nothing is folded.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from rules.event import stored
 from sensor.recording import format as fmt
 
 PROCESS_PREFIXES = ("proc.", "user.", "group.", "container.", "k8s.")
@@ -34,6 +37,9 @@ CONST_CANDIDATES = frozenset({
     "fd.typechar", "fd.sockfamily", "fd.l4proto", "fd.connected", "fd.name_changed",
     "evt.arg.domain", "evt.arg.type", "netvigil.verdict", "netvigil.rule",
 })
+# Derivation flags of shapes written by netvigil before events stored each fact once
+# (then fd.name and the copies between fd.lip/cip/sip... were folded): never written
+# now, still understood when reading such segments.
 # (target, source, flag): target may be rebuilt by copying source
 COPY_DERIVATIONS = (
     ("fd.lip", "fd.cip", 1 << 4), ("fd.lip", "fd.sip", 1 << 5),
@@ -51,13 +57,14 @@ _I62 = 1 << 62  # evt.num is delta-coded only within this range (deltas stay 64-
 MAX_CONST_VALUES = 24  # distinct values of one constant field before it becomes variable
 MAX_INTERN_LEN = 256
 NO_INTERN_PROC_KEYS = frozenset({"exec_id", "start_ns", "exit_ns"})
+_dict_get, _dict_keys = dict.get, dict.keys
 
 
 class _Plan:
     """How events with one exact key sequence are split into const/variable/derived."""
 
-    __slots__ = ("pid", "const_keys", "var_keys", "has_time", "fdname", "copies", "tid",
-                 "derived_targets", "get_consts", "copy_groups", "version", "seen")
+    __slots__ = ("pid", "const_keys", "var_keys", "has_time", "tid", "get_consts", "version",
+                 "seen")
 
     def __init__(self, pid: int, keys: tuple[str, ...], skip_process: bool) -> None:
         if not all(type(k) is str for k in keys):
@@ -65,29 +72,16 @@ class _Plan:
         self.pid = pid
         keyset = set(keys)
         self.has_time = "evt.time" in keyset
-        self.fdname = "fd.name" in keyset and all(k in keyset for k in FDNAME_SOURCES)
-        self.copies = tuple((t, s, f) for t, s, f in COPY_DERIVATIONS
-                            if t in keyset and s in keyset)
         self.tid = "thread.tid" in keyset
-        targets = {t for t, _, _ in self.copies}
-        if self.fdname:
-            targets.add("fd.name")
-        if self.tid:
-            targets.add("thread.tid")
-        self.derived_targets = targets
         const, var = [], []
         for k in keys:
-            if k == "evt.time" or k in targets:
+            if k == "evt.time" or k == "thread.tid":
                 continue
             if skip_process and k == EXEC_ID:
                 continue
             if skip_process and k.startswith(PROCESS_PREFIXES) and not k.startswith(EVENT_K8S_PREFIXES):
                 continue
             (const if k in CONST_CANDIDATES else var).append(k)
-        groups: dict[str, list[tuple[str, int]]] = {}
-        for t, src, f in self.copies:
-            groups.setdefault(t, []).append((src, f))
-        self.copy_groups = tuple((t, tuple(c)) for t, c in groups.items())
         self.version = -1
         self._set(tuple(const), tuple(var))
 
@@ -221,9 +215,12 @@ class SegmentEncoder:
 
     def event(self, ev: Mapping[str, Any]) -> None:
         """Write one event; process fields are dropped when its process record is stored."""
-        exec_id = ev.get(EXEC_ID)
+        if not isinstance(ev, dict):
+            ev = dict(ev)
+        # what the event stores (an Event's derived fields are not recorded)
+        exec_id = _dict_get(ev, EXEC_ID)
         ref = self.proc_refs.get(exec_id) if exec_id is not None else None
-        keys = tuple(ev)
+        keys = tuple(_dict_keys(ev))
         plan = self.plans.get((keys, ref is not None))
         if plan is None:
             if len(self.plans) >= MAX_PLANS:
@@ -234,22 +231,8 @@ class SegmentEncoder:
         cvals = plan.get_consts(ev)
         derive = 0
         extra: list[str] = []
-        if plan.fdname:
-            if ev["fd.name"] == f"{ev['fd.cip']}:{ev['fd.cport']}->{ev['fd.sip']}:{ev['fd.sport']}":
-                derive |= D_FDNAME
-            else:
-                extra.append("fd.name")
-        for target, cands in plan.copy_groups:
-            tv = ev[target]
-            for source, flag in cands:
-                sv = ev[source]
-                if tv == sv and type(tv) is type(sv):
-                    derive |= flag
-                    break
-            else:
-                extra.append(target)
         if plan.tid:
-            pid = ev.get("proc.pid") if ref is None else self.proc_pids.get(exec_id)
+            pid = _dict_get(ev, "proc.pid") if ref is None else self.proc_pids.get(exec_id)
             tid = ev["thread.tid"]
             if pid is not None and tid == pid and type(tid) is int:
                 derive |= D_TID_PID
@@ -296,7 +279,7 @@ class SegmentEncoder:
             sid = self._define_shape(skey, plan, extra, codes)
         if new_num is not None:
             self.last_num = new_num
-        t_ns = ev.get("evt.time") if plan.has_time else None
+        t_ns = _dict_get(ev, "evt.time") if plan.has_time else None
         if type(t_ns) is int:
             dt = t_ns - self.last_t
             self.last_t = t_ns
@@ -330,7 +313,7 @@ class SegmentEncoder:
         if type(t_ns) is int:
             self.first_ns = t_ns if self.first_ns is None else min(self.first_ns, t_ns)
             self.last_ns = t_ns if self.last_ns is None else max(self.last_ns, t_ns)
-        self._out([fmt.K_RAWEVENT, dict(ev)])
+        self._out([fmt.K_RAWEVENT, stored(ev)])
 
     def alert(self, alert: Mapping[str, Any] | Any) -> None:
         """Write a Falco-format alert (dict, or an object with ``to_dict()``)."""

@@ -16,6 +16,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from rules.fields import stored_sources
 from sensor.recording import encoder as enc
 from sensor.recording import format as fmt
 from sensor.recording.errors import DecodeError
@@ -129,6 +130,8 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
         elif name == "thread.tid" and derive & enc.D_TID_PID:
             parts.append("raw(pid)")
             sources = ["proc.pid"]
+        elif name not in pos and name not in consts:  # derived (fd.sport): its stored ends
+            sources = list(stored_sources(name))
         for src in sources:
             found = value_expr(src)
             if found is None:

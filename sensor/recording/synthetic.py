@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from rules.event import Event
 from sensor.process_table import ProcessRecord, ProcessTable
 
 BOOT = "5f1c2a9e-0000-4000-8000-00000000b007"
@@ -71,11 +72,11 @@ class SyntheticNode:
         self._pending.append(("process", rec))
         return rec
 
-    def _event(self, rec: ProcessRecord, fields: dict[str, Any]) -> dict[str, Any]:
+    def _event(self, rec: ProcessRecord, fields: dict[str, Any]) -> Event:
         self.t += self.rng.randint(2_000, 60_000)
         self.num += 1
         base = {"evt.time": self.t, "evt.num": self.num, "evt.dir": "<", "thread.tid": rec.pid}
-        return {**self.table.fields(rec.exec_id), **base, **fields}
+        return Event({**self.table.fields(rec.exec_id), **base, **fields})
 
     @staticmethod
     def _net(kind: str, proto: str, cip: str, cport: int, sip: str, sport: int,
@@ -83,11 +84,10 @@ class SyntheticNode:
              fdnum: int = 7) -> dict[str, Any]:
         lip, lport, rip, rport = ((cip, cport, sip, sport) if local_is_client
                                   else (sip, sport, cip, cport))
+        # what the sensor stores: the two ends (fd.cip, fd.sport, fd.name... derive from them)
         ev = {"evt.type": kind, "evt.res": res, "evt.rawres": rawres, "fd.num": fdnum,
               "fd.type": "ipv4", "fd.typechar": "4", "fd.sockfamily": "ip", "fd.l4proto": proto,
-              "fd.name": f"{cip}:{cport}->{sip}:{sport}", "fd.cip": cip, "fd.cport": cport,
-              "fd.sip": sip, "fd.sport": sport, "fd.lip": lip, "fd.lport": lport,
-              "fd.rip": rip, "fd.rport": rport}
+              "fd.lip": lip, "fd.lport": lport, "fd.rip": rip, "fd.rport": rport}
         if kind in ("sendto", "sendmsg"):
             ev["fd.connected"] = False
             ev["fd.name_changed"] = True
