@@ -196,3 +196,52 @@ def test_one_size_grammar(text, size) -> None:
     from sensor.recording.config import parse_size as record_size  # noqa: PLC0415
 
     assert units.parse_size(text) == alerts_size(text, "w") == record_size(text, "w") == size
+
+
+def _replay_json(rec: Path, capsys, *extra: str) -> tuple[int, list, str]:
+    import json  # noqa: PLC0415
+
+    from fuzz_corpus import ok_rules  # noqa: PLC0415
+
+    rules = ok_rules(rec.parent)
+    code = main(["replay", str(rec), "--rules", str(rules), "--json", "--events", *extra])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return code, lines, err
+
+
+@pytest.mark.parametrize("damage", ["duplicate", "duplicate_middle", "reorder", "foreign"])
+def test_copied_renamed_and_foreign_segments_are_reported_and_played_once(
+        tmp_path: Path, capsys, damage: str) -> None:
+    import fuzz_corpus  # noqa: PLC0415
+
+    clean = fuzz_corpus._recording(lambda rec, rng: None, 1)(tmp_path / "clean")
+    _, clean_events, _ = _replay_json(clean, capsys)
+    assert main(["replay", "--check", str(clean)]) == 0
+    capsys.readouterr()
+    bad = fuzz_corpus._recording(getattr(fuzz_corpus, "_" + damage), 1)(tmp_path / "bad")
+    assert main(["replay", "--check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    expected = {"duplicate": "duplicate of", "duplicate_middle": "duplicate of",
+                "reorder": "renamed or reordered", "foreign": "belongs to another recording"}
+    assert expected[damage] in err and "0 integrity problem(s)" not in err
+    code, events, err = _replay_json(bad, capsys, "--strict")
+    assert code == 1
+    times = [(e.get("evt.time"), e.get("proc.pid"), e.get("evt.type")) for e in events]
+    assert len(times) == len(set(times))  # nothing played twice
+    if damage in ("duplicate", "reorder"):
+        assert times == [(e.get("evt.time"), e.get("proc.pid"), e.get("evt.type"))
+                         for e in clean_events]  # the whole history, once, in order
+
+
+def test_segments_record_which_recording_they_belong_to(tmp_path: Path) -> None:
+    from fuzz_corpus import make_recording  # noqa: PLC0415
+    from sensor.recording.reader import SegmentReader  # noqa: PLC0415
+
+    rec = make_recording(tmp_path / "r", n=300)
+    make_recording(rec, seed=2, n=300)  # a second recorder continues the same recording
+    headers = [SegmentReader(p).header for p in sorted(rec.glob("seg-*.nvseg"))]
+    assert len({h["chain"] for h in headers}) == 1
+    assert [h["seq"] for h in headers] == list(range(1, len(headers) + 1))
+    other = make_recording(tmp_path / "o", n=300)
+    assert SegmentReader(next(other.glob("seg-*.nvseg"))).header["chain"] != headers[0]["chain"]

@@ -1,6 +1,7 @@
 """Hash chain and record tags (BLAKE2b, keyed when a recording key is configured)."""
 from __future__ import annotations
 
+import os
 from hashlib import blake2b
 
 HASH_LEN = 32
@@ -47,3 +48,14 @@ def key_fingerprint(key: bytes | None) -> str | None:
     if not key:
         return None
     return blake2b(key, digest_size=6, person=b"netvigil-kid").hexdigest()
+
+
+def new_chain_id() -> str:
+    """Identifier of a new chain of segments (a recording): random, in every header.
+
+    A recorder continuing a directory keeps the chain id of its newest segment, so a
+    segment says which recording it belongs to (``chain``) and where (``seq``,
+    ``prev_seq``, ``prev_hash``); replay refuses to take a copy, a renamed file or a
+    segment of another recording for part of the history.
+    """
+    return os.urandom(8).hex()

@@ -555,6 +555,16 @@ def final_hash(path: Path, key: bytes | None) -> bytes | None:
     return r.final_hash
 
 
+def segment_chain_id(path: Path) -> str | None:
+    """The chain id in a segment's header (None when unreadable or written before chains)."""
+    try:
+        header, _ = read_footer(path)
+    except SegmentFormatError:
+        return None
+    value = header.get("chain")
+    return value if isinstance(value, str) else None
+
+
 def read_footer(path: Path, key: bytes | str | None = None
                 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(header, footer) of a segment without reading it all.

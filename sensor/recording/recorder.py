@@ -145,10 +145,12 @@ class Recorder:
         self._seq = existing[-1][0] if existing else 0
         self._prev_hash: bytes | None = None
         self._prev_seq: int | None = None
+        self._chain_id = chain.new_chain_id()
         if existing:
-            from sensor.recording.reader import final_hash  # reader imports are heavier
+            from sensor.recording.reader import final_hash, segment_chain_id  # heavier imports
             self._prev_seq = existing[-1][0]
             self._prev_hash = final_hash(existing[-1][1], self._key)
+            self._chain_id = segment_chain_id(existing[-1][1]) or self._chain_id
 
         self._lock = threading.Lock()      # encoder state and the pending queue
         self._io_lock = threading.Lock()   # file writes (background thread or flush())
@@ -355,7 +357,7 @@ class Recorder:
         self._seq += 1
         created = time.time_ns()
         header = {"format": fmt.FORMAT_VERSION, "host": self._host, "boot_id": self._boot_id,
-                  "version": self._version, "created_ns": created, "seq": self._seq,
+                  "version": self._version, "created_ns": created, "seq": self._seq, "chain": self._chain_id,
                   "key_id": chain.key_fingerprint(self._key)}
         self._enc = SegmentEncoder(self._seq, created, self._emit)
         self._queue.append(_Open(self._seq, header))
