@@ -105,3 +105,49 @@ def _numeric_consts(n: CCmp) -> frozenset | None:
     if not all(type(v) is int for v in values):
         return None
     return frozenset(values)
+
+
+def specialize(node: CNode, field: str, value: Any) -> CNode:
+    """``node`` for events whose plain ``field`` is known to equal ``value`` (a hashable,
+    non-None value such as the evt.type an index dispatched on).
+
+    Comparisons of that field fold to constants; ``and``/``or`` drop what can no longer
+    change their result. An error raised by a remaining item still makes the rule false,
+    so a folded constant that decides an ``and``/``or`` keeps the items before it (one of
+    them might raise, even under a ``not``).
+    """
+    if isinstance(node, CCmp):
+        if node.field != field or node.access != "direct" or node.arg is not None \
+                or node.sources != (field,):
+            return node
+        if node.op == "=":
+            return CConst(bool(value == node.const))
+        if node.op in ("in", "intersects") and isinstance(node.const, frozenset):
+            return CConst(value in node.const)
+        if node.op == "!=":
+            return CConst(bool(value != node.const))
+        if node.op == "exists":
+            return CConst(True)
+        return node
+    if isinstance(node, CNot):
+        item = specialize(node.item, field, value)
+        return CConst(not item.value) if isinstance(item, CConst) else CNot(item)
+    if isinstance(node, (CAnd, COr)):
+        is_and = isinstance(node, CAnd)
+        items: list[CNode] = []
+        for item in node.items:
+            sub = specialize(item, field, value)
+            if isinstance(sub, CConst):
+                if sub.value == is_and:  # True in an and, False in an or: no effect
+                    continue
+                if not items:  # decides the result before anything could raise
+                    return CConst(not is_and)
+                items.append(sub)  # decides it after items that may raise: keep them
+                break
+            items.append(sub)
+        if not items:
+            return CConst(is_and)
+        if len(items) == 1:
+            return items[0]
+        return CAnd(tuple(items)) if is_and else COr(tuple(items))
+    return node

@@ -11,10 +11,12 @@ Falco), so ``not proc.name = x`` holds for an event without ``proc.name``.
 from __future__ import annotations
 
 import ipaddress
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from rules.analysis import cost
 from rules.checker import CAnd, CCmp, CConst, CNode, CNot, COr
 from rules.event import Event
 from rules.fields import FIELDS_BY_NAME, SERVER_SIDE_TYPES, field_reader
@@ -45,6 +47,29 @@ def _innet(value: Any, nets: tuple[tuple[int, int, int], ...]) -> bool:
         if v == version and lo <= num <= hi:
             return True
     return False
+
+
+#: Addresses each network test remembers its answer for (beyond them it recomputes).
+NET_TEST_MEMORY = 4096
+
+
+@lru_cache(maxsize=1024)
+def net_test(nets: tuple[tuple[int, int, int], ...]) -> Callable[[Any], bool]:
+    """``value -> _innet(value, nets)``, remembering answers for recent address strings
+    (a pure function of its argument, so evaluation stays free of visible effects)."""
+    known: dict[str, bool] = {}
+
+    def test(value: Any) -> bool:
+        if value.__class__ is not str:
+            return _innet(value, nets)
+        hit = known.get(value)
+        if hit is None:
+            hit = _innet(value, nets)
+            if len(known) >= NET_TEST_MEMORY:
+                known.clear()
+            known[value] = hit
+        return hit
+    return test
 
 
 def _idx(values: Any, i: int) -> Any:
@@ -80,9 +105,12 @@ def _none_of(values: Any, pred: Callable[[Any], bool]) -> bool:
     return bool(present) and not any(pred(v) for v in present)
 
 
+#: "Not computed yet" for a shared sub-condition of a matcher.
+_UNSET = object()
 HELPERS: dict[str, Any] = {"_innet": _innet, "_idx": _idx, "_lbl": _lbl,
                            "_lblitems": _lblitems, "_any": _any, "_none_of": _none_of,
-                           "_ERRS": EVAL_ERRORS, "_Event": Event}
+                           "_ERRS": EVAL_ERRORS, "_Event": Event, "_UNSET": _UNSET}
+_UNKNOWN = object()  # a field value CodeGen.known does not hold
 #: The generated functions' first line: the stored-field lookup of the event ``e``.
 _GETTER = "_g = e.stored_get if e.__class__ is _Event else e.get"
 
@@ -94,12 +122,22 @@ def _reader(field: str) -> Callable[[Callable[[str], Any]], Any]:
 
 
 class CodeGen:
-    """Accumulates constants and produces expression source for checked trees."""
+    """Accumulates constants and produces expression source for checked trees.
+
+    ``known`` holds field values fixed for the events the code will see (the evt.type a
+    matcher is dispatched on), so derivations that depend on them fold at compile time.
+    """
 
     def __init__(self) -> None:
         self.ns: dict[str, Any] = dict(HELPERS)
         self._n = 0
         self._consts: dict[int, str] = {}
+        self._by_value: dict[Any, str] = {}
+        self.known: dict[str, Any] = {}
+        # Matcher generation: reads and sub-conditions held in locals, and (while
+        # recording) each use of a read or sub-condition key.
+        self._locals: dict[Any, str] = {}
+        self._seen: list[Any] | None = None
 
     def _fresh(self, prefix: str) -> str:
         self._n += 1
@@ -109,13 +147,38 @@ class CodeGen:
         key = id(value)
         if key in self._consts and self.ns.get(self._consts[key]) is value:
             return self._consts[key]
-        name = self._fresh("_k")
-        self.ns[name] = value
+        vkey = _value_key(value)
+        name = self._by_value.get(vkey) if vkey is not None else None
+        if name is None:
+            name = self._fresh("_k")
+            self.ns[name] = value
+            if vkey is not None:
+                self._by_value[vkey] = name
         self._consts[key] = name
         return name
 
+    def _node_key(self, node: CNode) -> Any:
+        """A structural key: equal for sub-conditions that compute the same thing."""
+        if isinstance(node, CCmp):
+            return ("cmp", node.field, node.arg, node.op, self.const(node.const), node.access,
+                    node.sources, node.scalar_type)
+        if isinstance(node, CNot):
+            return ("not", self._node_key(node.item))
+        if isinstance(node, CConst):
+            return ("const", node.value)
+        return ("and" if isinstance(node, CAnd) else "or",
+                tuple(self._node_key(n) for n in node.items))
+
     # -- expressions ------------------------------------------------------------------
     def expr(self, node: CNode) -> str:
+        if (self._seen is None and not self._locals) or not _worth_sharing(node):
+            return self._expr(node)
+        key = ("sub", self._node_key(node))
+        if key in self._locals:
+            return self._shared(key, lambda: f"bool({self._expr(node)})")
+        return self._shared(key, lambda: self._expr(node))
+
+    def _expr(self, node: CNode) -> str:
         if isinstance(node, CAnd):
             return "(" + " and ".join(self.expr(n) for n in node.items) + ")"
         if isinstance(node, COr):
@@ -126,30 +189,58 @@ class CodeGen:
             return "True" if node.value else "False"
         return self._cmp(node)
 
+    def _raw(self, field: str) -> str:
+        """Expression reading one stored field."""
+        return self._shared(("raw", field), lambda: f"_g({field!r})")
+
+    def _shared(self, key: Any, text: Callable[[], str]) -> str:
+        """``text()``, or, for a read or sub-condition the matcher being generated uses
+        more than once, its local: computed on first use (a raise leaves it unset, so
+        the next use raises too, as unshared code would)."""
+        if self._seen is not None:
+            self._seen.append(key)
+        name = self._locals.get(key)
+        if name is None:
+            return text()
+        return f"({name} if {name} is not _UNSET else ({name} := {text()}))"
+
     def _read(self, field: str) -> str:
         """Expression reading one field: the stored value; for a derived field missing
         from the event, its derivation (inlined for client/server fields)."""
         spec = FIELDS_BY_NAME.get(field)
         if spec is None or spec.derive is None:
-            return f"_g({field!r})"
+            return self._raw(field)
+        return self._shared(("read", field), lambda: self._derived_read(field, spec))
+
+    def _derived_read(self, field: str, spec: Any) -> str:
         v = self._fresh("_v")
         if spec.by_role:
             server, client = spec.by_role
-            derived = (f"(_g({server!r}) if (_g('evt.type') in {self.const(SERVER_SIDE_TYPES)} "
-                       f"or _g('fd.rip') is None) else _g({client!r}))")
+            evt_type = self.known.get("evt.type", _UNKNOWN)
+            if evt_type is _UNKNOWN:
+                side = (f"_g('evt.type') in {self.const(SERVER_SIDE_TYPES)} or "
+                        f"{self._raw('fd.rip')} is None")
+            elif evt_type in SERVER_SIDE_TYPES:
+                side = ""
+            else:
+                side = f"{self._raw('fd.rip')} is None"
+            derived = (f"({self._raw(server)} if ({side}) else {self._raw(client)})" if side
+                       else self._raw(server))
         else:
             derived = f"{self.const(_reader(field))}(_g)"
-        return f"({v} if ({v} := _g({field!r})) is not None else {derived})"
+        return f"({v} if ({v} := {self._raw(field)}) is not None else {derived})"
 
     def _getter(self, node: CCmp) -> str:
         if node.access == "direct":
             return self._read(node.sources[0])
         if node.access == "index":
-            return f"_idx(_g({node.sources[0]!r}), {int(node.sources[1])})"
+            return f"_idx({self._raw(node.sources[0])}, {int(node.sources[1])})"
         if node.access == "label":
-            return f"_lbl(_g({node.sources[0]!r}), {self.const(node.sources[1])})"
+            v, k = self._fresh("_v"), self.const(node.sources[1])
+            return (f"({v}.get({k}) if ({v} := {self._raw(node.sources[0])}).__class__ is dict "
+                    f"else _lbl({v}, {k}))")
         if node.access == "labels":
-            return f"_lblitems(_g({node.sources[0]!r}))"
+            return f"_lblitems({self._raw(node.sources[0])})"
         return self._read(node.sources[0])  # "any": the list itself
 
     def _scalar(self, op: str, stype: str, const: Any, value: str) -> str:
@@ -159,15 +250,15 @@ class CodeGen:
         k = self.const(const)
         if stype == "net":
             if op == "!=":
-                v = self._fresh("_v")
-                return f"(({v} := {value}) is not None and not _innet({v}, {k}))"
-            return f"_innet({value}, {k})"
+                v, bind = self._bind(value)
+                return f"({bind} is not None and not {self.const(net_test(const))}({v}))"
+            return f"{self.const(net_test(const))}({value})"
         if op == "=":
             return f"({value} == {k})"
         if op in ("in", "intersects"):
             return f"({value} in {k})"
-        v = self._fresh("_v")
-        guard = f"({v} := {value}) is not None"
+        v, bind = self._bind(value)
+        guard = f"{bind} is not None"
         if op in ("!=", "<", "<=", ">", ">="):
             return f"({guard} and {v} {op} {k})"
         if op == "contains":
@@ -184,6 +275,13 @@ class CodeGen:
         if op in ("glob", "regex"):
             return f"({guard} and {k}({v}) is not None)"
         raise AssertionError(f"operator {op}")  # pragma: no cover - checker rejects it
+
+    def _bind(self, value: str) -> tuple[str, str]:
+        """(name, expression binding it) for a value used twice (a local needs no bind)."""
+        if value.isidentifier():
+            return value, value
+        v = self._fresh("_v")
+        return v, f"({v} := {value})"
 
     def _pred(self, op: str, stype: str, const: Any) -> str:
         """A named one-argument predicate for ``op`` (used for multi-valued fields)."""
@@ -217,13 +315,38 @@ class CodeGen:
                "    except _ERRS:\n        return False\n")
         return self._define(src, "_pred")
 
-    def matcher(self, rules: Sequence[tuple[int, str]]) -> Callable[[Mapping], list[int]]:
-        """A function event -> indices of the (index, expression source) pairs that hold.
+    def matcher(self, rules: Sequence[tuple[int, CNode]],
+                known: Mapping[str, Any] | None = None) -> Callable[[Mapping], list[int]]:
+        """A function event -> indices of the (index, condition) pairs that hold, in order.
 
-        Expressions come from :meth:`expr` of this generator (they share its constants).
+        ``known``: field values every event given to it has (see the class). A field
+        or sub-condition several conditions use is computed once per event, when first
+        needed (an error fails only the rules that reach it, as without sharing).
         """
-        lines = ["def _match(e):", f"    {_GETTER}", "    _m = []"]
-        for index, expr in rules:
+        self.known = dict(known or {})
+        try:
+            self._seen = []
+            for _, node in rules:
+                self.expr(node)
+            counts: dict[Any, int] = defaultdict(int)
+            for key in self._seen:
+                counts[key] += 1
+            self._seen = None
+            for key, n in counts.items():
+                if n > 1:
+                    self._locals[key] = self._fresh("_s")
+            exprs = [(i, self.expr(node)) for i, node in rules]
+            return self._match_fn(exprs, list(self._locals.values()))
+        finally:
+            self.known, self._locals, self._seen = {}, {}, None
+
+    def _match_fn(self, exprs: Sequence[tuple[int, str]],
+                  memos: list[str]) -> Callable[[Mapping], list[int]]:
+        lines = ["def _match(e):", f"    {_GETTER}"]
+        if memos:
+            lines.append("    " + " = ".join(memos) + " = _UNSET")
+        lines.append("    _m = []")
+        for index, expr in exprs:
             lines += ["    try:", f"        if {expr}:", f"            _m.append({int(index)})",
                       "    except _ERRS:", "        pass"]
         lines.append("    return _m")
@@ -234,3 +357,23 @@ class CodeGen:
         scope: dict[str, Any] = {}
         exec(code, self.ns, scope)  # noqa: S102 - our own generated source, constants by name
         return scope[name]
+
+
+def _worth_sharing(node: CNode) -> bool:
+    """Whether a sub-condition costs more than reading a memoized result."""
+    if isinstance(node, CCmp):
+        return node.scalar_type == "net" or node.op in ("glob", "regex", "pmatch") or \
+            node.access in ("any", "labels", "either")
+    return not isinstance(node, CConst) and cost(node) > 1
+
+
+def _value_key(value: Any) -> Any:
+    """A key equal only for constants that behave the same in generated code, or None."""
+    if isinstance(value, (frozenset, tuple)):
+        try:
+            return (type(value), value, frozenset(type(v) for v in value))
+        except TypeError:
+            return None
+    if isinstance(value, (str, int, float, bytes)) and not isinstance(value, bool):
+        return (type(value), value)
+    return None

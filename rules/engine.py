@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.analysis import equality_fields, field_uses, required_values
-from rules.checker import CNode
+from rules.analysis import equality_fields, field_uses, required_values, specialize
+from rules.checker import CConst, CNode
 from rules.codegen import CodeGen
 from rules.enforcement import EnforcementRequest, EnforceSpec, request_for_event, static_request
 from rules.errors import Position
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 #: A bucket with at least this many rules gets a second-level index on a field.
 SUB_INDEX_MIN_RULES = 12
 SUB_INDEX_MIN_CONSTRAINED = 6
+NEVER = CConst(False)
 
 Matcher = Callable[[Mapping[str, Any]], list[int]]
 
@@ -152,8 +153,9 @@ class RuleSet:
 
 
 def _build_index(rules: Sequence[CompiledRule]) -> tuple[dict[Any, Matcher], Matcher]:
+    """evt.type -> matcher of the rules that can match it (each condition specialized to
+    that type), and the matcher for any other type (the rules without one)."""
     gen = CodeGen()
-    exprs = [gen.expr(r.condition) for r in rules]
     by_type: dict[Any, list[int]] = defaultdict(list)
     untyped: list[int] = []
     for i, rule in enumerate(rules):
@@ -162,52 +164,57 @@ def _build_index(rules: Sequence[CompiledRule]) -> tuple[dict[Any, Matcher], Mat
         else:
             for t in rule.evt_types:
                 by_type[t].append(i)
-    cache: dict[tuple[int, ...], Matcher] = {}
+    dispatch = {}
+    for t, idxs in by_type.items():
+        conds = {}
+        for i in sorted(set(idxs + untyped)):
+            cond = specialize(rules[i].condition, "evt.type", t)
+            if cond != NEVER:
+                conds[i] = cond
+        dispatch[t] = _matcher(gen, rules, conds, {"evt.type": t})
+    return dispatch, _matcher(gen, rules, {i: rules[i].condition for i in untyped}, {})
 
-    def build(idxs: list[int]) -> Matcher:
-        key = tuple(sorted(set(idxs)))
-        if key not in cache:
-            cache[key] = _matcher(gen, rules, exprs, list(key), cache)
-        return cache[key]
 
-    dispatch = {t: build(idxs + untyped) for t, idxs in by_type.items()}
-    return dispatch, build(untyped)
-
-
-def _matcher(gen: CodeGen, rules: Sequence[CompiledRule], exprs: list[str], idxs: list[int],
-             cache: dict) -> Matcher:
+def _matcher(gen: CodeGen, rules: Sequence[CompiledRule], conds: dict[int, CNode],
+             known: dict[str, Any]) -> Matcher:
+    """A matcher for the rules ``conds`` holds (index -> condition), in index order."""
+    idxs = sorted(conds)
     if not idxs:
         return _no_match
-    flat = gen.matcher([(i, exprs[i]) for i in idxs])
+
+    def flat(key: Sequence[int]) -> Matcher:
+        return gen.matcher([(i, conds[i]) for i in sorted(key)], known) if key else _no_match
+
     if len(idxs) < SUB_INDEX_MIN_RULES:
-        return flat
+        return flat(idxs)
     # Second level: split on the field most rules pin to values (e.g. proc.name).
     counts: dict[str, int] = defaultdict(int)
     for i in idxs:
-        for f in equality_fields(rules[i].condition):
+        for f in equality_fields(conds[i]):
             if f != "evt.type":
                 counts[f] += 1
     if not counts:
-        return flat
+        return flat(idxs)
     best = max(sorted(counts), key=lambda f: counts[f])
     constrained: dict[int, frozenset] = {}
     for i in idxs:
-        values = required_values(rules[i].condition, best)
+        values = required_values(conds[i], best)
         if values is not None:
             constrained[i] = values
     if len(constrained) < SUB_INDEX_MIN_CONSTRAINED:
-        return flat
+        return flat(idxs)
     free = [i for i in idxs if i not in constrained]
     per_value: dict[Any, list[int]] = defaultdict(list)
     for i, values in constrained.items():
         for v in values:
             per_value[v].append(i)
-    default = gen.matcher([(i, exprs[i]) for i in free]) if free else _no_match
+    default = flat(free)
+    cache: dict[tuple[int, ...], Matcher] = {}
     table: dict[Any, Matcher] = {}
     for v, vidxs in per_value.items():
         key = tuple(sorted(set(vidxs + free)))
         if key not in cache:
-            cache[key] = gen.matcher([(i, exprs[i]) for i in key])
+            cache[key] = flat(key)
         table[v] = cache[key]
     get = table.get
 
