@@ -1,5 +1,6 @@
 /* netvigil sensor: structs shared by the BPF programs (bpf/sensor_*.c) and the Python
- * decoder (sensor/decoding.py mirrors these layouts with struct formats).
+ * decoder (sensor/bpf_layout.py declares these layouts once for Python; a test has
+ * clang check every offset, size and constant there against this file).
  *
  * Only tracepoint arguments, helper results and UAPI structs are read: nothing here
  * dereferences a kernel-internal struct, so any recent kernel headers compile it.

@@ -16,35 +16,34 @@ from collections.abc import Callable
 from typing import Any
 
 from rules.event import Event
+from sensor.bpf_layout import EXEC_EVENT, EXIT_EVENT, FORK_EVENT, KINDS, NET_EVENT, NET_OPS
 from sensor.container_identity import HOST, CgroupResolver
 from sensor.procfs import socket_local_address, user_name
 from sensor.process_table import ProcessRecord, ProcessTable, make_exec_id
 
-# layouts of bpf/sensor.h: struct nv_header (56 bytes) first, then the kind's own fields
-KIND_OFFSET = 16
-NV_EXEC, NV_FORK, NV_EXIT, NV_NET = 1, 2, 3, 4
-EXEC_FIXED = struct.Struct("<QQIIIIII16sIHHII256s")
-FORK = struct.Struct("<QQIIIIII16sII")
-EXIT = struct.Struct("<QQIIIIII16siI")
-EXEC_ARGS_OFFSET = EXEC_FIXED.size
+# the records of bpf/sensor.h (sensor/bpf_layout.py declares them; a test checks the header)
+KIND_OFFSET = NET_EVENT.offsets["h.kind"]
+NV_EXEC, NV_FORK, NV_EXIT, NV_NET = (KINDS[k] for k in ("NV_EXEC", "NV_FORK", "NV_EXIT", "NV_NET"))
+EXEC_FIXED = EXEC_EVENT.reader(*(m.path for m in EXEC_EVENT.members if m.path != "args"))
+FORK = FORK_EVENT.struct
+EXIT = EXIT_EVENT.struct
+EXEC_ARGS_OFFSET = EXEC_EVENT.offsets["args"]
 
 AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 SOCK_TYPE_NAMES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 10: "SOCK_PACKET"}
 
-OP_NAMES = {
-    1: "connect", 2: "accept", 3: "accept4", 4: "listen", 5: "bind", 6: "sendto",
-    7: "sendmsg", 8: "dup2", 9: "dup3", 10: "socket", 11: "connect_result",
-}
-OP_CONNECT, OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND = 1, 2, 3, 4, 5
-OP_DUP2, OP_DUP3, OP_SOCKET = 8, 9, 10
+OP_NAMES = {op: name for name, op in NET_OPS.items()}
+OP_CONNECT, OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND = (
+    NET_OPS[n] for n in ("connect", "accept", "accept4", "listen", "bind"))
+OP_DUP2, OP_DUP3, OP_SOCKET = NET_OPS["dup2"], NET_OPS["dup3"], NET_OPS["socket"]
 SERVER_SIDE_OPS = frozenset({OP_ACCEPT, OP_ACCEPT4, OP_LISTEN, OP_BIND})
-OP_SENDTO, OP_SENDMSG = 6, 7
-# struct nv_net_event, only the fields the decoder uses: pad bytes skip cgroup id, kind,
-# uid, gid, comm and the socket's generation
-NET_FAST = struct.Struct("<Q8x4xII12x16xiiII8xIHH16s16s")
+OP_SENDTO, OP_SENDMSG = NET_OPS["sendto"], NET_OPS["sendmsg"]
+# struct nv_net_event, only the fields the decoder uses (family and type read as one u32)
+NET_FAST = NET_EVENT.reader("h.ts_boot_ns", "h.tgid", "h.tid", "ret", "fd", "op", "aux",
+                            ("s.family", "I"), "s.lport", "s.rport", "s.laddr", "s.raddr")
 """ts, tgid, tid, ret, fd, op, aux, family | type << 16, lport, rport, laddr, raddr"""
-NET_SIZE = 120  # sizeof(struct nv_net_event)
+NET_SIZE = NET_EVENT.size
 # shapes of network events (how the variable fields are filled in); >= _SERVER: both ends
 _SOCKET, _BIND, _LISTEN, _SERVER, _CLIENT, _SEND, _DUP = range(7)
 _Template = tuple[dict[str, Any], int, dict[bytes, str], int]

@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import socket
-import struct
 
 import pytest
 
+from sensor.bpf_layout import EXEC_EVENT, EXIT_EVENT, NET_EVENT, NET_OPS, check_against_header
+from sensor.bpf_program import bpf_source_dir
 from sensor.container_identity import CgroupResolver
 from sensor.decoding import EventDecoder
 from sensor.process_table import ProcessRecord, ProcessTable
 
-# struct nv_net_event, nv_exec_event (fixed part), nv_exit_event of bpf/sensor.h
-NET = struct.Struct("<QQIIIIII16siiIIQHHHH16s16s")
-EXEC = struct.Struct("<QQIIIIII16sIHHII256s")
-EXIT = struct.Struct("<QQIIIIII16siI")
+# records packed as bpf/sensor.h lays them out (the one declaration, checked against the
+# header below)
+NET = NET_EVENT.struct
+EXEC = EXEC_EVENT.reader(*(m.path for m in EXEC_EVENT.members if m.path != "args"))
+EXIT = EXIT_EVENT.struct
 BOOT_OFFSET = 1_700_000_000 * 10**9
-OPS = {"connect": 1, "accept": 2, "listen": 4, "bind": 5, "sendto": 6, "dup2": 8, "socket": 10}
+OPS = NET_OPS
 
 
 def net(op: str, *, pid: int = 4242, family: int = 2, stype: int = 2, laddr: str = "127.0.0.1", lport: int = 40000,
@@ -143,3 +145,33 @@ def test_malformed_records_are_counted_not_raised(decoder: EventDecoder) -> None
         assert decoder.decode(raw) is None
     assert decoder.decode_errors == 4
     assert decoder.events == 0
+
+
+# --- the declared layouts against bpf/sensor.h (BCC's clang checks each offset and size)
+def test_declared_layouts_agree_with_the_header() -> None:
+    assert check_against_header(bpf_source_dir()) == []
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (("    u16 lport;          /* host byte order */\n    u16 rport;\n",
+      "    u16 rport;\n    u16 lport;          /* host byte order */\n"), "nv_net_event.s.lport"),
+    (("    u32 op;             /* enum nv_net_op */\n", "    u64 op;\n"), "nv_net_event.op"),
+    (("    NV_OP_BIND = 5,\n", "    NV_OP_BIND = 12,\n"), "NV_OP_BIND == 5"),
+])
+def test_layout_check_fails_when_the_header_changes(tmp_path, edit: tuple[str, str], named: str) -> None:
+    header = (bpf_source_dir() / "sensor.h").read_text()
+    old, new = edit
+    assert old in header
+    (tmp_path / "sensor.h").write_text(header.replace(old, new))
+    problems = check_against_header(tmp_path)
+    assert any(p.startswith(f"python expects {named}") for p in problems), problems
+
+
+def test_verdict_events_store_ends_and_derive_the_rest() -> None:
+    from sensor.enforcement.verdicts import _VERDICT, decode_verdict
+    addr = socket.inet_pton(socket.AF_INET, "203.0.113.9").rjust(16, b"\0")
+    raw = _VERDICT.pack(5, 42 << 32 | 43, 77, 0, 3, 1, 1, 4, 6, 443, 0, 0, addr, bytes(16), b"curl")
+    ev = decode_verdict(raw, {3: "C2"}.get, 0)
+    assert "fd.sip" not in dict.keys(ev)  # stored once, as the remote end
+    assert (ev["fd.sip"], ev["fd.sport"], ev["fd.name"]) == \
+        ("203.0.113.9", 443, "0.0.0.0:0->203.0.113.9:443")
