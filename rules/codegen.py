@@ -324,6 +324,7 @@ class CodeGen:
         needed (an error fails only the rules that reach it, as without sharing).
         """
         self.known = dict(known or {})
+        rules = [(i, self._ordered(node)) for i, node in rules]
         try:
             self._seen = []
             for _, node in rules:
@@ -339,6 +340,23 @@ class CodeGen:
             return self._match_fn(exprs, list(self._locals.values()))
         finally:
             self.known, self._locals, self._seen = {}, {}, None
+
+    def _ordered(self, node: CNode) -> CNode:
+        """``node`` with its top-level ``and`` flattened, repeats dropped and cheap positive
+        tests first, exceptions (``not ...``) last. Exact for a whole rule: it holds iff
+        every conjunct evaluates true, and an error anywhere makes it false either way."""
+        if not isinstance(node, CAnd):
+            return node
+        items: dict[Any, CNode] = {}
+        stack = list(reversed(node.items))
+        while stack:
+            item = stack.pop()
+            if isinstance(item, CAnd):
+                stack.extend(reversed(item.items))
+            else:
+                items.setdefault(self._node_key(item), item)
+        ordered = sorted(items.values(), key=lambda n: (isinstance(n, CNot), cost(n)))
+        return CAnd(tuple(ordered)) if len(ordered) > 1 else ordered[0]
 
     def _match_fn(self, exprs: Sequence[tuple[int, str]],
                   memos: list[str]) -> Callable[[Mapping], list[int]]:

@@ -12,6 +12,7 @@ from rules.checker import CConst, CNode
 from rules.codegen import CodeGen
 from rules.enforcement import EnforcementRequest, EnforceSpec, request_for_event, static_request
 from rules.errors import Position
+from rules.event import Event
 from rules.match import RuleMatch
 from rules.output import OutputTemplate
 
@@ -21,6 +22,7 @@ SUB_INDEX_MIN_RULES = 12
 SUB_INDEX_MIN_CONSTRAINED = 6
 NEVER = CConst(False)
 
+_stored_get = Event.stored_get
 Matcher = Callable[[Mapping[str, Any]], list[int]]
 
 
@@ -79,7 +81,10 @@ class RuleSet:
         ``enforce:`` carries its EnforcementRequest; acting on it is the caller's job.
         """
         try:
-            fn = self._dispatch.get(event.get("evt.type"), self._default)
+            # evt.type is stored: an Event answers it without its (Python-level) get
+            t = _stored_get(event, "evt.type") if event.__class__ is Event \
+                else event.get("evt.type")
+            fn = self._dispatch.get(t, self._default)
         except TypeError:
             fn = self._default
         hits = fn(event)
@@ -90,7 +95,10 @@ class RuleSet:
     def matches_any(self, event: Mapping[str, Any]) -> bool:
         """True if some enabled rule matches ``event`` (no output, no enforcement)."""
         try:
-            fn = self._dispatch.get(event.get("evt.type"), self._default)
+            # evt.type is stored: an Event answers it without its (Python-level) get
+            t = _stored_get(event, "evt.type") if event.__class__ is Event \
+                else event.get("evt.type")
+            fn = self._dispatch.get(t, self._default)
         except TypeError:
             fn = self._default
         return bool(fn(event))
