@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_S = 1.0
+_get = dict.get
 WORKLOAD_FIELDS = {
     "Deployment": "k8s.deployment.name", "StatefulSet": "k8s.statefulset.name",
     "DaemonSet": "k8s.daemonset.name", "Job": "k8s.job.name", "CronJob": "k8s.cronjob.name",
@@ -127,6 +128,9 @@ class K8sEnricher:
         self.runtime = runtime
         self.pods = pods
         self.peers = peers
+        probe = getattr(peers, "has_peer", None)
+        self._peer_probe: Callable[[str], object] | None = (
+            probe() if probe is not None else (lambda ip: peers.lookup(ip)) if peers is not None else None)
         self.hold_s = hold_s
         self._api_expected = api_expected or (lambda: pods is not None)
         self._clock = clock
@@ -226,32 +230,40 @@ class K8sEnricher:
 
     # ---------------------------------------------------------------- event side
     def join(self, event: dict[str, Any]) -> bool:
-        """Per-event enrichment; True when the event was taken into the hold queue."""
+        """Per-event enrichment; True when the event was taken into the hold queue.
+
+        Reads stored fields with dict's own lookup (events may be `rules.event.Event`s,
+        whose `get` also derives fields) and probes the peer index with its dict's `get`:
+        a few C calls per event unless a peer is found."""
         if self.pending:
-            uid = event.get("k8s.pod.uid")
+            uid = _get(event, "k8s.pod.uid")
             if uid is not None and uid in self.pending:
                 self._held.setdefault(uid, []).append(event)
                 self._events_held += 1
                 return True
-        rip = event.get("fd.rip")
+        rip = _get(event, "fd.rip")
         if rip is not None:
-            peers = self.peers
-            if peers is not None:
-                peer = peers.lookup(rip, event.get("fd.rport"))
-                if peer is not None:
-                    fields = self._peer_fields.get(peer)
-                    if fields is None:
-                        if len(self._peer_fields) > 65536:
-                            self._peer_fields.clear()
-                        fields = self._peer_fields[peer] = peer_fields(peer)
-                    event.update(fields)
+            probe = self._peer_probe
+            if probe is not None and probe(rip) is not None:
+                self._add_peer(event, rip)
             return False
-        ports = event.get("k8s.pod.ports")
+        ports = _get(event, "k8s.pod.ports")
         if ports is not None:
-            lport = event.get("fd.lport")
+            lport = _get(event, "fd.lport")
             if lport is not None:
                 event["k8s.pod.lport_declared"] = lport in ports
         return False
+
+    def _add_peer(self, event: dict[str, Any], rip: str) -> None:
+        peer = self.peers.lookup(rip, _get(event, "fd.rport")) if self.peers is not None else None
+        if peer is None:
+            return
+        fields = self._peer_fields.get(peer)
+        if fields is None:
+            if len(self._peer_fields) > 65536:
+                self._peer_fields.clear()
+            fields = self._peer_fields[peer] = peer_fields(peer)
+        event.update(fields)
 
     def tick(self, deliver: Callable[[dict[str, Any]], None]) -> int:
         """From the poll loop: apply pod updates, release held events whose pod arrived or

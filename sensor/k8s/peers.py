@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,12 @@ class PeerIndex:
                     if p == port:
                         return candidate
         return peer[0]
+
+    def has_peer(self) -> Callable[[str], object]:
+        """A C-level ``ip -> entry or None`` probe of the index (the dict's own ``get``; the
+        dict is updated in place, never replaced): the hot path probes with it and calls
+        `lookup` only for addresses that have a peer."""
+        return self._by_ip.get
 
     # -- Services ----------------------------------------------------------------------
     def upsert_service(self, obj: dict[str, Any]) -> Key:
