@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: bootstrap run test bench clean
+.PHONY: bootstrap run test bench image clean
 
 bootstrap:
 	@VENV=$(VENV) scripts/bootstrap.sh
@@ -13,6 +13,9 @@ run: bootstrap
 
 test: bootstrap
 	$(PY) -m pytest -q -p no:cacheprovider tests $(ARGS)
+
+image: bootstrap
+	@deploy/image/build.sh
 
 bench: bootstrap
 	$(PY) bench/run_all.py $(ARGS)
