@@ -109,7 +109,8 @@ class FieldSpec:
     def __post_init__(self) -> None:
         if self.by_role:  # a client/server field: `derive` follows from the two ends
             object.__setattr__(self, "derive", _by_role(*self.by_role))
-            object.__setattr__(self, "sources", ENDS)
+            # the role needs evt.type and whether fd.rip is there; the value, one end
+            object.__setattr__(self, "sources", tuple(dict.fromkeys(("evt.type", "fd.rip", *self.by_role))))
 
     @property
     def derived(self) -> bool:

@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from rules.fields import stored_sources
+from rules.fields import FIELDS_BY_NAME, SERVER_SIDE_TYPES, stored_sources
 from sensor.recording import encoder as enc
 from sensor.recording import format as fmt
 from sensor.recording.errors import DecodeError
@@ -121,6 +121,9 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
             return "t", False
         return None
 
+    # what the rules read, as the fields this shape stores: a derived field (fd.sport) by
+    # the ends it is computed from, each stored field once with the union of its uses
+    needed: dict[str, frozenset | None] = {}
     for name, use in sorted(uses.items()):
         sources: list[str] = [name]
         if name == "fd.name" and derive & enc.D_FDNAME:
@@ -131,24 +134,34 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
             parts.append("raw(pid)")
             sources = ["proc.pid"]
         elif name not in pos and name not in consts:  # derived (fd.sport): its stored ends
-            sources = list(stored_sources(name))
-        for src in sources:
-            found = value_expr(src)
-            if found is None:
-                if src not in consts:  # constants are the same for every event of the shape
-                    proc.append((src, tuple(sorted(use)) if use is not None else None))
-                continue
-            expr, is_int = found
-            if src in pos and codecs[pos[src]] == fmt.C_INTERN:
-                parts.append(expr)
-            elif use is None:
-                parts.append(f"raw({expr})")
+            spec = FIELDS_BY_NAME.get(name)
+            if spec is not None and spec.by_role:  # the shape fixes the role: one end
+                server = evt_type in SERVER_SIDE_TYPES or not ("fd.rip" in pos or "fd.rip" in consts)
+                sources = [spec.by_role[0] if server else spec.by_role[1]]
             else:
-                c = f"C{len(params)}"
-                params[c], params[c + "s"] = tuple(sorted(use)), frozenset(use)
-                ranked = f"(bl({c}, {expr}) << 1 | ({expr} in {c}s))"
-                parts.append(ranked if is_int else
-                             f"({ranked} if {expr}.__class__ is int else rank({expr}, {c}))")
+                sources = [s for s in stored_sources(name) if s != name] or [name]
+        for src in sources:
+            if src not in needed:
+                needed[src] = use
+            elif needed[src] is not None:
+                needed[src] = None if use is None else needed[src] | use
+    for src, use in needed.items():
+        found = value_expr(src)
+        if found is None:
+            if src not in consts:  # constants are the same for every event of the shape
+                proc.append((src, tuple(sorted(use)) if use is not None else None))
+            continue
+        expr, is_int = found
+        if src in pos and codecs[pos[src]] == fmt.C_INTERN:
+            parts.append(expr)
+        elif use is None:
+            parts.append(f"raw({expr})")
+        else:
+            c = f"C{len(params)}"
+            params[c], params[c + "s"] = tuple(sorted(use)), frozenset(use)
+            ranked = f"(bl({c}, {expr}) << 1 | ({expr} in {c}s))"
+            parts.append(ranked if is_int else
+                         f"({ranked} if {expr}.__class__ is int else rank({expr}, {c}))")
     names = list(params)
     body = [f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
     if delta is not None:
