@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from sensor.agent_parts import AgentParts
@@ -29,6 +30,7 @@ class AgentServices:
         self.http_cfg = with_http_override(cfg.http, getattr(args, "http", None), getattr(args, "no_http", False))
         self.http: Any | None = None
         self.reloader: Reloader | None = None
+        self.api: Any | None = None
         self._reload_source = reload_source
         self._rules_loaded = parts.ruleset is not None
         self._first_router = parts.router
@@ -47,6 +49,17 @@ class AgentServices:
 
             self.http = HttpEndpoint(parts, self.http_cfg.address, self.http_cfg.port)
             self.http.start()
+        if self.cfg.api.enabled and not getattr(self.args, "no_api", False):
+            from sensor.local_api import LocalApiServer  # noqa: PLC0415
+
+            path = Path(getattr(self.args, "api_socket", None) or self.cfg.api.socket)
+            self.api = LocalApiServer(parts, path, group=self.cfg.api.group,
+                                      reader_queue=self.cfg.api.reader_queue)
+            try:
+                self.api.start()
+            except BaseException:
+                self.__exit__()
+                raise
         if self._reload_source is not None:
             self.reloader = Reloader(parts, self._reload_source, self.cfg, watch=self.cfg.reload.watch,
                                      interval_s=self.cfg.reload.interval_s)
@@ -79,5 +92,7 @@ class AgentServices:
             router = self.parts.router
             if router is not None and router is not self._first_router:
                 router.stop(5.0)   # a reload's router; `run` stops the first one
+        if self.api is not None:
+            self.api.stop()
         if self.http is not None:
             self.http.stop()

@@ -10,7 +10,7 @@ from typing import Any
 import alerts
 import rules.cli
 from rules.errors import RulesError
-from sensor import __version__, doctor, logging_setup, run_command
+from sensor import __version__, doctor, logging_setup, observe_cli, run_command, status_cli
 from sensor.config import load_config
 from sensor.enforcement import cli as enforce_cli
 from sensor.replay import cli as replay_cli
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     logging_setup.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_command.register(sub)
+    observe_cli.register(sub)
+    status_cli.register(sub)
     rules.cli.register(sub)
     replay_cli.register(sub)
     enforce_cli.register(sub)

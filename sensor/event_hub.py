@@ -65,7 +65,7 @@ class EventHub:
         self.events_by_type: dict[Any, int] = {}
         self.matches: dict[tuple[str, str], int] = {}
         self.history: deque[Mapping[str, Any]] = deque(maxlen=history)
-        self.alert_history: deque[dict[str, Any]] = deque(maxlen=alert_history)
+        self.alert_history: deque[Any] = deque(maxlen=alert_history)
         self._readers: tuple[Reader, ...] = ()
         self._lock = threading.Lock()
         self.readers_total = 0
@@ -83,15 +83,13 @@ class EventHub:
                 r.offer(EVENT, event)
 
     def alert(self, alert: Any) -> None:
-        """One alert (`alerts.Alert`) was raised."""
+        """One alert (`alerts.Alert`, serialised later by whoever reads it) was raised."""
         key = (alert.rule, alert.priority)
         self.matches[key] = self.matches.get(key, 0) + 1
-        if self._readers or self.alert_history.maxlen:
-            data = alert.to_dict()
-            self.alert_history.append(data)
-            for r in self._readers:
-                if r.alerts:
-                    r.offer(ALERT, data)
+        self.alert_history.append(alert)
+        for r in self._readers:
+            if r.alerts:
+                r.offer(ALERT, alert)
 
     # -- readers (other threads) ------------------------------------------------------
     def attach(self, reader: Reader) -> None:

@@ -97,7 +97,8 @@ class LiveAgent:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.port = free_port()
-        self.socket = base / "run" / "netvigil.sock"
+        # under /run (traversable by others), so the socket's own mode is what refuses them
+        self.socket = Path(f"/run/netvigil-test-{PID}/netvigil.sock")
         self.target = free_port()          # the known workload connects here
         self.listener = socket.create_server(("127.0.0.1", self.target), backlog=512)
         self.cgroup = cgroups.mount() / f"netvigil-test-agent-{PID}"
@@ -122,6 +123,7 @@ class LiveAgent:
                         "persist": False, "interfaces": []},
             "reload": {"interval": 0.5},
             "log": {"level": "info"},
+            "api": {"reader_queue": 1024},
         }
         cfg.update(extra)
         return json.dumps(cfg)
@@ -170,6 +172,7 @@ class LiveAgent:
         subprocess.run([NETVIGIL, "run", "--cleanup", "--config", str(self.config_dir.root / "config.yaml")],
                        capture_output=True)
         shutil.rmtree(self.pin_path, ignore_errors=True)
+        shutil.rmtree(self.socket.parent, ignore_errors=True)
         try:
             self.cgroup.rmdir()
         except OSError:
@@ -199,9 +202,9 @@ class LiveAgent:
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
-    def connects(self, n: int) -> None:
-        """The known workload: n TCP connects to the watched port from a new python process."""
-        subprocess.run([sys.executable, "-c", CONNECTS, str(self.target), str(n)], check=True, timeout=60)
+    def connects(self, n: int, port: int | None = None, program: str = sys.executable) -> None:
+        """The known workload: n TCP connects to the watched port (or `port`) from a new process."""
+        subprocess.run([program, "-c", CONNECTS, str(port or self.target), str(n)], check=True, timeout=120)
 
     def wait_metric(self, name: str, value: float, timeout: float = 10, **labels: str) -> float:
         """Poll until the sample reaches value; the last value seen."""

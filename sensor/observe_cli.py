@@ -1,0 +1,149 @@
+"""`netvigil observe`: the running agent's events and alerts, filtered as with Hubble."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TextIO
+
+from sensor.api_client import ApiClientError, request_lines, socket_option
+from sensor.event_output import _COLUMNS, format_event_line
+from sensor.recording.config import RecordConfigError, parse_duration
+
+EXAMPLES = """\
+examples:
+  netvigil observe                                   last 20 events and alerts
+  netvigil observe --follow --type connect --namespace shop
+  netvigil observe --pod shop/cart-7d9f --port 443 -o compact --follow
+  netvigil observe --label app=cart --ip 10.0.0.0/8 --last 100
+  netvigil observe --alerts --follow -o json | jq .rule
+  netvigil observe --where 'fd.rport = 22 and not proc.name in (ssh, scp)' --since 10m
+  netvigil observe --verdict deny --follow           enforcement verdicts as they happen
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `observe` to the top-level parser."""
+    p = sub.add_parser("observe", help="watch the running agent's events and alerts (filters like hubble)",
+                       description="Events and alerts of the running agent, read from its local API "
+                                   "socket. Filters of one flag are alternatives; different flags "
+                                   "must all match.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--type", action="append", default=[], metavar="T", help="evt.type (connect, execve, ...)")
+    add("--pod", action="append", default=[], metavar="[NS/]NAME", help="pod name, optionally with its namespace")
+    add("--namespace", action="append", default=[], metavar="NS", help="Kubernetes namespace")
+    add("--label", action="append", default=[], metavar="KEY[=VALUE]", help="pod label")
+    add("--process", action="append", default=[], metavar="NAME", help="proc.name or proc.exepath")
+    add("--ip", action="append", default=[], metavar="IP|CIDR", help="either end of a connection")
+    add("--port", action="append", default=[], type=int, metavar="PORT", help="either end of a connection")
+    add("--verdict", action="append", default=[], metavar="V", help="enforcement verdict (deny, audit)")
+    add("--where", metavar="COND", help="a Falco condition, e.g. 'fd.rport = 22'")
+    kinds = p.add_mutually_exclusive_group()
+    kinds.add_argument("--alerts", action="store_true", help="alerts only")
+    kinds.add_argument("--events", action="store_true", help="events only")
+    add("--last", type=int, metavar="N", help="the last N matching items from the agent's recent history "
+                                             "(default 20 without --follow, 0 with it)")
+    add("--since", metavar="T", help="only items newer than T: a duration (10m, 1h) or a time (RFC 3339)")
+    add("-f", "--follow", action="store_true", help="keep streaming new items")
+    add("-o", "--output", choices=("table", "json", "compact"), default=None,
+        help="table (default on a terminal), json (default when piped), compact")
+    socket_option(p)
+    p.set_defaults(func=run)
+
+
+def _since_ns(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return time.time_ns() - int(parse_duration(text, "--since") * 1e9)
+    except RecordConfigError:  # not a duration: a time?
+        pass
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1e9)
+    except ValueError:
+        raise ApiClientError(f"--since: expected a duration (10m, 1h) or an RFC 3339 time, got {text!r}") from None
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The observe request these arguments describe."""
+    spec: dict[str, Any] = {"types": args.type, "pods": args.pod, "namespaces": args.namespace,
+                            "labels": args.label, "processes": args.process, "ips": args.ip,
+                            "ports": args.port, "verdicts": args.verdict}
+    spec = {k: v for k, v in spec.items() if v}
+    if args.where:
+        spec["where"] = args.where
+    since = _since_ns(args.since)
+    if since is not None:
+        spec["since_ns"] = since
+    return {"op": "observe", "filter": spec, "events": not args.alerts, "alerts": not args.events,
+            "follow": args.follow, "last": args.last}
+
+
+def _clock(t_ns: Any) -> str:
+    t = t_ns if isinstance(t_ns, int) else 0
+    return time.strftime("%H:%M:%S", time.localtime(t / 1e9)) + f".{(t // 1_000_000) % 1000:03d}"
+
+
+def _where(ev: Mapping[str, Any]) -> str:
+    if ev.get("k8s.pod.name"):
+        return f"{ev.get('k8s.ns.name', '?')}/{ev['k8s.pod.name']}"
+    return str(ev.get("container.id") or "host")
+
+
+def compact_event(ev: Mapping[str, Any]) -> str:
+    """`TIME WHERE PROCESS(PID) TYPE WHAT`, one short line."""
+    what = ev.get("fd.name") or ev.get("proc.cmdline") or ""
+    verdict = f" {ev['netvigil.verdict'].upper()}" if ev.get("netvigil.verdict") else ""
+    return (f"{_clock(ev.get('evt.time'))} {_where(ev)} {ev.get('proc.name', '?')}({ev.get('proc.pid', '?')}) "
+            f"{ev.get('evt.type', '?')}{verdict} {what}").rstrip()
+
+
+def alert_line(alert: Mapping[str, Any]) -> str:
+    """`TIME ALERT PRIORITY RULE: OUTPUT`."""
+    return f"{alert.get('time', '')[11:23]:<15} {'ALERT':<14} {alert.get('priority', '')}: {alert.get('output', '')}"
+
+
+class ObservePrinter:
+    """Writes observe messages in one output format."""
+
+    def __init__(self, stream: TextIO, fmt: str) -> None:
+        self.stream = stream
+        self.fmt = fmt
+        self._header = fmt == "table"
+        self.dropped = 0
+
+    def __call__(self, msg: Mapping[str, Any]) -> None:
+        kind = msg.get("kind")
+        if kind == "dropped":
+            self.dropped = int(msg.get("count", 0))
+            print(f"netvigil: observe fell behind: {self.dropped} items dropped so far", file=sys.stderr)
+            return
+        if kind not in ("event", "alert"):
+            return
+        item = msg[kind]
+        if self.fmt == "json":
+            line = json.dumps(item, separators=(",", ":"), default=str)
+        elif self.fmt == "compact":
+            line = compact_event(item) if kind == "event" else alert_line(item)
+        else:
+            if self._header:
+                self.stream.write(_COLUMNS + "\n")
+                self._header = False
+            line = format_event_line(item) if kind == "event" else alert_line(item)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the matching items; with --follow until interrupted or the agent stops."""
+    fmt = args.output or ("table" if sys.stdout.isatty() else "json")
+    printer = ObservePrinter(sys.stdout, fmt)
+    for msg in request_lines(args.socket, build_request(args), timeout=None if args.follow else 10.0):
+        if msg.get("kind") == "end":
+            break
+        printer(msg)
+    return 0
