@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "must all match.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
-    add("--type", action="append", default=[], metavar="T", help="evt.type (connect, execve, ...)")
+    add("--type", action="append", default=[], metavar="T", help="evt.type (connect, execve, ...; repeat or comma-separate)")
     add("--pod", action="append", default=[], metavar="[NS/]NAME", help="pod name, optionally with its namespace")
     add("--namespace", action="append", default=[], metavar="NS", help="Kubernetes namespace")
     add("--label", action="append", default=[], metavar="KEY[=VALUE]", help="pod label")
@@ -68,11 +68,17 @@ def _since_ns(text: str | None) -> int | None:
         raise ApiClientError(f"--since: expected a duration (10m, 1h) or an RFC 3339 time, got {text!r}") from None
 
 
+def _split(values: list[str]) -> list[str]:
+    """Repeated flags and comma-separated values alike (`--type connect,accept4`)."""
+    return [v for value in values for v in value.split(",") if v]
+
+
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     """The observe request these arguments describe."""
-    spec: dict[str, Any] = {"types": args.type, "pods": args.pod, "namespaces": args.namespace,
-                            "labels": args.label, "processes": args.process, "ips": args.ip,
-                            "ports": args.port, "verdicts": args.verdict}
+    spec: dict[str, Any] = {"types": _split(args.type), "pods": _split(args.pod),
+                            "namespaces": _split(args.namespace), "labels": args.label,
+                            "processes": _split(args.process), "ips": _split(args.ip),
+                            "ports": args.port, "verdicts": _split(args.verdict)}
     spec = {k: v for k, v in spec.items() if v}
     if args.where:
         spec["where"] = args.where
