@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rules.event import expanded
 from sensor.agent_parts import AgentParts
 from sensor.agent_status import agent_status
 from sensor.errors import SensorError
@@ -239,7 +240,7 @@ class LocalApiServer:
         if last > 0:
             for e in events:
                 if pred(e):
-                    items.append((e.get("evt.time") or 0, encode({"kind": EVENT, "event": e})))
+                    items.append((e.get("evt.time") or 0, encode({"kind": EVENT, "event": expanded(e)})))
             for a in alerts:
                 if pred(alert_view(a)):
                     items.append((a.time_ns, encode({"kind": ALERT, "alert": a.to_dict()})))
@@ -265,7 +266,7 @@ class LocalApiServer:
                     if isinstance(num, int) and num <= seen_num:
                         continue
                     if pred(item):
-                        out.append(encode({"kind": EVENT, "event": item}))
+                        out.append(encode({"kind": EVENT, "event": expanded(item)}))
                 elif item.uuid not in seen_alerts and pred(alert_view(item)):
                     out.append(encode({"kind": ALERT, "alert": item.to_dict()}))
             if reader.dropped > reported:
