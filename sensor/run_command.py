@@ -236,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             sensor.poll(100)
             parts.heartbeat.beat()
             pipeline.tick()
+            hub.flush()
             if enforcement is not None:
                 enforcement.poll(0)
             sys.stdout.flush()
@@ -252,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
                           file=sys.stderr, flush=True)
         sensor.drain()
         pipeline.flush()
+        hub.flush()
         logging_setup.notice(("\n" if tty else "") + "netvigil: stopped: "
                              + _status(sensor, pipeline, None, enforcement))
         router = pipeline.router
