@@ -97,11 +97,11 @@ class EventHub:
     def flush(self) -> int:
         """Count, keep and fan out the events published since the last flush (the poll
         loop's thread, once per turn); returns how many."""
-        batch = self._pending
-        if not batch:
+        pending = self._pending
+        if not pending:
             return 0
-        self._pending = []
-        self.publish = self._pending.append
+        batch = pending.copy()   # the same list stays: consumers hold its bound append
+        pending.clear()
         try:
             types = list(map(_TYPE_OF, batch))
         except KeyError:  # an event without evt.type (none today): the slow way

@@ -16,6 +16,9 @@ def test_flush_counts_by_type_and_keeps_a_bounded_history() -> None:
     assert hub.counts()[0] == {"connect": 3, "execve": 4}
     assert [e["evt.num"] for e in hub.recent(EVENT)] == [1, 2, 0, 1, 2, 3][-5:]
     assert hub.flush() == 0
+    publish = hub.publish   # as the pipeline holds it
+    publish({"evt.type": "connect"})
+    assert hub.flush() == 1 and hub.counts()[0]["connect"] == 4
 
 
 def test_a_full_reader_drops_and_counts_while_others_get_everything() -> None:
