@@ -73,9 +73,7 @@ class AgentServices:
         return True, f"{len(ruleset.rules)} rules"
 
     def _k8s_ready(self) -> tuple[bool, str]:
-        watcher = self.parts.k8s_watcher
-        synced = bool(watcher.synced())
-        return synced, "caches synced" if synced else "waiting for Kubernetes caches to sync"
+        return self.parts.k8s_watcher.readiness()
 
     def sensor_started(self) -> None:
         """The BPF programs are loaded and attached."""

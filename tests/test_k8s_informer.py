@@ -274,3 +274,17 @@ def test_resync_relists_periodically_and_a_malformed_list_item_is_named(api, sta
     eventually(lambda: w.stats()["resources"]["pods"]["lists"] >= 2, what="a resync list")
     assert w.pods.by_ip("10.244.1.10").name == "web" and w.pods.by_ip("10.244.1.90") is None
     assert "Pod shop/broken: malformed pod" in caplog.text
+
+
+def test_readiness_waits_for_the_sync_but_not_for_an_api_that_denies_access(tmp_path) -> None:
+    with FakeApiServer() as api:
+        api.forbid("pods")
+        w = watcher_for(api, tmp_path)
+        try:
+            eventually(lambda: w.status.startswith("no API access"), what="RBAC denial")
+            ok, why = w.readiness()
+            assert ok and "runtime metadata only" in why
+            api.forbid("pods", False)
+            eventually(lambda: w.readiness() == (True, "caches synced"), what="sync after RBAC fixed")
+        finally:
+            w.stop()

@@ -167,6 +167,16 @@ class K8sWatcher:
         """Every started informer has completed a full list."""
         return bool(self._informers) and all(i.handler.synced.is_set() for i in self._informers)
 
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why) for /readyz: ready once the caches synced, or at once when the API
+        denies or lacks access (the agent then runs on runtime metadata alone and must not
+        stay unready for it); not ready while a reachable API is still being listed."""
+        if self.synced():
+            return True, "caches synced"
+        if not self.api_expected():
+            return True, f"runtime metadata only ({self.status})"
+        return False, "waiting for Kubernetes caches to sync"
+
     def wait_synced(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for `synced()` (tests, startup)."""
         deadline = time.monotonic() + timeout
