@@ -42,6 +42,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/wheels" "$work/bundle"
 
 # 1. Wheels: netvigil from the checkout plus its dependencies (pip's configured indexes).
+#    The wheel lacks bpf/*.c, which the agent reads next to its packages: copied below.
 log "building wheels"
 mkdir -p "$work/src"
 cp -a "$repo/pyproject.toml" "$repo/sensor" "$repo/rules" "$repo/alerts" "$repo/bpf" "$work/src/"
@@ -63,6 +64,7 @@ mmdebstrap --mode=root --variant=essential --include="$packages" \
   --customize-hook='copy-in '"$work/wheels"' /tmp' \
   --customize-hook='chroot "$1" python3 -m venv --system-site-packages /opt/netvigil/venv' \
   --customize-hook='chroot "$1" env -i PATH=/usr/bin:/bin /opt/netvigil/venv/bin/pip install -q --no-index --disable-pip-version-check --no-compile --find-links /tmp/wheels netvigil' \
+  --customize-hook='cp -a '"$work/src/bpf"' "$1/opt/netvigil/venv/lib/python3.11/site-packages/bpf"' \
   --customize-hook="$here/slim-hook.sh" \
   --customize-hook='rm -rf "$1/tmp/wheels"' \
   --customize-hook="$here/headers-hook.sh" \
