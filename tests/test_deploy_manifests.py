@@ -136,7 +136,12 @@ def test_config_and_rules_configmaps_are_what_the_agent_loads() -> None:
     from sensor.config import load_config  # noqa: PLC0415
 
     path = REPO / "deploy/base/config/netvigil.yaml"
-    assert load_config(path).record_dir == "/var/lib/netvigil/recordings"
+    loaded = load_config(path)
+    assert loaded.record_dir == "/var/lib/netvigil/recordings"
+    # the kubelet probes the node's address (hostNetwork) on the container's http port
+    http_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "http")
+    assert loaded.http.enabled and loaded.http.port == http_port
+    assert loaded.http.address not in ("127.0.0.1", "::1", "localhost")
     from rules.loader import load_rules  # noqa: PLC0415
 
     assert load_rules([str(REPO / "deploy/base/rules")]).rules == []
