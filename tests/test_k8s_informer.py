@@ -171,16 +171,16 @@ def test_a_stream_cut_mid_event_reconnects_and_loses_nothing(api, started, mode)
 def test_garbage_from_the_server_is_counted_and_named_never_fatal(api, started, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="netvigil.k8s")
     w = started(peers=False, namespaces=False)
-    assert w.wait_synced(10)
+    assert w.wait_synced(30)
     eventually(lambda: api.requests_for("pods", watch=True), what="the first watch")
     api.send_garbage("pods", b'{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"bad","namespace":"x"}}}')
-    eventually(lambda: w.stats()["resources"]["pods"]["malformed"] == 1, what="the malformed pod")
+    eventually(lambda: w.stats()["resources"]["pods"]["malformed"] == 1, what="the malformed pod", timeout=30)
     assert "Pod x/bad" in caplog.text
     api.send_garbage("pods", b"<html>proxy error</html>")
-    eventually(lambda: w.stats()["resources"]["pods"]["malformed"] == 2, what="the unparseable line")
+    eventually(lambda: w.stats()["resources"]["pods"]["malformed"] == 2, what="the unparseable line", timeout=30)
     assert "unparseable event" in caplog.text and "proxy error" in caplog.text
     api.create("pods", make_pod("fine", "shop", ip="10.244.1.70"))
-    eventually(lambda: w.pods.by_ip("10.244.1.70") is not None, what="a good pod after the garbage")
+    eventually(lambda: w.pods.by_ip("10.244.1.70") is not None, what="a good pod after the garbage", timeout=30)
 
 
 def test_rbac_denial_degrades_with_a_clear_status_logged_once(api, started, caplog) -> None:
