@@ -15,7 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
                                resolve_hostname, with_default_sink)
     from alerts.errors import AlertsError
     from alerts.model import Alert, format_time_ns
-    from alerts.report import format_stats, format_status
+    from alerts.priority import PRIORITY_STYLES
+    from alerts.report import format_stats, format_status, sink_states, stats_view
     from alerts.router import AlertRouter
     from alerts.sinks.stdout import format_text
 
@@ -27,6 +28,8 @@ _EXPORTS = {
     "with_default_sink": "alerts.config",
     "AlertRouter": "alerts.router",
     "format_stats": "alerts.report", "format_status": "alerts.report",
+    "stats_view": "alerts.report", "sink_states": "alerts.report",
+    "PRIORITY_STYLES": "alerts.priority",
     "format_text": "alerts.sinks.stdout",
     "register_cli": ("alerts.cli", "register"),
 }

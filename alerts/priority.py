@@ -12,6 +12,12 @@ PRIORITY_COLOURS: dict[str, str] = {
     "Warning": "#ffff00", "Notice": "#5bffb5", "Informational": "#68c2ff", "Debug": "#ccfff2",
 }
 
+#: Terminal styles per priority (rich style names), most severe in bold red.
+PRIORITY_STYLES: dict[str, str] = {
+    "Emergency": "bold red", "Alert": "bold red", "Critical": "bold red", "Error": "red",
+    "Warning": "yellow", "Notice": "cyan", "Informational": "green", "Debug": "dim",
+}
+
 
 def parse_priority(value: object, where: str) -> str:
     """Canonical priority name, or AlertsConfigError naming `where`."""

@@ -10,7 +10,7 @@ from typing import Any
 import alerts
 import rules.cli
 from rules.errors import RulesError
-from sensor import __version__, doctor, logging_setup, observe_cli, run_command, status_cli
+from sensor import __version__, doctor, logging_setup, observe_cli, run_command, status_cli, terminal
 from sensor.config import load_config
 from sensor.enforcement import cli as enforce_cli
 from sensor.replay import cli as replay_cli
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("--version", action="version", version=f"netvigil {__version__}")
     logging_setup.add_arguments(parser)
+    terminal.add_color_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_command.register(sub)
     observe_cli.register(sub)
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules.cli.register(sub)
     replay_cli.register(sub)
     enforce_cli.register(sub)
-    alerts.register_cli(sub, read_alerts_section, CONFIG_HELP)
+    alerts.register_cli(sub, read_alerts_section, CONFIG_HELP, terminal.console)
     doctor.register(sub)
     return parser
 

@@ -10,8 +10,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from rich.table import Table
+from rich.text import Text
+
+from sensor import cgroups, terminal
 from sensor.bpf_program import KERNEL_BTF, kernel_has_btf
-from sensor import cgroups
 
 REQUIRED_TRACEPOINTS = (
     "sched/sched_process_exec", "sched/sched_process_fork", "sched/sched_process_exit",
@@ -187,7 +190,15 @@ CHECKS: tuple[Callable[[], Check], ...] = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `doctor` to the top-level parser."""
-    p = sub.add_parser("doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2, Kubernetes API access")
+    p = sub.add_parser(
+        "doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2, Kubernetes API access",
+        description="Check what the sensor needs on this machine (privileges, kernel and BTF, "
+                    "BCC, kernel headers, tracefs and the probed tracepoints, bpffs, cgroup v2, Kubernetes API access), "
+                    "then compile, load and detach the BPF programs once. Each problem comes "
+                    "with the fix. Exit status 1 when something the sensor needs is broken.",
+        epilog="examples:\n  netvigil doctor\n  netvigil doctor --no-load\n"
+               "  netvigil doctor --json | jq '.[] | select(.status != \"ok\")'\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--no-load", action="store_true", help="skip the trial load of the BPF programs")
     p.set_defaults(func=doctor)
@@ -207,11 +218,27 @@ def doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
-        for r in results:
-            print(f"{r.status.upper():<5} {r.name:<15} {r.detail}")
-            if r.fix:
-                print(f"{'':<5} {'':<15} fix: {r.fix}")
+        terminal.console(sys.stdout, terminal.color_of(args)).print(report_table(results))
     failed = [r for r in results if r.status == "fail"]
     if failed and not args.json:
-        print(f"\n{len(failed)} problem(s): the sensor cannot run until they are fixed", file=sys.stderr)
+        terminal.console(sys.stderr, terminal.color_of(args)).print(
+            f"\n{len(failed)} problem(s): the sensor cannot run until they are fixed",
+            style="bold red")
     return 1 if failed else 0
+
+
+STATUS_STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+
+
+def report_table(results: list[Check]) -> Table:
+    """One row per check: status, name, what was found and (below it) how to fix it."""
+    table = Table(box=None, pad_edge=False, show_header=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("detail")
+    for r in results:
+        detail = Text(r.detail)
+        if r.fix:
+            detail.append("\nfix: " + r.fix, style="bold")
+        table.add_row(Text(r.status.upper(), style=STATUS_STYLES.get(r.status, "")), r.name, detail)
+    return table

@@ -1,4 +1,4 @@
-"""Printing events: a readable table on a terminal, one JSON object per line otherwise."""
+"""Printing events: a rich table on a terminal, one JSON object per line otherwise."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,18 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from rich.table import Table
+
 from rules.event import expanded
 
-_COLUMNS = f"{'TIME':<15} {'EVENT':<14} {'PID':>7} {'PROCESS':<16} {'CONTAINER':<12} DETAIL"
+from sensor import terminal
+
+#: (title, width, justify) of an event row; DETAIL takes the rest of the line.
+COLUMNS: tuple[tuple[str, int | None, str], ...] = (
+    ("TIME", 12, "left"), ("EVENT", 14, "left"), ("PID", 7, "right"), ("PROCESS", 16, "left"),
+    ("NAMESPACE", 12, "left"), ("POD", 20, "left"), ("CONTAINER", 12, "left"),
+    ("DETAIL", None, "left"),
+)
 
 
 def _detail(ev: Mapping[str, Any]) -> str:
@@ -28,30 +37,35 @@ def _detail(ev: Mapping[str, Any]) -> str:
     return f"{proto} {name} {res}{extra}".strip()
 
 
-def format_event_line(ev: Mapping[str, Any]) -> str:
-    """One table row for a terminal."""
-    t = ev.get("evt.time", 0)
-    clock = time.strftime("%H:%M:%S", time.localtime(t / 1e9)) + f".{(t // 1_000_000) % 1000:03d}"
-    return (
-        f"{clock:<15} {str(ev.get('evt.type', '?')):<14} {ev.get('proc.pid', '?'):>7} "
-        f"{str(ev.get('proc.name', '?'))[:16]:<16} {str(ev.get('container.id', '?'))[:12]:<12} "
-        f"{_detail(ev)}"
-    )
+def clock(t_ns: Any) -> str:
+    """HH:MM:SS.mmm (local time) of an event time in ns."""
+    t = t_ns if isinstance(t_ns, int) else 0
+    return time.strftime("%H:%M:%S", time.localtime(t / 1e9)) + f".{(t // 1_000_000) % 1000:03d}"
+
+
+def event_cells(ev: Mapping[str, Any]) -> list[str]:
+    """The cells of one event row, in COLUMNS order (`-` where a field is absent)."""
+    return [clock(ev.get("evt.time")), str(ev.get("evt.type", "?")), str(ev.get("proc.pid", "?")),
+            str(ev.get("proc.name", "?")), str(ev.get("k8s.ns.name") or "-"),
+            str(ev.get("k8s.pod.name") or "-"), str(ev.get("container.id", "?"))[:12], _detail(ev)]
+
+
+def event_table(*, header: bool = True, **kwargs: Any) -> Table:
+    """An empty table with the event columns (fixed widths, so streamed rows line up)."""
+    return terminal.column_table(COLUMNS, header=header, **kwargs)
 
 
 class EventPrinter:
-    """Writes events to a stream as a table (tty) or JSON lines."""
+    """Writes events to a stream as table rows (terminal) or JSON lines (anything else)."""
 
-    def __init__(self, stream: TextIO, as_json: bool) -> None:
+    def __init__(self, stream: TextIO, as_json: bool, color: str = "auto") -> None:
         self.stream = stream
         self.as_json = as_json
-        self._header_done = False
+        self._rows = None if as_json else terminal.StreamTable(terminal.console(stream, color),
+                                                                COLUMNS)
 
     def __call__(self, ev: Mapping[str, Any]) -> None:
-        if self.as_json:
+        if self._rows is None:
             self.stream.write(json.dumps(expanded(ev), separators=(",", ":"), default=str) + "\n")
             return
-        if not self._header_done:
-            self.stream.write(_COLUMNS + "\n")
-            self._header_done = True
-        self.stream.write(format_event_line(ev) + "\n")
+        self._rows.row(*event_cells(ev))

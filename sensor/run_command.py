@@ -20,8 +20,10 @@ from sensor.config import AgentConfig, load_config
 from sensor.event_hub import EventHub, chain_consumers
 from sensor.event_output import EventPrinter
 from sensor.health import Heartbeat
+from sensor.live_view import view_for_run
 from sensor.pipeline import Pipeline
 from sensor.reload import ReloadSource
+from sensor.terminal import color_of, console
 
 DEFAULT_SPOOL_DIR = "/var/lib/netvigil/spool"
 
@@ -118,27 +120,23 @@ def _k8s_enricher(cfg: AgentConfig, k8s: Any = None) -> Any:
     return K8sEnricher(runtime)
 
 
-def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
-            enforcement: Any | None = None) -> str:
+def _status(sensor: Sensor, pipeline: Pipeline, enforcement: Any | None = None) -> str:
     st = sensor.stats()
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
             f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
     if enforcement is not None:
         q = enforcement.queue.stats()
         line += f" enforce_queued={q['submitted']} enforce_dropped={q['dropped']}"
-    if router is not None:
-        from alerts import format_status  # noqa: PLC0415
-
-        line += " " + format_status(router.stats())
     return line
 
 
 def _alerts_section(cfg: AgentConfig, overrides: list[str], as_json: bool) -> dict[str, Any]:
-    """The `alerts:` section with per-run overrides; alerts go to stdout when no sink is set."""
+    """The `alerts:` section with per-run overrides; when no sink is set, alerts go to stdout
+    as JSON lines (on a terminal the live view shows them instead)."""
     from alerts import apply_overrides, with_default_sink  # noqa: PLC0415
 
     section = apply_overrides(cfg.alerts, overrides) if overrides else cfg.alerts
-    return with_default_sink(section, json_lines=as_json)
+    return with_default_sink(section, json_lines=True) if as_json else section
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,12 +189,16 @@ def run(args: argparse.Namespace) -> int:
         k8s_started = k8s.start()
         if k8s_started:
             stack.callback(k8s.stop)
-        printer = EventPrinter(sys.stdout, as_json) if args.events else None
+        view = view_for_run(as_json=as_json, show_events=args.events, color=color_of(args),
+                            stats=lambda: sensor.stats(), title=f"netvigil {__version__} on {hostname}",
+                            sinks=lambda: pipeline.router.stats() if pipeline.router else {})
+        printer = EventPrinter(sys.stdout, as_json) if args.events and as_json else None
         enricher = _k8s_enricher(cfg, k8s)
         hub = EventHub(cfg.api.history)
         pipeline = Pipeline(hostname=hostname, ruleset=ruleset, router=router, recorder=recorder,
-                            on_event=chain_consumers(printer, hub.publish), k8s=enricher,
-                            enforcement=enforcement, on_alert=hub.alert)
+                            on_event=chain_consumers(printer, view and view.on_event, hub.publish),
+                            k8s=enricher, enforcement=enforcement,
+                            on_alert=chain_consumers(view and view.on_alert, hub.alert))
         sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages), enricher)
         if enforcement is not None:
             from sensor.enforcement.pod_scopes import feed  # noqa: PLC0415
@@ -229,9 +231,10 @@ def run(args: argparse.Namespace) -> int:
                              f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
                              f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops")
         logging_setup.notice(f"netvigil: kubernetes: {k8s.status}")
+        if view is not None:
+            stack.enter_context(view)
         deadline = time.monotonic() + args.duration if args.duration else None
         last_status, lost_seen = time.monotonic(), 0
-        tty = sys.stderr.isatty()
         while not stop.requested and (deadline is None or time.monotonic() < deadline):
             sensor.poll(100)
             parts.heartbeat.beat()
@@ -240,25 +243,23 @@ def run(args: argparse.Namespace) -> int:
             if enforcement is not None:
                 enforcement.poll(0)
             sys.stdout.flush()
+            if view is not None:
+                view.tick()
             now = time.monotonic()
-            if now - last_status >= 1.0:
+            if now - last_status >= 1.0 and view is None:
                 last_status = now
                 lost = sensor.stats().lost
                 if lost > lost_seen:
-                    logging_setup.notice(f"\nnetvigil: warning: {lost - lost_seen} events lost (ring buffer full)",
+                    logging_setup.notice(f"netvigil: warning: {lost - lost_seen} events lost (ring buffer full)",
                                          level=logging.WARNING)
                     lost_seen = lost
-                if tty:
-                    print("\r" + _status(sensor, pipeline, router, enforcement), end="",
-                          file=sys.stderr, flush=True)
         sensor.drain()
         pipeline.flush()
         hub.flush()
-        logging_setup.notice(("\n" if tty else "") + "netvigil: stopped: "
-                             + _status(sensor, pipeline, None, enforcement))
+        logging_setup.notice("netvigil: stopped: " + _status(sensor, pipeline, None, enforcement))
         router = pipeline.router
     if router is not None:
-        from alerts import format_stats  # noqa: PLC0415
+        from alerts import stats_view  # noqa: PLC0415
 
-        print(format_stats(router.stats(), router.noise_stats()), file=sys.stderr)
+        console(sys.stderr, color_of(args)).print(stats_view(router.stats(), router.noise_stats()))
     return 0

@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
+from rich.color import ColorSystem
+from rich.style import Style
+
 from alerts.errors import AlertsConfigError, RetryableDeliveryError
 from alerts.model import Alert
+from alerts.priority import PRIORITY_STYLES
 from alerts.sinks.base import Sink, check_keys
 
 FORMATS = ("auto", "text", "json")
 KEYS = {"format"}
 
-_ANSI = {"Emergency": "\033[1;31m", "Alert": "\033[1;31m", "Critical": "\033[1;31m",
-         "Error": "\033[31m", "Warning": "\033[33m", "Notice": "\033[36m",
-         "Informational": "\033[32m", "Debug": "\033[2m"}
-_RESET = "\033[0m"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,8 @@ def format_text(alert: Alert, colour: bool) -> str:
     if not output.startswith(prefix):
         output = prefix + output
     if colour:
-        coloured = f"{_ANSI.get(alert.priority, '')}{alert.priority}{_RESET}"
+        style = Style.parse(PRIORITY_STYLES.get(alert.priority, "none"))
+        coloured = style.render(alert.priority, color_system=ColorSystem.STANDARD)
         output = output.replace(f": {alert.priority} ", f": {coloured} ", 1)
     return f"{output} [rule: {alert.rule}]"
 
@@ -57,7 +59,7 @@ class StdoutSink(Sink):
         self._stream = stream if stream is not None else sys.stdout
         isatty = getattr(self._stream, "isatty", lambda: False)()
         self._text = settings.format == "text" or (settings.format == "auto" and isatty)
-        self._colour = self._text and isatty
+        self._colour = self._text and isatty and not os.environ.get("NO_COLOR")
         self._lock = threading.Lock()
 
     def deliver(self, alerts: Sequence[Alert]) -> None:

@@ -11,8 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.table import Table
+
 from rules import units
-from sensor import cgroups
+from sensor import cgroups, terminal
 from sensor.boottime import boot_ns
 from sensor.enforcement.datapath import KIND_CGROUP, remove_all
 from sensor.enforcement.errors import InvalidEntryError
@@ -182,6 +184,10 @@ def _ttl_left(expires_ns: int, now: int) -> str:
     return f"{left:.0f}s"
 
 
+LIST_COLUMNS = ("rule", "mode", "origin", "scope", "direction", "proto", "port", "cidr",
+                "ttl_left", "hits")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the entries."""
     with _open(args) as maps:
@@ -210,14 +216,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
-    cols = ("rule", "mode", "origin", "scope", "direction", "proto", "port", "cidr", "ttl_left", "hits")
-    table = [[str(r[c]) for c in cols] for r in rows]
-    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(cols)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    out = terminal.console(sys.stdout, terminal.color_of(args))
     if not rows:
-        print("(no deny entries)")
+        out.print("(no deny entries)")
+        return 0
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for c in LIST_COLUMNS:
+        table.add_column(c.upper(), no_wrap=True, justify="right" if c == "hits" else "left")
+    for r in rows:
+        cells = [str(r[c]) for c in LIST_COLUMNS]
+        table.add_row(*cells, style="bold red" if r["mode"] == "enforce" else None)
+    out.print(table)
     return 0
 
 
@@ -280,11 +289,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json or not sys.stdout.isatty():
         print(json.dumps(info))
         return 0
-    print(f"pinned under {info['pin_path']}: {info['entries']} entries")
+    out = terminal.console(sys.stdout, terminal.color_of(args))
+    out.print(f"pinned under {info['pin_path']}: {info['entries']} entries")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for c in ("KIND", "HOOK", "TARGET", "PROG ID"):
+        table.add_column(c, no_wrap=True)
     for a in info["attachments"]:
-        print(f"  {a['kind']:6} {a['hook']:9} {a['target']} (prog id {a['prog_id']})")
-    print("safety list: " + (", ".join(info["safety"]) or "(empty)"))
-    print("counters: " + ", ".join(f"{k}={v}" for k, v in info["counters"].items()))
+        table.add_row(a["kind"], a["hook"], str(a["target"]), str(a["prog_id"]))
+    out.print(table if info["attachments"] else "(nothing attached)")
+    out.print("safety list: " + (", ".join(info["safety"]) or "(empty)"))
+    out.print("counters: " + ", ".join(f"{k}={v}" for k, v in info["counters"].items()))
     return 0
 
 

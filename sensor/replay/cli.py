@@ -10,7 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.table import Table
+
 from sensor.recording.reader import Problem
+from sensor.terminal import color_of, color_wanted, console
 from sensor.replay.errors import ReplayError
 from sensor.replay.timespec import format_ns, parse_time_spec
 
@@ -188,7 +191,8 @@ def _run(args: argparse.Namespace) -> int:
                         keep_alerts=bool(args.recorded_alerts),
                         skip_event_type=unwatched_types(ruleset) if alerts_mode else None,
                         prefilter=ruleset if alerts_mode else None)
-    progress = Progress(replayer.total_bytes, lambda: replayer.stats["events_read"])
+    color = color_of(args)
+    progress = Progress(replayer.total_bytes, lambda: replayer.stats["events_read"], color=color)
     replayer.progress = progress
     lookup = replayer.records.get
     result = ""
@@ -198,8 +202,8 @@ def _run(args: argparse.Namespace) -> int:
             if args.tree or args.connections:
                 from sensor.replay.views import ConnectionTimeline, ProcessTree  # noqa: PLC0415
 
-                view = (ProcessTree(stdout, lookup, as_json) if args.tree
-                        else ConnectionTimeline(stdout, lookup, as_json))
+                view = (ProcessTree(stdout, lookup, as_json, color) if args.tree
+                        else ConnectionTimeline(stdout, lookup, as_json, color))
                 for ev in replayer.events():
                     view.add(ev)
                 progress.close()
@@ -230,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
             elif args.events:
                 from sensor.event_output import EventPrinter  # noqa: PLC0415
 
-                printer = EventPrinter(stdout, as_json)
+                printer = EventPrinter(stdout, as_json, color)
                 for ev in replayer.events():
                     printer(ev)
             elif args.recorded_alerts:
@@ -242,9 +246,9 @@ def _run(args: argparse.Namespace) -> int:
                 for _ in replayer.events():
                     pass
                 progress.close()
-                _print_segments(replayer.segment_info, stdout, as_json)
+                _print_segments(replayer.segment_info, stdout, as_json, color)
             else:
-                n = _replay_alerts(replayer, ruleset, stdout, as_json)
+                n = _replay_alerts(replayer, ruleset, stdout, as_json, color)
                 result = f"{n} alerts"
     finally:
         progress.close()
@@ -267,11 +271,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_alerts(replayer: Any, ruleset: Any, stream: TextIO, as_json: bool) -> int:
+def _replay_alerts(replayer: Any, ruleset: Any, stream: TextIO, as_json: bool,
+                   color: str = "auto") -> int:
     """Evaluate every selected event and print alerts as the live stdout sink does."""
     from alerts import Alert, format_text  # noqa: PLC0415
 
-    colour = not as_json and stream.isatty()
+    colour = not as_json and color_wanted(stream, color)
     evaluate = ruleset.evaluate
     write = stream.write
     n = 0
@@ -309,7 +314,8 @@ def _print_recorded(alerts: list[Mapping[str, Any]], stream: TextIO, as_json: bo
     return n
 
 
-def _print_segments(info: list[dict[str, Any]], stream: TextIO, as_json: bool) -> None:
+def _print_segments(info: list[dict[str, Any]], stream: TextIO, as_json: bool,
+                    color: str = "auto") -> None:
     """One line per segment read by --check: host, sequence, time range, counts, status."""
     import json  # noqa: PLC0415
 
@@ -318,12 +324,14 @@ def _print_segments(info: list[dict[str, Any]], stream: TextIO, as_json: bool) -
             stream.write(json.dumps({**seg, "first": format_ns(seg["first"]),
                                      "last": format_ns(seg["last"])}) + "\n")
         return
-    stream.write(f"{'SEGMENT':<24} {'HOST':<16} {'FIRST EVENT':<24} {'LAST EVENT':<24} "
-                 f"{'EVENTS':>9}  STATUS\n")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for title in ("SEGMENT", "HOST", "FIRST EVENT", "LAST EVENT", "EVENTS", "STATUS"):
+        table.add_column(title, no_wrap=True, justify="right" if title == "EVENTS" else "left")
     for seg in info:
         status = "ok" if not seg["problems"] else f"{seg['problems']} problem(s)"
         if not seg["closed"]:
             status += ", open (no footer)"
-        stream.write(f"{Path(seg['file']).name:<24} {seg['host'][:16]:<16} "
-                     f"{format_ns(seg['first']):<24} {format_ns(seg['last']):<24} "
-                     f"{seg['events']:>9,}  {status}\n")
+        table.add_row(Path(seg["file"]).name, seg["host"], format_ns(seg["first"]),
+                      format_ns(seg["last"]), f"{seg['events']:,}", status,
+                      style="red" if seg["problems"] else None)
+    console(stream, color).print(table)

@@ -1,4 +1,4 @@
-"""A progress line on stderr for long replays (only when stderr is a terminal)."""
+"""Replay progress on stderr (rich): share of bytes read, events, rate and ETA; terminals only."""
 from __future__ import annotations
 
 import sys
@@ -6,22 +6,42 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from rich.progress import BarColumn
+from rich.progress import Progress as RichProgress
+from rich.progress import TextColumn, TimeRemainingColumn
+
+from sensor import terminal
+
 
 class Progress:
     """Call with (bytes_done, bytes_total) per segment, or (-1, 0) as a heartbeat."""
 
     def __init__(self, total_bytes: int, events: Callable[[], int],
                  stream: TextIO | None = None, *, delay_s: float = 1.0,
-                 interval_s: float = 0.25) -> None:
+                 interval_s: float = 0.25, color: str = "auto") -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = terminal.is_terminal(self.stream)
         self.total = total_bytes
         self.done = 0
         self._events = events
         self._start = time.monotonic()
         self._next = self._start + delay_s
         self._interval = interval_s
-        self._shown = False
+        self._bar: RichProgress | None = None
+        self._task = 0
+        self._color = color
+
+    def _open(self) -> RichProgress:
+        bar = RichProgress(
+            TextColumn("replay: {task.percentage:5.1f}% of {task.fields[mb]:.1f} MB, "
+                       "{task.fields[events]:,} events, {task.fields[rate]:,.0f} events/s"),
+            BarColumn(), TimeRemainingColumn(),
+            console=terminal.console(self.stream, self._color), transient=True,
+            auto_refresh=False)
+        self._task = bar.add_task("replay", total=max(self.total, 1), mb=self.total / 1e6,
+                                  events=0, rate=0.0)
+        bar.start()
+        return bar
 
     def __call__(self, done: int, total: int) -> None:
         if done >= 0:
@@ -32,16 +52,15 @@ class Progress:
         if now < self._next:
             return
         self._next = now + self._interval
-        elapsed = max(now - self._start, 1e-9)
+        if self._bar is None:
+            self._bar = self._open()
         n = self._events()
-        pct = 100.0 * self.done / self.total if self.total else 0.0
-        self.stream.write(f"\rreplay: {pct:5.1f}% of {self.total / 1e6:.1f} MB, {n:,} events, "
-                          f"{n / elapsed:,.0f} events/s ")
-        self.stream.flush()
-        self._shown = True
+        self._bar.update(self._task, completed=self.done, events=n,
+                         rate=n / max(now - self._start, 1e-9))
+        self._bar.refresh()
 
     def close(self) -> None:
-        """Erase the progress line."""
-        if self._shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        """Take the progress bar off the screen."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

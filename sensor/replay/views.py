@@ -6,6 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from rich.text import Text
+from rich.tree import Tree
+
+from sensor import terminal
 from sensor.replay.timespec import format_ns
 
 OUTBOUND = frozenset({"connect", "connect_result", "sendto", "sendmsg"})
@@ -15,6 +19,11 @@ CONNECTION_TYPES = OUTBOUND | INBOUND | LISTENING | {"netvigil_verdict"}
 MAX_LINES_PER_PROCESS = 12
 MAX_ANCESTRY = 32
 MAX_CACHED = 4096  # ancestries the exporter remembers (by exec_id)
+
+TIMELINE_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
+    ("TIME", 24, "left"), ("EVENT", 14, "left"), ("PROTO", 5, "left"), ("LOCAL", 22, "left"),
+    ("", 2, "left"), ("REMOTE", 22, "left"), ("RESULT", 12, "left"), ("PID", 7, "right"),
+    ("PROCESS", 15, "left"), ("WHERE", 28, "left"), ("PARENTS", None, "left"))
 
 RecordLookup = Callable[[str], "Mapping[str, Any] | None"]
 
@@ -131,33 +140,31 @@ def connection_row(ev: Mapping[str, Any], lookup: RecordLookup) -> dict[str, Any
 class ConnectionTimeline:
     """Connections (and listeners, verdicts) of the selected events, in time order."""
 
-    def __init__(self, stream: TextIO, lookup: RecordLookup, as_json: bool) -> None:
+    def __init__(self, stream: TextIO, lookup: RecordLookup, as_json: bool,
+                 color: str = "auto") -> None:
         self.stream, self.lookup, self.as_json = stream, lookup, as_json
         self.count = 0
+        self._rows = None if as_json else terminal.StreamTable(terminal.console(stream, color),
+                                                                TIMELINE_COLUMNS)
 
     def add(self, ev: Mapping[str, Any]) -> None:
         row = connection_row(ev, self.lookup)
         if row is None:
             return
-        if self.count == 0 and not self.as_json:
-            self.stream.write(f"{'TIME':<24} {'EVENT':<14} {'PROTO':<5} {'LOCAL':<22}    "
-                              f"{'REMOTE':<22} {'RESULT':<12} {'PID':>7} {'PROCESS':<15} "
-                              f"{'WHERE':<28} PARENTS\n")
         self.count += 1
-        if self.as_json:
+        if self._rows is None:
             self.stream.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
             return
         arrow = {"out": "->", "in": "<-", "listen": "..", "verdict": "xx"}[row["direction"]]
         parents = " < ".join(row["parents"][:4]) + (" < ..." if len(row["parents"]) > 4 else "")
-        self.stream.write(
-            f"{row['time']:<24} {str(row['type']):<14} {str(row['proto'] or ''):<5} "
-            f"{row['local']:<22} {arrow} {str(row['remote'] or ''):<22} "
-            f"{str(row['result'] or ''):<12} {str(row['pid']):>7} "
-            f"{str(row['process'] or '?')[:15]:<15} {row['where'][:28]:<28} {parents}\n")
+        self._rows.row(row["time"], str(row["type"]), str(row["proto"] or ""), row["local"], arrow,
+                       str(row["remote"] or ""), str(row["result"] or ""), str(row["pid"]),
+                       str(row["process"] or "?"), row["where"], parents,
+                       style="red" if row["direction"] == "verdict" else None)
 
     def finish(self) -> None:
-        if self.count == 0 and not self.as_json:
-            self.stream.write("no connections in the selected events\n")
+        if self.count == 0 and self._rows is not None:
+            self._rows.out.print("no connections in the selected events")
         self.stream.flush()
 
 
@@ -195,8 +202,10 @@ class ProcessTree:
     Holds one node per process with selected events and per ancestor of one: the output
     itself (narrow a huge selection with --where/--since)."""
 
-    def __init__(self, stream: TextIO, lookup: RecordLookup, as_json: bool) -> None:
+    def __init__(self, stream: TextIO, lookup: RecordLookup, as_json: bool,
+                 color: str = "auto") -> None:
         self.stream, self.lookup, self.as_json = stream, lookup, as_json
+        self.color = color
         self.nodes: dict[str, _Node] = {}
         self.selected: set[str] = set()
 
@@ -280,14 +289,15 @@ class ProcessTree:
             json.dump({"processes": [self._json(r) for r in roots]}, self.stream,
                       default=str, indent=2)
             self.stream.write("\n")
-        elif not roots:
-            self.stream.write("no processes in the selected events\n")
         else:
-            for i, r in enumerate(roots):
-                self._text(r, "", i == len(roots) - 1)
+            out = terminal.console(self.stream, self.color)
+            if not roots:
+                out.print("no processes in the selected events")
+            for r in roots:
+                out.print(self._tree(r, None))
         self.stream.flush()
 
-    def _label(self, node: _Node) -> str:
+    def _label(self, node: _Node) -> Text:
         rec = node.record
         meta = rec.get("meta") or {}
         where = rec.get("container_id") or "?"
@@ -303,9 +313,10 @@ class ProcessTree:
         if rec.get("exit_ns") is not None:
             exited = f" exited {rec.get('exit_code')}"
         events = f" ({node.events} events)" if node.events else ""
-        return (f"{rec.get('name', '?')} [{rec.get('pid', '?')}] {rec.get('exepath') or ''} "
-                f"\u2014 {_cmdline(rec)} \u2014 {where} uid {rec.get('uid', '?')}"
-                f"{exited}{events}")
+        return Text.assemble((f"{rec.get('name', '?')}", "bold"), f" [{rec.get('pid', '?')}] ",
+                             f"{rec.get('exepath') or ''} \u2014 {_cmdline(rec)} \u2014 ",
+                             (where, "cyan"), f" uid {rec.get('uid', '?')}", (exited, "dim"),
+                             (events, "dim"))
 
     def _lines(self, node: _Node) -> list[str]:
         lines = []
@@ -322,14 +333,15 @@ class ProcessTree:
             lines = lines[:MAX_LINES_PER_PROCESS] + [f"... {more} more"]
         return lines
 
-    def _text(self, exec_id: str, prefix: str, last: bool) -> None:
+    def _tree(self, exec_id: str, parent: Tree | None) -> Tree:
         node = self.nodes[exec_id]
-        self.stream.write(f"{prefix}{'`- ' if last else '|- '}{self._label(node)}\n")
-        inner = prefix + ("   " if last else "|  ")
+        label = self._label(node)
+        branch = Tree(label, guide_style="dim") if parent is None else parent.add(label)
         for line in self._lines(node):
-            self.stream.write(f"{inner}{'|  ' if node.children else '   '}   {line}\n")
-        for i, c in enumerate(node.children):
-            self._text(c, inner, i == len(node.children) - 1)
+            branch.add(Text(line, style="green" if line.startswith("listening") else ""))
+        for c in node.children:
+            self._tree(c, branch)
+        return branch
 
     def _json(self, exec_id: str) -> dict[str, Any]:
         node = self.nodes[exec_id]

@@ -1,0 +1,172 @@
+"""`netvigil run` on a terminal: a live view (rich.live) of the agent's figures, alerts, events.
+
+The header shows events/s, lost events, alerts by priority and sink health; below it the
+latest alerts and (with --events) the latest events, with namespace and pod where known.
+When stdout is a pipe the same header alone is drawn on stderr (transient), so nothing but
+JSON lines ever reaches the pipe. The view is redrawn from the run loop (`tick`), never from
+a thread of its own: the hot path's data is read where it is written.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from alerts import PRIORITY_STYLES, Alert, sink_states
+from rules.priority import PRIORITIES
+from sensor.event_output import clock, event_cells, event_table
+
+REFRESH_S = 0.25
+KEEP_ROWS = 200  # latest alerts/events kept for the view (the screen shows what fits)
+
+
+class LiveView:
+    """The live view; feed it with `on_event`/`on_alert`, call `tick()` from the run loop."""
+
+    def __init__(self, console: Console, stats: Callable[[], Any],
+                 sinks: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None, *,
+                 title: str = "netvigil", show_events: bool = False,
+                 header_only: bool = False) -> None:
+        self.console = console
+        self._stats = stats
+        self._sinks = sinks
+        self.title = title
+        self.show_events = show_events and not header_only
+        self.header_only = header_only
+        self.alerts: deque[tuple[Alert, Mapping[str, Any]]] = deque(maxlen=KEEP_ROWS)
+        self.events: deque[Mapping[str, Any]] = deque(maxlen=KEEP_ROWS)
+        self.by_priority: Counter[str] = Counter()
+        self._current: Mapping[str, Any] = {}
+        self._rate = 0.0
+        self._last = (time.monotonic(), 0)
+        self._next = 0.0
+        self._live = Live(console=console, auto_refresh=False, transient=header_only,
+                          redirect_stdout=False, redirect_stderr=False,
+                          vertical_overflow="crop")
+
+    # ------------------------------------------------------------ feeding
+    def on_event(self, ev: Mapping[str, Any]) -> None:
+        """Keep an event for the events table (and as the one the next alerts are about)."""
+        self._current = ev
+        if self.show_events:
+            self.events.append(ev)
+
+    def on_alert(self, alert: Alert) -> None:
+        """Count an alert and keep it (with its event, for pod and namespace) for the table."""
+        self.by_priority[alert.priority] += 1
+        if not self.header_only:
+            self.alerts.append((alert, self._current))
+
+    def warn(self, message: str) -> None:
+        """A line above the view (it stays when the view moves on)."""
+        self.console.print(Text(message, style="yellow"))
+
+    # ------------------------------------------------------------ drawing
+    def __enter__(self) -> LiveView:
+        self._live.start()
+        self.tick(force=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tick(force=True)
+        self._live.stop()
+
+    def tick(self, force: bool = False) -> None:
+        """Redraw if REFRESH_S has passed since the last drawing (or when forced)."""
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + REFRESH_S
+        events = self._stats().events
+        then, before = self._last
+        if now - then >= 1.0:
+            self._rate = (events - before) / (now - then)
+            self._last = (now, events)
+        self._live.update(self.render(), refresh=True)
+
+    def render(self) -> RenderableType:
+        """The whole view as it is now."""
+        parts: list[RenderableType] = [self._header()]
+        if self.header_only:
+            return parts[0]
+        height = max(self.console.size.height - 9, 4)
+        alert_rows = height // 2 if self.show_events else height
+        parts.append(self._alerts_table(alert_rows))
+        if self.show_events:
+            parts.append(self._events_table(height - alert_rows))
+        return Group(*parts)
+
+    def _header(self) -> Panel:
+        st = self._stats()
+        figures = Text.assemble(
+            ("events/s ", "bold"), f"{self._rate:,.0f}   ",
+            ("events ", "bold"), f"{st.events:,}   ",
+            ("lost ", "bold"), (f"{st.lost:,}", "bold red" if st.lost else ""), "   ",
+            ("processes ", "bold"), f"{st.processes:,}   ",
+            ("decode errors ", "bold"), f"{st.decode_errors:,}")
+        alerts = Text("alerts ", style="bold")
+        counted = [(p, self.by_priority[p]) for p in PRIORITIES if self.by_priority[p]]
+        if not counted:
+            alerts.append("none")
+        for i, (prio, n) in enumerate(counted):
+            alerts.append(("  " if i else "") + f"{prio} {n:,}", style=PRIORITY_STYLES.get(prio, ""))
+        lines = [figures, alerts]
+        if self._sinks is not None:
+            lines.append(sink_health(self._sinks()))
+        return Panel(Group(*lines), title=self.title, title_align="left", expand=True)
+
+    def _alerts_table(self, rows: int) -> Table:
+        table = Table(box=None, pad_edge=False, header_style="bold", expand=True,
+                      title="latest alerts", title_justify="left", title_style="bold")
+        for title, width in (("TIME", 12), ("PRIORITY", 13), ("RULE", 28), ("NAMESPACE", 12),
+                             ("POD", 20), ("OUTPUT", None)):
+            table.add_column(title, width=width, no_wrap=True, overflow="ellipsis",
+                             ratio=1 if width is None else None)
+        for alert, ev in list(self.alerts)[-rows:] if rows > 0 else []:
+            table.add_row(clock(alert.time_ns), Text(alert.priority,
+                                                     style=PRIORITY_STYLES.get(alert.priority, "")),
+                          alert.rule, str(ev.get("k8s.ns.name") or "-"),
+                          str(ev.get("k8s.pod.name") or "-"), alert.output)
+        return table
+
+    def _events_table(self, rows: int) -> Table:
+        table = event_table(title="latest events", title_justify="left", title_style="bold")
+        for ev in list(self.events)[-rows:] if rows > 0 else []:
+            table.add_row(*event_cells(ev))
+        return table
+
+
+def sink_health(stats: Mapping[str, Mapping[str, Any]]) -> Text:
+    """`sinks  slack ok 12 sent  hook FAILING 3 spooled`, failing sinks in red."""
+    text = Text("sinks ", style="bold")
+    parts = sink_states(stats)
+    if not parts:
+        text.append("none")
+    for i, (part, failing) in enumerate(parts):
+        text.append(("  " if i else "") + part, style="bold red" if failing else "green")
+    return text
+
+
+def view_for_run(*, as_json: bool, show_events: bool, color: str, stats: Callable[[], Any],
+                 sinks: Callable[[], Mapping[str, Mapping[str, Any]]] | None,
+                 title: str) -> LiveView | None:
+    """The view `netvigil run` draws: full on a terminal stdout, header-only on a terminal
+    stderr while stdout is piped (or --json), none when neither is a terminal."""
+    import sys  # noqa: PLC0415
+
+    from sensor import terminal  # noqa: PLC0415
+
+    if not as_json:
+        return LiveView(terminal.console(sys.stdout, color), stats, sinks, title=title,
+                        show_events=show_events)
+    if terminal.is_terminal(sys.stderr) and not terminal.is_terminal(sys.stdout):
+        return LiveView(terminal.console(sys.stderr, color), stats, sinks, title=title,
+                        header_only=True)
+    return None
