@@ -22,8 +22,12 @@ from rich.text import Text
 from alerts import PRIORITY_STYLES, Alert, sink_states
 from rules.priority import PRIORITIES
 from sensor.event_output import clock, event_cells, event_table
+from sensor.terminal import column_table
 
 REFRESH_S = 0.25
+ALERT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
+    ("TIME", 12, "left"), ("PRIORITY", 13, "left"), ("RULE", 32, "left"),
+    ("NAMESPACE", 12, "left"), ("POD", 20, "left"), ("OUTPUT", None, "left"))
 KEEP_ROWS = 200  # latest alerts/events kept for the view (the screen shows what fits)
 
 
@@ -123,12 +127,10 @@ class LiveView:
         return Panel(Group(*lines), title=self.title, title_align="left", expand=True)
 
     def _alerts_table(self, rows: int) -> Table:
-        table = Table(box=None, pad_edge=False, header_style="bold", expand=True,
-                      title="latest alerts", title_justify="left", title_style="bold")
-        for title, width in (("TIME", 12), ("PRIORITY", 13), ("RULE", 28), ("NAMESPACE", 12),
-                             ("POD", 20), ("OUTPUT", None)):
-            table.add_column(title, width=width, no_wrap=True, overflow="ellipsis",
-                             ratio=1 if width is None else None)
+        width = max(self.console.size.width - sum(w or 0 for _, w, _ in ALERT_COLUMNS) - 12, 10)
+        columns = (*ALERT_COLUMNS[:-1], ("OUTPUT", width, "left"))
+        table = column_table(columns, title="latest alerts", title_justify="left",
+                             title_style="bold")
         for alert, ev in list(self.alerts)[-rows:] if rows > 0 else []:
             table.add_row(clock(alert.time_ns), Text(alert.priority,
                                                      style=PRIORITY_STYLES.get(alert.priority, "")),

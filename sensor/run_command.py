@@ -120,13 +120,18 @@ def _k8s_enricher(cfg: AgentConfig, k8s: Any = None) -> Any:
     return K8sEnricher(runtime)
 
 
-def _status(sensor: Sensor, pipeline: Pipeline, enforcement: Any | None = None) -> str:
+def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
+            enforcement: Any | None = None) -> str:
     st = sensor.stats()
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
             f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
     if enforcement is not None:
         q = enforcement.queue.stats()
         line += f" enforce_queued={q['submitted']} enforce_dropped={q['dropped']}"
+    if router is not None:
+        from alerts import format_status  # noqa: PLC0415
+
+        line += " " + format_status(router.stats())
     return line
 
 

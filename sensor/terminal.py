@@ -78,8 +78,8 @@ def column_table(columns: Sequence[tuple[str, int | None, str]], *, header: bool
     """An empty borderless table of (title, width or None, justify) columns."""
     table = Table(box=None, pad_edge=False, show_header=header, header_style="bold", **kwargs)
     for title, width, justify in columns:
-        table.add_column(title, width=width, justify=justify, no_wrap=True,  # type: ignore[arg-type]
-                         overflow="ellipsis" if width else "fold")
+        table.add_column(title, width=width, min_width=width, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         overflow="ellipsis")
     return table
 
 
