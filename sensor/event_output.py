@@ -69,3 +69,13 @@ class EventPrinter:
             self.stream.write(json.dumps(expanded(ev), separators=(",", ":"), default=str) + "\n")
             return
         self._rows.row(*event_cells(ev))
+
+
+def format_event_line(ev: Mapping[str, Any]) -> str:
+    """One event row as plain text (aligned with `_COLUMNS`)."""
+    table = event_table(header=False)
+    table.add_row(*event_cells(ev))
+    return terminal.plain_text(table)
+
+
+_COLUMNS = terminal.plain_text(event_table())  # the header line of the plain rows
