@@ -8,18 +8,12 @@ from rules import units
 
 def parse_duration(value: object, where: str, *, allow_zero: bool = True) -> float:
     """Seconds from a number (seconds) or a string such as "250ms", "30s", "10m", "1h", "1d"."""
-    try:
-        return units.parse_duration(value, allow_zero=allow_zero)
-    except units.UnitError as exc:
-        raise AlertsConfigError(f"{where}: {exc}") from None
+    return units.duration_in(value, where, AlertsConfigError, allow_zero=allow_zero)
 
 
 def parse_size(value: object, where: str) -> int:
     """Bytes from an int or a string such as "64KiB", "10MB", "1GiB"."""
-    try:
-        return units.parse_size(value)
-    except units.UnitError as exc:
-        raise AlertsConfigError(f"{where}: {exc}") from None
+    return units.size_in(value, where, AlertsConfigError)
 
 
 def parse_positive_int(value: object, where: str) -> int:

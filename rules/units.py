@@ -64,6 +64,24 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     return duration_ns(value, allow_zero=allow_zero) / 1e9
 
 
+def duration_in(value: object, where: str, error: type[Exception] = UnitError, *,
+                allow_zero: bool = False) -> float:
+    """parse_duration for a named setting: a grammar error is raised as
+    ``error("WHERE: message")``, the error type of the section or command reading it."""
+    try:
+        return parse_duration(value, allow_zero=allow_zero)
+    except UnitError as exc:
+        raise error(f"{where}: {exc}") from None
+
+
+def size_in(value: object, where: str, error: type[Exception] = UnitError) -> int:
+    """parse_size for a named setting, its error raised as ``error("WHERE: message")``."""
+    try:
+        return parse_size(value)
+    except UnitError as exc:
+        raise error(f"{where}: {exc}") from None
+
+
 def parse_size(value: object, *, allow_zero: bool = False) -> int:
     """Bytes of a size (an integer, or text such as ``"64KiB"``, ``"10MB"``)."""
     if isinstance(value, bool) or isinstance(value, float):

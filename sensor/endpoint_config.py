@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sensor.errors import ConfigError
-from sensor.recording.config import parse_duration
+from rules.units import duration_in
 
 DEFAULT_HTTP_PORT = 8765
 DEFAULT_SOCKET = Path("/run/netvigil/netvigil.sock")
@@ -127,7 +127,7 @@ def parse_http_config(data: Any, source: str) -> HttpConfig:
         enabled=_bool(data, "enabled", True, where),
         address=_address(data.get("address", "127.0.0.1"), f"{where}.address"),
         port=_int(data, "port", DEFAULT_HTTP_PORT, 0, 65535, where),
-        heartbeat_timeout_s=parse_duration(data.get("heartbeat_timeout", 10), f"{where}.heartbeat_timeout"),
+        heartbeat_timeout_s=duration_in(data.get("heartbeat_timeout", 10), f"{where}.heartbeat_timeout", ConfigError),
     )
 
 
@@ -170,7 +170,7 @@ def parse_reload_config(data: Any, source: str) -> ReloadConfig:
     data = _mapping(data, where)
     _keys(data, ("watch", "interval"), where)
     return ReloadConfig(_bool(data, "watch", True, where),
-                        parse_duration(data.get("interval", 2), f"{where}.interval"))
+                        duration_in(data.get("interval", 2), f"{where}.interval", ConfigError))
 
 
 def with_http_override(cfg: HttpConfig, listen: str | None, disabled: bool) -> HttpConfig:

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from sensor.api_client import ApiClientError, request_lines, socket_option
 from sensor.event_output import _COLUMNS, format_event_line
-from sensor.recording.config import RecordConfigError, parse_duration
+from rules.units import UnitError, duration_in
 
 EXAMPLES = """\
 examples:
@@ -59,8 +59,8 @@ def _since_ns(text: str | None) -> int | None:
     if not text:
         return None
     try:
-        return time.time_ns() - int(parse_duration(text, "--since") * 1e9)
-    except RecordConfigError:  # not a duration: a time?
+        return time.time_ns() - int(duration_in(text, "--since") * 1e9)
+    except UnitError:  # not a duration: a time?
         pass
     try:
         return int(datetime.fromisoformat(text).timestamp() * 1e9)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sensor.errors import ConfigError
-from sensor.recording.config import RecordConfigError, parse_duration
+from rules.units import duration_in
 
 KEYS = ("enabled", "kubeconfig", "context", "node_name", "peers", "namespaces", "page_size",
         "watch_timeout", "backoff_initial", "backoff_max", "resync", "deleted_pod_retention",
@@ -85,10 +85,7 @@ def _positive_int(value: Any, where: str) -> int:
 def _duration(value: Any, where: str, *, zero_ok: bool = False) -> float:
     if zero_ok and value in (0, "0"):
         return 0.0
-    try:
-        return parse_duration(value, where)
-    except RecordConfigError as exc:  # the one duration grammar, raised as a config error here
-        raise ConfigError(str(exc)) from None
+    return duration_in(value, where, ConfigError)
 
 
 def _optional_str(value: Any, where: str) -> str | None:

@@ -64,18 +64,12 @@ class RecordConfig:
 
 def parse_size(value: Any, where: str) -> int:
     """Bytes from an int or a string like '64MiB' / '500MB' (rules/units.py grammar)."""
-    try:
-        return units.parse_size(value)
-    except units.UnitError as exc:
-        raise RecordConfigError(f"{where}: {exc}") from None
+    return units.size_in(value, where, RecordConfigError)
 
 
 def parse_duration(value: Any, where: str) -> float:
     """Seconds from a number or a string like '10m' / '1h' / '1d' (rules/units.py grammar)."""
-    try:
-        return units.parse_duration(value)
-    except units.UnitError as exc:
-        raise RecordConfigError(f"{where}: {exc}") from None
+    return units.duration_in(value, where, RecordConfigError)
 
 
 def parse_record_config(data: Mapping[str, Any] | None, source: str) -> RecordConfig:
