@@ -24,7 +24,6 @@ Run: .venv/bin/python bench/bench_workloads.py [--quick] [--only http|churn|exec
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import resource
 import shutil
@@ -43,10 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import psutil  # noqa: E402
 from hook_floor import load_floor  # noqa: E402
 
+from sensor.procfs import process_usage  # noqa: E402
+
 PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_CONF = """
 worker_processes 1;
 daemon off;
@@ -89,18 +90,10 @@ class Workload:
     work_done: list[float] = field(default_factory=list)  # requests (or builds) per agent round
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def _tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its direct children (nginx master and workers)."""
-    total = _cpu_seconds(pid)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += _cpu_seconds(int(child))
-    return total
+    pids = [pid, *(c.pid for c in psutil.Process(pid).children())]
+    return sum(process_usage(p).cpu_s for p in pids)
 
 
 @contextmanager
@@ -202,7 +195,7 @@ class Agent:
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        return _cpu_seconds(self.proc.pid)
+        return process_usage(self.proc.pid).cpu_s
 
     def stop(self) -> tuple[int, int]:
         """Stop the agent; (events, lost) from its closing status line."""

@@ -1,4 +1,4 @@
-"""The live sensor: process table seeded from /proc, BPF program, decoder, consumers."""
+"""The live sensor: process table seeded from running processes, BPF program, decoder, consumers."""
 from __future__ import annotations
 
 import logging
@@ -94,7 +94,7 @@ class Sensor:
         return identity_from_proc(pid, self.options.proc_root).container_id
 
     def start(self) -> None:
-        """Seed the process table from /proc, then load and attach the programs."""
+        """Seed the process table from running processes, then load and attach the programs."""
         for record in self.reader.snapshot():
             self._annotate(record)
             self.table.add(record)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from sensor.agent_parts import AgentParts
+from sensor.procfs import process_usage
 
 
 def _plain(value: Any) -> Any:
@@ -16,7 +17,7 @@ def _plain(value: Any) -> Any:
 
 
 def agent_status(parts: AgentParts) -> dict[str, Any]:
-    """Health, programs, rules, sinks, Kubernetes caches, losses, enforcement, readers, reloads."""
+    """Health, CPU and memory, programs, rules, sinks, Kubernetes caches, losses, enforcement, readers, reloads."""
     checks = parts.readiness.check()
     out: dict[str, Any] = {
         "version": parts.version, "pid": os.getpid(), "config": parts.config_source,
@@ -25,6 +26,9 @@ def agent_status(parts: AgentParts) -> dict[str, Any]:
         "ready": bool(checks) and all(c.ok for c in checks),
         "readiness": [dataclasses.asdict(c) for c in checks],
     }
+    usage = process_usage()
+    out["resources"] = {"cpu_user_s": round(usage.cpu_user_s, 2), "cpu_system_s": round(usage.cpu_system_s, 2),
+                        "rss_bytes": usage.rss_bytes, "threads": usage.threads}
     sensor = parts.sensor
     by_type, _ = parts.hub.counts()
     if sensor is not None:

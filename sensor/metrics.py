@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import platform
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sensor.agent_parts import AgentParts
+from sensor.procfs import process_usage
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ class AgentCollector(Collector):
 
     def __init__(self, parts: AgentParts) -> None:
         self.parts = parts
-        self._proc = psutil.Process(os.getpid())
 
     def collect(self) -> Iterator[Metric]:
         for part in (self._agent, self._events, self._rules, self._alerts, self._enforcement,
@@ -73,17 +71,15 @@ class AgentCollector(Collector):
                                 "Seconds since the poll loop last turned", value=p.heartbeat.age_s())
         yield GaugeMetricFamily("netvigil_ready", "1 when every readiness condition holds",
                                 value=1.0 if p.readiness.ready() else 0.0)
-        with self._proc.oneshot():
-            cpu = self._proc.cpu_times()
-            rss = self._proc.memory_info().rss
-            threads = self._proc.num_threads()
+        usage = process_usage()
         c = CounterMetricFamily("netvigil_agent_cpu_seconds_total", "CPU time of the agent process",
                                 labels=["mode"])
-        c.add_metric(["user"], cpu.user)
-        c.add_metric(["system"], cpu.system)
+        c.add_metric(["user"], usage.cpu_user_s)
+        c.add_metric(["system"], usage.cpu_system_s)
         yield c
-        yield GaugeMetricFamily("netvigil_agent_resident_memory_bytes", "RSS of the agent process", value=rss)
-        yield GaugeMetricFamily("netvigil_agent_threads", "Threads of the agent process", value=threads)
+        yield GaugeMetricFamily("netvigil_agent_resident_memory_bytes", "RSS of the agent process",
+                                value=usage.rss_bytes)
+        yield GaugeMetricFamily("netvigil_agent_threads", "Threads of the agent process", value=usage.threads)
 
     def _events(self) -> Iterator[Metric]:
         by_type, _ = self.parts.hub.counts()

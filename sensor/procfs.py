@@ -1,15 +1,23 @@
-"""Reading processes from /proc: the table's seed at start and its loader for misses."""
+"""Reading host processes (through psutil): the table's seed at start, its loader for
+misses, and the agent's own CPU and memory figures."""
 from __future__ import annotations
 
 import os
 import pwd
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
+import psutil
+
+from sensor.boottime import process_start_boot_ns
 from sensor.container_identity import CgroupIdentity, identity_from_proc
 from sensor.process_table import ProcessRecord, make_exec_id
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+COMM_LEN = 15
+"""TASK_COMM_LEN - 1: the length of a user process's comm, which exec events carry."""
+
+_ATTRS = ("ppid", "name", "cmdline", "exe", "uids", "gids", "create_time")
 
 
 def read_boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> str:
@@ -27,8 +35,17 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
+def _text(value: str) -> str:
+    """psutil decodes /proc with surrogateescape; events carry U+FFFD, as the BPF decoder does."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 class ProcReader:
-    """Builds ProcessRecords from /proc/PID files (racy by nature: None when gone)."""
+    """Builds ProcessRecords of live processes (racy by nature: None when gone).
+
+    Process fields come from psutil (which reads `psutil.PROCFS_PATH`, /proc); container
+    identity and cgroup ids from `proc_root`/PID/cgroup (our own parsing).
+    """
 
     def __init__(
         self,
@@ -43,32 +60,19 @@ class ProcReader:
         self._cgroup_id_of = cgroup_id_of
 
     def read(self, pid: int) -> ProcessRecord | None:
-        """One process, or None when it vanished or is a kernel thread we cannot read."""
-        base = f"{self.proc_root}/{pid}"
+        """One process, or None when it vanished or cannot be read."""
         try:
-            with open(f"{base}/stat", "rb") as fh:
-                stat = fh.read().decode("utf-8", "replace")
-            with open(f"{base}/cmdline", "rb") as fh:
-                argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0")[:-1]]
-            uid = gid = -1
-            with open(f"{base}/status", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    if line.startswith("Uid:"):
-                        uid = int(line.split()[1])
-                    elif line.startswith("Gid:"):
-                        gid = int(line.split()[1])
-                        break
-        except (OSError, ValueError):
+            info = psutil.Process(pid).as_dict(_ATTRS, ad_value=None)
+        except psutil.Error:  # NoSuchProcess (ZombieProcess included), AccessDenied
             return None
-        try:
-            exepath = os.readlink(f"{base}/exe")
-        except OSError:
-            exepath = ""
-        lpar, rpar = stat.find("("), stat.rfind(")")
-        name = stat[lpar + 1 : rpar]
-        rest = stat[rpar + 2 :].split()
-        ppid = int(rest[1])
-        start_ns = self.boot_offset_ns + int(rest[19]) * 1_000_000_000 // _CLK_TCK
+        if any(info[k] is None for k in ("ppid", "name", "uids", "gids", "create_time")):
+            return None
+        argv = [_text(a) for a in info["cmdline"] or ()]
+        # psutil lengthens a 15-character comm from argv[0]; exec events carry the comm.
+        # Only kernel threads (no argv) have longer names of their own.
+        name = _text(info["name"])[:COMM_LEN] if argv else _text(info["name"])
+        uid, gid = info["uids"].real, info["gids"].real
+        start_ns = self.boot_offset_ns + process_start_boot_ns(info["create_time"])
         ident: CgroupIdentity = identity_from_proc(pid, self.proc_root)
         meta: dict[str, object] = {"user.name": user_name(uid)}
         if ident.pod_uid:
@@ -76,11 +80,11 @@ class ProcReader:
         return ProcessRecord(
             exec_id=make_exec_id(self.boot_id, pid, start_ns),
             pid=pid,
-            ppid=ppid,
+            ppid=info["ppid"],
             parent_exec_id=None,
             name=name,
             exe=argv[0] if argv else name,
-            exepath=exepath,
+            exepath=_text(info["exe"] or ""),
             args=argv[1:],
             uid=uid,
             gid=gid,
@@ -91,10 +95,8 @@ class ProcReader:
         )
 
     def pids(self) -> Iterator[int]:
-        """Every process id now in /proc (threads excluded)."""
-        for entry in os.listdir(self.proc_root):
-            if entry.isdigit():
-                yield int(entry)
+        """Every process id now alive (threads excluded)."""
+        yield from psutil.pids()
 
     def snapshot(self) -> list[ProcessRecord]:
         """Every readable process, with parents linked by exec_id, parents first."""
@@ -120,6 +122,32 @@ class ProcReader:
         for rec in records.values():
             visit(rec)
         return ordered
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """CPU seconds and memory of one process."""
+
+    cpu_user_s: float
+    cpu_system_s: float
+    rss_bytes: int
+    threads: int
+
+    @property
+    def cpu_s(self) -> float:
+        """User plus system CPU seconds."""
+        return self.cpu_user_s + self.cpu_system_s
+
+
+def process_usage(pid: int | None = None) -> ProcessUsage:
+    """CPU seconds, RSS and threads of a process: the agent itself unless `pid` is given.
+
+    Raises psutil.NoSuchProcess when `pid` is gone.
+    """
+    proc = psutil.Process(os.getpid() if pid is None else pid)
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        return ProcessUsage(cpu.user, cpu.system, proc.memory_info().rss, proc.num_threads())
 
 
 def socket_local_address(pid: int, fd: int, proc_root: str = "/proc") -> tuple[str, int] | None:

@@ -45,6 +45,11 @@ def render(status: Mapping[str, Any], console: Console) -> None:
     t.add_row("Health", f"{_ok(status['healthy'])} (poll loop turned {status['heartbeat_age_s']:.1f}s ago)")
     checks = ", ".join(f"{c['name']}: {c['detail'] or ('ok' if c['ok'] else 'not ok')}" for c in status["readiness"])
     t.add_row("Ready", f"{_ok(status['ready'])} ({checks})")
+    res = status.get("resources") or {}
+    if res:
+        t.add_row("Resources", f"CPU {res['cpu_user_s'] + res['cpu_system_s']:.1f}s (user {res['cpu_user_s']:.1f}s, "
+                               f"system {res['cpu_system_s']:.1f}s), RSS {res['rss_bytes'] / 2**20:.1f} MiB, "
+                               f"{res['threads']} threads")
     programs = status.get("programs") or {}
     if programs:
         t.add_row("Programs", f"{'attached' if programs['attached'] else 'NOT attached'}, ring buffer "

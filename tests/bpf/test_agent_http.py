@@ -1,7 +1,10 @@
 """The running agent's HTTP endpoint as a kubelet and a Prometheus see it."""
 from __future__ import annotations
 
+import psutil
 from live_agent import LiveAgent
+
+from sensor.api_client import request_one
 
 
 def test_healthz_and_readyz_name_their_conditions(live_agent: LiveAgent) -> None:
@@ -51,3 +54,20 @@ def test_logs_are_json_lines(live_agent: LiveAgent) -> None:
     assert records and all({"time", "level", "logger", "msg"} <= set(r) for r in records)
     assert any("sensor running" in r["msg"] for r in records)
     assert all(r["time"].endswith("Z") and "T" in r["time"] for r in records)
+
+
+def test_metrics_and_status_report_the_agents_own_cpu_and_memory(live_agent: LiveAgent) -> None:
+    assert live_agent.proc is not None
+    agent = psutil.Process(live_agent.proc.pid)
+    cpu0 = sum(agent.cpu_times()[:2])
+    metrics = live_agent.metrics()
+    status = request_one(live_agent.socket, {"op": "status"})
+    cpu1, rss = sum(agent.cpu_times()[:2]), agent.memory_info().rss
+    scraped = sum(metrics[("netvigil_agent_cpu_seconds_total", (("mode", m),))] for m in ("user", "system"))
+    assert cpu0 - 0.05 <= scraped <= cpu1 + 0.05
+    res = status["resources"]
+    assert status["pid"] == agent.pid
+    assert cpu0 - 0.05 <= res["cpu_user_s"] + res["cpu_system_s"] <= cpu1 + 0.05
+    for reported in (res["rss_bytes"], metrics[("netvigil_agent_resident_memory_bytes", ())]):
+        assert abs(reported - rss) < rss * 0.2
+    assert res["threads"] >= 2 and metrics[("netvigil_agent_threads", ())] >= 2  # poll loop, HTTP, API...
