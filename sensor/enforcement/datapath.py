@@ -5,11 +5,11 @@ Persistence model (what survives the agent, including SIGKILL):
 - programs are pinned under <base>/progs and attached to the cgroup with the
   legacy BPF_PROG_ATTACH (BPF_F_ALLOW_MULTI): the cgroup owns that attachment,
   so it outlives the process that made it;
-- tc classifiers are attached with `tc filter ... bpf object-pinned`: the
-  qdisc owns the filter.
+- tc classifiers are attached over netlink (sensor.enforcement.tc, pyroute2) to
+  the interface's clsact qdisc at priority TC_PREF: the qdisc owns the filter.
 A restarted agent compiles the object again (to get the same pinned maps and
 the verdict ring buffer), finds each pinned program, checks with
-BPF_PROG_QUERY / `tc filter show` that it is still attached, and attaches only
+BPF_PROG_QUERY / the tc filter dump that it is still attached, and attaches only
 what is missing. If the BPF source changed, it attaches the new program and
 detaches the old one (never two copies). cleanup() removes everything.
 """
@@ -18,15 +18,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sensor.enforcement import bpfsys
-from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError
+from sensor.enforcement import bpfsys, tc
+from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError, InterfaceNotFoundError
 from sensor.enforcement.keys import AttachRecord
 from sensor.enforcement.layout import CGROUP_PROGRAMS, HOOK_OF_ATTACH_TYPE, TC_PROGRAMS, PinLayout
 from sensor.enforcement.maps import EnforcementMaps
@@ -38,7 +36,8 @@ BPF_DIR = Path(os.environ.get("NETVIGIL_BPF_DIR") or Path(__file__).resolve().pa
 SOURCE = "enforce.c"
 HEADER = "enforce.h"
 TC_PREF = 49374          # our tc filter priority (0xC0DE)
-TC_HANDLE = "0x1"
+TC_HANDLE = 1
+TC_FILTER_NAME = "netvigil"  # what `tc filter show` prints before direct-action
 KIND_CGROUP = 1
 KIND_TC = 2
 META_SOURCE_HASH = 0
@@ -61,25 +60,14 @@ class InstallReport:
     replaced: list[str] = field(default_factory=list)
 
 
-def _tc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["tc", *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AttachError(f"tc {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc
-
-
-def _tc_filter_prog_ids(dev: str, direction: str) -> dict[int, str]:
-    """prog id -> prog name of the bpf filters on dev's clsact hook."""
-    proc = _tc("filter", "show", "dev", dev, direction, check=False)
-    return {int(m.group(1)): m.group(2) or ""
-            for m in re.finditer(r"\bid (\d+)(?: name (\S+))?", proc.stdout)}
-
-
 def _open_dir(path: str) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise AttachError(f"cannot open cgroup {path}: {exc}") from None
+
+
+_TC_PROG_NAMES = {func[:15] for func in TC_PROGRAMS}   # kernel program names are 15 chars
 
 
 def _prog_name(prog_id: int) -> str:
@@ -93,6 +81,21 @@ def _prog_name(prog_id: int) -> str:
         return ""
     finally:
         os.close(fd)
+
+
+def _our_tc_filter(dev: str, direction: str) -> tc.TcFilter | None:
+    """The filter at our priority and handle on dev's hook, if it runs one of our programs.
+
+    Raises AttachError when another tool's filter holds that place (we never replace it).
+    """
+    for f in tc.filters(dev, direction):
+        if (f.prio, f.handle) != (TC_PREF, TC_HANDLE):
+            continue
+        if f.kind == "bpf" and _prog_name(f.prog_id) in _TC_PROG_NAMES:
+            return f
+        raise AttachError(f"tc {direction} priority {TC_PREF} handle {TC_HANDLE:#x} on {dev} is "
+                          f"taken by another filter ({f.kind} {f.name or f.prog_id}): not replacing it")
+    return None
 
 
 class EnforcementDatapath:
@@ -214,30 +217,27 @@ class EnforcementDatapath:
     def _install_tc(self, func: str, pin_name: str, direction: str, dev: str, fresh: bool,
                     old_ids: dict[str, int], report: InstallReport) -> None:
         assert self.maps is not None
-        created = _tc("qdisc", "add", "dev", dev, "clsact", check=False)
-        if created.returncode != 0 and "File exists" not in created.stderr and "Exclusivity" not in created.stderr:
-            raise AttachError(f"cannot add clsact qdisc on {dev}: {created.stderr.strip()}")
-        we_created = created.returncode == 0
+        we_created = tc.ensure_clsact(dev)
         prev = [r for r in self.maps.attach_records().values()
                 if r.kind == KIND_TC and r.target == dev]
         if prev and any(r.flags & 1 for r in prev):
             we_created = True
-        attached = _tc_filter_prog_ids(dev, direction)
+        current = _our_tc_filter(dev, direction)
         ours = old_ids.get(func)
         at = 0 if direction == "ingress" else 1
-        if not fresh and ours is not None and ours in attached:
+        if not fresh and ours is not None and current is not None and current.prog_id == ours:
             report.adopted.append(f"{pin_name}@{dev}")
             self.maps.add_attach_record(AttachRecord(KIND_TC, at, ours, int(we_created), dev))
             return
         fd, _new = self._pinned_or_new_prog(func, pin_name, None, fresh or ours is None)
         try:
             new_id = bpfsys.prog_id(fd)
+            # record first: a crash right after attaching must still be cleanable
+            self.maps.add_attach_record(AttachRecord(KIND_TC, at, new_id, int(we_created), dev))
+            tc.replace_filter(dev, direction, TC_PREF, TC_HANDLE, fd, TC_FILTER_NAME)
         finally:
             os.close(fd)
-        self.maps.add_attach_record(AttachRecord(KIND_TC, at, new_id, int(we_created), dev))
-        _tc("filter", "replace", "dev", dev, direction, "pref", str(TC_PREF), "handle", TC_HANDLE,
-            "bpf", "direct-action", "object-pinned", self.layout.prog_path(pin_name))
-        (report.replaced if attached else report.attached).append(f"{pin_name}@{dev}")
+        (report.replaced if current is not None else report.attached).append(f"{pin_name}@{dev}")
 
     # ---- verdicts --------------------------------------------------------
 
@@ -310,12 +310,7 @@ def remove_all(layout: PinLayout) -> list[str]:
                         hook = HOOK_OF_ATTACH_TYPE.get(rec.attach_type, str(rec.attach_type))
                         done.append(f"detached {hook} from {rec.target}")
                     elif rec.kind == KIND_TC:
-                        direction = "ingress" if rec.attach_type == 0 else "egress"
-                        _tc("filter", "del", "dev", rec.target, direction, "pref", str(TC_PREF),
-                            check=False)
-                        if rec.flags & 1:
-                            _tc("qdisc", "del", "dev", rec.target, "clsact", check=False)
-                        done.append(f"removed tc {direction} filter from {rec.target}")
+                        done.extend(_detach_tc(rec))
                 except EnforcementError as exc:
                     errors.append(str(exc))
         finally:
@@ -328,6 +323,24 @@ def remove_all(layout: PinLayout) -> list[str]:
         errors.append(f"could not remove {layout.base}")
     if errors:
         raise EnforcementError("cleanup incomplete: " + "; ".join(errors))
+    return done
+
+
+def _detach_tc(rec: AttachRecord) -> list[str]:
+    """Remove our filter from the recorded hook, and the clsact qdisc if we added it and
+    nothing else uses it. Other tools' filters and qdiscs stay."""
+    direction = "ingress" if rec.attach_type == 0 else "egress"
+    done = []
+    try:
+        for f in tc.filters(rec.target, direction):
+            if (f.prio, f.handle) == (TC_PREF, TC_HANDLE) and f.kind == "bpf" and (
+                    f.prog_id == rec.prog_id or _prog_name(f.prog_id) in _TC_PROG_NAMES):
+                tc.delete_filter(rec.target, direction, TC_PREF, TC_HANDLE)
+                done.append(f"removed tc {direction} filter from {rec.target}")
+        if rec.flags & 1 and tc.delete_clsact_if_unused(rec.target):
+            done.append(f"removed clsact qdisc from {rec.target}")
+    except InterfaceNotFoundError:
+        pass  # interface gone: its qdisc and filters went with it
     return done
 
 

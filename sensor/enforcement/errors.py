@@ -32,3 +32,7 @@ class ConfigError(EnforcementError):
 
 class AttachError(EnforcementError):
     """Attaching or detaching a program to a cgroup or interface failed."""
+
+
+class InterfaceNotFoundError(AttachError):
+    """The network interface named for tc attachment does not exist."""

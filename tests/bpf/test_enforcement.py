@@ -21,7 +21,8 @@ import pytest
 from rules.loader import load_rules_text
 from sensor import cgroups
 from sensor.enforcement import bpfsys
-from sensor.enforcement.datapath import EnforcementDatapath
+from sensor.enforcement.datapath import META_SOURCE_HASH, TC_PREF, EnforcementDatapath, remove_all
+from sensor.enforcement.errors import AttachError
 from sensor.enforcement.keys import DenyKey, SafeKey
 from sensor.enforcement.layout import CGROUP_PROGRAMS
 from sensor.enforcement.manager import EnforcementManager, manual_entries
@@ -472,3 +473,87 @@ def test_pod_scope_covers_every_container_of_the_pod(enf: Ctx) -> None:
     assert key.scope == cgroups.cgroup_id(enf.cg.parent)
     # the sibling container b of the same pod is denied too
     assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+
+
+@pytest.fixture
+def bare_veth() -> Iterator[str]:
+    """A veth pair of this test in the host netns (no addresses: only its qdiscs matter)."""
+    dev, peer = f"nvfa{PID % 100000}", f"nvfb{PID % 100000}"
+    subprocess.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", peer],
+                   check=True, capture_output=True)
+    try:
+        yield dev
+    finally:
+        subprocess.run(["ip", "link", "del", dev], capture_output=True)
+
+
+def _tc(*args: str) -> str:
+    return subprocess.run(["tc", *args], check=True, capture_output=True, text=True).stdout
+
+
+FOREIGN = ("protocol", "ip", "pref", "10", "bpf", "bytecode", "1,6 0 0 0,")   # another tool's cBPF
+
+
+def _hooks(dev: str) -> dict[str, str]:
+    return {d: _tc("filter", "show", "dev", dev, d) for d in ("ingress", "egress")}
+
+
+def test_tc_attach_and_detach_leave_other_tools_filters_and_qdisc_alone(bare_veth: str) -> None:
+    dev = bare_veth
+    layout = pin_layout_for_test("-tc")
+    # another tool's clsact qdisc and filters were there first
+    _tc("qdisc", "add", "dev", dev, "clsact")
+    for direction in ("ingress", "egress"):
+        _tc("filter", "add", "dev", dev, direction, *FOREIGN)
+    try:
+        dp = EnforcementDatapath(layout)
+        report = dp.install(None, [dev])
+        assert sorted(report.attached) == [f"tc_egress@{dev}", f"tc_ingress@{dev}"]
+        for direction, shown in _hooks(dev).items():
+            assert "pref 10 bpf" in shown and "bytecode '1,6 0 0 0'" in shown
+            assert f"pref {TC_PREF} bpf" in shown and "handle 0x1 netvigil direct-action" in shown
+            assert shown.count(f"name nv_tc_{direction}") == 1
+        assert dp.maps is not None
+        dp.maps.meta_set(META_SOURCE_HASH, 1)  # as if the BPF source changed since pinning
+        report = dp.install(None, [dev])
+        assert sorted(report.replaced) == [f"tc_egress@{dev}", f"tc_ingress@{dev}"]
+        for direction, shown in _hooks(dev).items():   # replaced in place: still one copy
+            assert shown.count(f"name nv_tc_{direction}") == 1 and "pref 10 bpf" in shown
+        done = dp.cleanup()
+        assert f"removed tc egress filter from {dev}" in done and not any("clsact" in d for d in done)
+        for shown in _hooks(dev).values():
+            assert "pref 10 bpf" in shown and f"pref {TC_PREF}" not in shown
+        assert "qdisc clsact" in _tc("qdisc", "show", "dev", dev)
+
+        # netvigil adds the clsact qdisc; a filter another tool adds later keeps it alive
+        _tc("qdisc", "del", "dev", dev, "clsact")
+        dp = EnforcementDatapath(layout)
+        dp.install(None, [dev])
+        _tc("filter", "add", "dev", dev, "egress", *FOREIGN)
+        done = dp.cleanup()
+        assert not any("clsact" in d for d in done)
+        assert "qdisc clsact" in _tc("qdisc", "show", "dev", dev)
+        shown = _hooks(dev)
+        assert "pref 10 bpf" in shown["egress"] and f"pref {TC_PREF}" not in shown["egress"] + shown["ingress"]
+
+        # our place taken by another tool's filter, or no such interface: typed errors naming it
+        _tc("qdisc", "del", "dev", dev, "clsact")
+        _tc("qdisc", "add", "dev", dev, "clsact")
+        _tc("filter", "add", "dev", dev, "egress", "protocol", "all", "pref", str(TC_PREF), "handle", "1",
+            "bpf", "bytecode", "1,6 0 0 0,")
+        dp = EnforcementDatapath(layout)
+        with pytest.raises(AttachError, match=f"egress priority {TC_PREF} .* on {dev} is taken"):
+            dp.install(None, [dev])
+        assert "bytecode '1,6 0 0 0'" in _hooks(dev)["egress"]
+        with pytest.raises(AttachError, match="no interface 'nv-no-such-if'"):
+            dp.install(None, ["nv-no-such-if"])
+        _tc("filter", "del", "dev", dev, "egress", "pref", str(TC_PREF))
+        _tc("qdisc", "del", "dev", dev, "clsact")
+        # and with nothing else on the interface, the clsact qdisc netvigil added goes too
+        dp.install(None, [dev])
+        done = dp.cleanup()
+        assert f"removed clsact qdisc from {dev}" in done
+        assert "clsact" not in _tc("qdisc", "show", "dev", dev)
+    finally:
+        if layout.base.exists():
+            remove_all(layout)
