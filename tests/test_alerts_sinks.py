@@ -4,13 +4,11 @@ from __future__ import annotations
 import io
 import json
 import re
-import ssl
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from test_alerts_support import FakeMatch, Receiver, make_alert
+from test_alerts_support import FakeMatch, Receiver, make_alert, make_pki, server_tls_context
 
 from alerts.errors import PermanentDeliveryError, RetryableDeliveryError
 from alerts.model import Alert
@@ -200,28 +198,10 @@ def test_webhook_batches_as_json_array(receiver: Receiver) -> None:
 # -- TLS -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _server_ctx(pki: Path, require_client: bool) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
-    if require_client:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(pki / "ca.crt")
-    return ctx
+_server_ctx = server_tls_context
 
 
 def _tls_hook(url: str, tls: dict) -> webhook.WebhookSink:

@@ -1,17 +1,24 @@
-"""Shared helpers for the alerts tests: loopback HTTP receivers and match stand-ins.
+"""Shared helpers for the alerts tests: loopback HTTP receivers, a forward proxy, a
+private PKI, and match stand-ins.
 
 (Named test_alerts_* to stay within the alerts test files; it holds no tests.)
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
+import http.client
 import http.server
 import json
+import select
 import socket
 import ssl
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from alerts.config import parse_alerts_config
@@ -37,6 +44,17 @@ Responder = Callable[[Received], tuple[int, dict[str, str], bytes]]
 
 def ok_responder(_req: Received) -> tuple[int, dict[str, str], bytes]:
     return 200, {}, b"ok"
+
+
+def reply(handler: http.server.BaseHTTPRequestHandler, status: int,
+          headers: Iterable[tuple[str, str]], payload: bytes) -> None:
+    """Answer a request with `status`, `headers` and `payload` (with its Content-Length)."""
+    handler.send_response(status)
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
 
 
 class Receiver:
@@ -73,12 +91,7 @@ class Receiver:
                     receiver.requests.append(req)
                     receiver.arrival_times.append(time.perf_counter())
                     receiver._arrived.notify_all()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                reply(self, status, headers.items(), payload)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -160,6 +173,125 @@ class HangingReceiver:
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+@dataclasses.dataclass
+class Proxied:
+    """One request a forward proxy got: `target` is the absolute URI, or host:port for
+    CONNECT."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+
+class ForwardProxy:
+    """A real forward proxy on 127.0.0.1: absolute-URI requests for http targets are
+    forwarded (keep-alive), CONNECT opens a tunnel (for https targets). With `auth`
+    ("user:password") it answers 407 to requests without those Proxy-Authorization
+    credentials."""
+
+    def __init__(self, auth: str | None = None) -> None:
+        self.requests: list[Proxied] = []
+        proxy = self
+        want = "Basic " + base64.b64encode(auth.encode()).decode() if auth else None
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _allowed(self) -> bool:
+                proxy.requests.append(Proxied(self.command, self.path,
+                                              {k.lower(): v for k, v in self.headers.items()}))
+                if want is None or self.headers.get("Proxy-Authorization") == want:
+                    return True
+                self.send_response(407)
+                self.send_header("Proxy-Authenticate", 'Basic realm="test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
+
+            def do_CONNECT(self) -> None:  # noqa: N802 - http.server API
+                if not self._allowed():
+                    return
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host, int(port)), timeout=10)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                peers = {self.connection: upstream, upstream: self.connection}
+                try:
+                    while True:
+                        ready, _, _ = select.select(list(peers), [], [], 10)
+                        if not ready:
+                            break
+                        data = ready[0].recv(65536)
+                        if not data:
+                            break
+                        peers[ready[0]].sendall(data)
+                finally:
+                    upstream.close()
+                    self.close_connection = True
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self._allowed():
+                    return
+                url = urllib.parse.urlsplit(self.path)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("proxy-authorization", "proxy-connection")}
+                upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+                path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+                upstream.request(self.command, path, body=body, headers=headers)
+                resp = upstream.getresponse()
+                payload = resp.read()
+                upstream.close()
+                hop = ("content-length", "connection", "transfer-encoding")
+                reply(self, resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in hop],
+                      payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_pki(d: Path) -> Path:
+    """A private CA in `d` and, signed by it, server and client certificates for
+    127.0.0.1 (ca.crt, server.crt/.key, client.crt/.key), made with the openssl CLI."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
+    return d
+
+
+def server_tls_context(pki: Path, require_client: bool) -> ssl.SSLContext:
+    """The TLS context of a receiver serving `pki`'s server certificate; with
+    `require_client`, it demands a client certificate signed by the CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
+    if require_client:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(pki / "ca.crt")
+    return ctx
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,33 +1,48 @@
-"""Settings shared by the HTTP sinks: URL (literal or secret), TLS, extra headers."""
+"""Settings shared by the HTTP sinks: URL (literal or secret), TLS, proxy, extra headers."""
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 
 from alerts.errors import AlertsConfigError
-from alerts.http import TLSOptions, validate_url
+from alerts.http import ProxyOptions, TLSOptions, validate_url
 from alerts.secrets import Secret, read_secret
 from alerts.sinks.base import check_keys
 from alerts.units import parse_bool
 
 URL_KEYS = {"url", "url_env", "url_file"}
 TLS_KEYS = {"ca_file", "insecure_skip_verify", "cert_file", "key_file"}
+PROXY_KEYS = {"proxy", "proxy_env", "proxy_file"}
 
 
 def parse_url(raw: Mapping[str, object], where: str, env: Mapping[str, str] | None,
-              *, allow_literal: bool) -> Secret:
-    """The sink URL from `url_env`/`url_file` (or a literal `url` where allowed)."""
-    if allow_literal and "url" in raw:
-        if "url_env" in raw or "url_file" in raw:
-            raise AlertsConfigError(f"{where}: give only one of url, url_env, url_file")
-        if not isinstance(raw["url"], str):
-            raise AlertsConfigError(f"{where}: 'url' must be a string")
-        secret = Secret(raw["url"], "config 'url'")
+              *, allow_literal: bool, key: str = "url") -> Secret:
+    """The sink URL from `url_env`/`url_file` (or a literal `url` where allowed);
+    `key` names another URL setting read the same way (`proxy`)."""
+    if allow_literal and key in raw:
+        if f"{key}_env" in raw or f"{key}_file" in raw:
+            raise AlertsConfigError(f"{where}: give only one of {key}, {key}_env, {key}_file")
+        if not isinstance(raw[key], str):
+            raise AlertsConfigError(f"{where}: '{key}' must be a string")
+        secret = Secret(raw[key], f"config '{key}'")
     else:
-        secret = read_secret(raw, "url", where, env)
+        secret = read_secret(raw, key, where, env)
         assert secret is not None
-    validate_url(secret.reveal(), where)
+    validate_url(secret.reveal(), where if key == "url" else f"{where}: {key}")
     return secret
+
+
+def parse_proxy(raw: Mapping[str, object], where: str,
+                env: Mapping[str, str] | None) -> ProxyOptions:
+    """`proxy:` (a URL, or false for none), `proxy_env:` or `proxy_file:`; unset: the
+    environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY."""
+    if raw.get("proxy") is False:
+        if "proxy_env" in raw or "proxy_file" in raw:
+            raise AlertsConfigError(f"{where}: give only one of proxy, proxy_env, proxy_file")
+        return ProxyOptions(direct=True)
+    if not PROXY_KEYS & set(raw):
+        return ProxyOptions()
+    return ProxyOptions(url=parse_url(raw, where, env, allow_literal=True, key="proxy"))
 
 
 def parse_tls(raw: object, where: str) -> TLSOptions:

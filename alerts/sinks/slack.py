@@ -6,14 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 
 from alerts.errors import AlertsConfigError
-from alerts.http import HttpPoster, TLSOptions
+from alerts.http import HttpPoster, ProxyOptions, TLSOptions
 from alerts.model import Alert
 from alerts.secrets import Redactor, Secret
 from alerts.sinks.base import Sink, check_keys
-from alerts.sinks.http_settings import URL_KEYS, parse_tls, parse_url
+from alerts.sinks.http_settings import PROXY_KEYS, URL_KEYS, parse_proxy, parse_tls, parse_url
 from alerts.sinks.slack_format import build_message
 
-KEYS = URL_KEYS | {"channel", "username", "icon_emoji", "tls"}
+KEYS = URL_KEYS | PROXY_KEYS | {"channel", "username", "icon_emoji", "tls"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,7 @@ class SlackSettings:
     username: str | None = None
     icon_emoji: str | None = None
     tls: TLSOptions = TLSOptions()
+    proxy: ProxyOptions = ProxyOptions()
 
 
 def parse_settings(raw: Mapping[str, object], where: str,
@@ -38,6 +39,7 @@ def parse_settings(raw: Mapping[str, object], where: str,
         url=parse_url(raw, where, env, allow_literal=False),
         channel=raw.get("channel"), username=raw.get("username"),  # type: ignore[arg-type]
         icon_emoji=raw.get("icon_emoji"), tls=parse_tls(raw.get("tls"), where),  # type: ignore[arg-type]
+        proxy=parse_proxy(raw, where, env),
     )
 
 
@@ -50,7 +52,7 @@ class SlackSink(Sink):
         self._settings = settings
         redactor.add(settings.url.reveal())
         self._http = HttpPoster(settings.url.reveal(), sink=name, timeout_s=timeout_s,
-                                tls=settings.tls, redactor=redactor)
+                                tls=settings.tls, proxy=settings.proxy, redactor=redactor)
 
     def deliver(self, alerts: Sequence[Alert]) -> None:
         s = self._settings
@@ -60,7 +62,7 @@ class SlackSink(Sink):
             self._http.check(self._http.post(body, {}))
 
     def describe(self) -> str:
-        return f"slack {self._http.origin}"
+        return f"slack {self._http.display}"
 
     def close(self) -> None:
         self._http.close()

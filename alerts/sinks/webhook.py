@@ -6,22 +6,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from alerts.errors import AlertsConfigError
-from alerts.http import HttpPoster, TLSOptions
+from alerts.http import HttpPoster, ProxyOptions, TLSOptions
 from alerts.model import Alert
 from alerts.secrets import Redactor, Secret, read_secret
 from alerts.signing import DEFAULT_SIGNATURE_HEADER, DEFAULT_TIMESTAMP_HEADER, signature
 from alerts.sinks.base import Sink, check_keys
-from alerts.sinks.http_settings import URL_KEYS, parse_headers, parse_tls, parse_url
+from alerts.sinks.http_settings import (PROXY_KEYS, URL_KEYS, parse_headers, parse_proxy, parse_tls,
+                                        parse_url)
 from alerts.units import parse_positive_int
 
-KEYS = URL_KEYS | {"headers", "headers_env", "secret_env", "secret_file", "signature_header",
-                   "timestamp_header", "tls", "batch"}
+KEYS = URL_KEYS | PROXY_KEYS | {"headers", "headers_env", "secret_env", "secret_file",
+                                "signature_header", "timestamp_header", "tls", "batch"}
 ID_HEADER = "X-Netvigil-Alert-Id"
 
 
 @dataclasses.dataclass(frozen=True)
 class WebhookSettings:
-    """URL, extra headers, HMAC key (secret), header names, TLS, alerts per POST."""
+    """URL, extra headers, HMAC key (secret), header names, TLS, proxy, alerts per POST."""
 
     url: Secret
     headers: Mapping[str, Secret | str] = dataclasses.field(default_factory=dict)
@@ -29,6 +30,7 @@ class WebhookSettings:
     signature_header: str = DEFAULT_SIGNATURE_HEADER
     timestamp_header: str = DEFAULT_TIMESTAMP_HEADER
     tls: TLSOptions = TLSOptions()
+    proxy: ProxyOptions = ProxyOptions()
     batch: int = 1
 
 
@@ -46,6 +48,7 @@ def parse_settings(raw: Mapping[str, object], where: str,
         signature_header=str(raw.get("signature_header", DEFAULT_SIGNATURE_HEADER)),
         timestamp_header=str(raw.get("timestamp_header", DEFAULT_TIMESTAMP_HEADER)),
         tls=parse_tls(raw.get("tls"), where),
+        proxy=parse_proxy(raw, where, env),
         batch=parse_positive_int(raw.get("batch", 1), f"{where}: batch"),
     )
 
@@ -68,7 +71,7 @@ class WebhookSink(Sink):
         self._static_headers = {k: v.reveal() if isinstance(v, Secret) else v
                                 for k, v in settings.headers.items()}
         self._http = HttpPoster(settings.url.reveal(), sink=name, timeout_s=timeout_s,
-                                tls=settings.tls, redactor=redactor)
+                                tls=settings.tls, proxy=settings.proxy, redactor=redactor)
 
     def build_request(self, alerts: Sequence[Alert]) -> tuple[bytes, dict[str, str]]:
         """Body and headers of the POST carrying `alerts`."""
@@ -91,7 +94,7 @@ class WebhookSink(Sink):
     def describe(self) -> str:
         signed = ", HMAC-signed" if self._key else ""
         per = f", {self._settings.batch} per POST" if self._settings.batch > 1 else ""
-        return f"webhook {self._http.origin}{signed}{per}"
+        return f"webhook {self._http.display}{signed}{per}"
 
     def close(self) -> None:
         self._http.close()
