@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alerts.config import parse_alerts_config
+from rules.command_help import add_command
 from alerts.sinktest import SinkTestResult, run_sink_tests
 
 #: --config value (None = the default lookup) -> (the raw `alerts:` section, its source name)
@@ -28,13 +29,20 @@ def register(sub: argparse._SubParsersAction, read_section: AlertsSectionReader,
              console: ConsoleFactory = lambda stream, _color: Console(file=stream)) -> None:
     """Add `sinks test` to the top-level parser; `read_section` finds and reads the config,
     `console` makes the console results are printed on."""
-    p = sub.add_parser("sinks", help="test configured alert sinks")
-    sinks_sub = p.add_subparsers(dest="sinks_command", required=True, metavar="ACTION")
-    t = sinks_sub.add_parser(
-        "test", help="send a test alert to every configured sink and report what happened",
+    p = add_command(
+        sub, "sinks", help="test configured alert sinks",
+        description="The alert sinks of the config file's alerts: section (Slack, webhooks, "
+                    "falcosidekick, files, stdout; docs/alerts.md).",
+        examples=["netvigil sinks test --config /etc/netvigil/netvigil.yaml"])
+    sinks_sub = p.add_subparsers(dest="sinks_command", required=True, metavar="ACTION",
+                                 help="what to do (each has its own --help)")
+    t = add_command(
+        sinks_sub, "test", help="send a test alert to every configured sink and report what happened",
         description="Send one test alert (rule 'netvigil sinks test', priority Notice) to each "
                     "sink of the config file's alerts: section, bypassing routing, and print per "
-                    "sink whether it was delivered. Exit status 1 if any sink failed.")
+                    "sink whether it was delivered. Exit status 1 if any sink failed.",
+        examples=["netvigil sinks test",
+                  "netvigil sinks test --config netvigil.yaml --sink slack --sink sidekick"])
     t.add_argument("--config", metavar="FILE", help=config_help)
     t.add_argument("--sink", metavar="NAME", action="append", default=[],
                    help="test only this sink (repeatable; disabled sinks can be named)")

@@ -4,49 +4,94 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
 
 from rules import rule_tests
-from rules.errors import RuleLoadError
+from rules.command_help import add_command
+from rules.errors import SNIPPET_WIDTH, RuleLoadError
 from rules.fields import field_rows
 from rules.loader import load_rules
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `rules check|test|fields` to the top-level parser."""
-    p = sub.add_parser("rules", help="check, test and list rule fields")
-    rsub = p.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+#: (stream, --color choice) -> the console a person reads (the command line owner's factory)
+ConsoleFactory = Callable[[TextIO, str], Console]
 
-    c = rsub.add_parser("check", help="load rules files and report every problem")
+
+def register(sub: argparse._SubParsersAction,
+             console: ConsoleFactory = lambda stream, _color: Console(file=stream)) -> None:
+    """Add `rules check|test|fields` to the top-level parser; load errors are printed on a
+    console from `console`."""
+    p = add_command(
+        sub, "rules", help="check, test and list rule fields",
+        description="Tools for writing rules (Falco's language plus netvigil's enforce: key; "
+                    "docs/rules.md): check files before deploying them, run them over sample "
+                    "events, list the fields they can use.",
+        examples=["netvigil rules check /etc/netvigil/rules.d",
+                  "netvigil rules test local.yaml --events cases.jsonl --expect expected.jsonl",
+                  "netvigil rules fields | grep k8s."])
+    rsub = p.add_subparsers(dest="rules_command", required=True, metavar="ACTION",
+                            help="what to do (each has its own --help)")
+
+    c = add_command(
+        rsub, "check", help="load rules files and report every problem",
+        description="Load the files as `netvigil run` would and report every problem as "
+                    "file:line:col, the offending line and a caret under the offending token "
+                    "(in colour on a terminal; see --color and NO_COLOR). Unknown fields, "
+                    "macros and lists get a did-you-mean. Exit 0 when everything loads "
+                    "(skipped rules are listed), 1 otherwise.",
+        examples=["netvigil rules check local.yaml",
+                  "netvigil rules check rules/default /etc/netvigil/rules.d",
+                  "netvigil rules check --skip-unsupported falco_rules.yaml   # Falco's own rules"])
     c.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory")
     c.add_argument("--skip-unsupported", action="store_true",
                    help="skip rules using fields/event types netvigil lacks (listed)")
-    c.set_defaults(func=cmd_check)
+    c.set_defaults(func=lambda args: cmd_check(args, console))
 
-    t = rsub.add_parser("test", help="run rules over JSON-lines events; compare with expected")
+    t = add_command(
+        rsub, "test", help="run rules over JSON-lines events; compare with expected",
+        description="Run the rules over events (one JSON object a line, fields as in "
+                    "docs/events.md). Without --expect, print the alerts in the expected-file "
+                    "format; with it, compare and exit 1 with a diff on any difference.",
+        examples=["netvigil rules test local.yaml --events cases.jsonl > expected.jsonl   # review it",
+                  "netvigil rules test local.yaml --events cases.jsonl --expect expected.jsonl",
+                  "netvigil rules test rules/default local.yaml --events cases.jsonl --expect expected.yaml"])
     t.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory")
     t.add_argument("--events", required=True, type=Path, help="events, one JSON object a line")
     t.add_argument("--expect", type=Path,
-                   help='expected alerts: JSON lines (or YAML list) of {"rule", "evt.num"}')
-    t.add_argument("--skip-unsupported", action="store_true")
-    t.set_defaults(func=cmd_test)
+                   help='expected alerts: JSON lines (or YAML list) of {"rule", "evt.num"}; '
+                        "evt.num is the event's, else its line number in --events")
+    t.add_argument("--skip-unsupported", action="store_true",
+                   help="skip rules using fields/event types netvigil lacks")
+    t.set_defaults(func=lambda args: cmd_test(args, console))
 
-    f = rsub.add_parser("fields", help="list the fields rules can use")
+    f = add_command(
+        rsub, "fields", help="list the fields rules can use",
+        description="Every field a condition or output can use: its type, what it means, "
+                    "how a derived field derives, and which event types set it (the table of "
+                    "docs/events.md).",
+        examples=["netvigil rules fields", "netvigil rules fields --json | jq -r '.[].name'"])
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=cmd_fields)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, console: ConsoleFactory):
     try:
         return load_rules(args.paths, skip_unsupported=args.skip_unsupported)
     except RuleLoadError as exc:
-        print(exc.render(), file=sys.stderr)
+        out = console(sys.stderr, getattr(args, "color", None) or "auto")
+        # on a terminal the shown part of a line, its indent and "..." at both ends fit a row
+        width = min(SNIPPET_WIDTH, out.width - 10) if out.is_terminal else SNIPPET_WIDTH
+        out.print(exc.styled(max(width, 20)), soft_wrap=True)
         return None
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, console: ConsoleFactory) -> int:
     """Exit 0 when the rules load; else print file:line:col errors and exit 1."""
-    ruleset = _load(args)
+    ruleset = _load(args, console)
     if ruleset is None:
         return 1
     for s in ruleset.skipped:
@@ -60,9 +105,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_test(args: argparse.Namespace) -> int:
+def cmd_test(args: argparse.Namespace, console: ConsoleFactory) -> int:
     """Print the alerts, or compare them with --expect (exit 1 and a diff on mismatch)."""
-    ruleset = _load(args)
+    ruleset = _load(args, console)
     if ruleset is None:
         return 1
     actual = rule_tests.run(ruleset, args.events)

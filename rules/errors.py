@@ -1,11 +1,22 @@
 """Typed errors of the rules package.
 
 Every error a user can cause carries a :class:`Position` when one is known, and its
-``str()`` is ``file:line:col: message`` followed by the offending line and a caret.
+``str()`` is ``file:line:col: message`` followed by the offending line and a caret
+(``^~~~`` under the offending token); :meth:`RulesError.styled` is the same text in
+colour, for a terminal.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from rich.text import Span, Text
+
+
+#: Most characters of an offending line shown.
+SNIPPET_WIDTH = 100
+STYLE_LOCATION = "bold"
+STYLE_MESSAGE = "red"
+STYLE_SPAN = "bold red"
 
 
 @dataclass(frozen=True)
@@ -32,25 +43,42 @@ class RulesError(Exception):
 
     def render(self) -> str:
         """`file:line:col: message`, the offending line and a caret under the column."""
-        text = self.message + (f" ({self.hint})" if self.hint else "")
+        return self.styled().plain
+
+    def styled(self, width: int = SNIPPET_WIDTH) -> Text:
+        """:meth:`render` as rich text: the location in bold, the message in red, the
+        offending token in the line shown (at most ``width`` characters of it) in bold red,
+        underlined by ``^~~~``."""
+        message = self.message + (f" ({self.hint})" if self.hint else "")
         pos = self.position
         if pos is None:
-            return text
-        out = f"{pos.prefix()}: {text}"
+            return Text(message, style=STYLE_MESSAGE)
+        out = Text.assemble((f"{pos.prefix()}:", STYLE_LOCATION), " ", (message, STYLE_MESSAGE))
         if pos.line_text:
-            line, col = snippet(pos.line_text.rstrip("\n").expandtabs(1), pos.col - 1)
-            out += f"\n    {line}\n    {' ' * max(col, 0)}^"
+            from rules.lexer import token_length  # noqa: PLC0415 (the lexer imports this module)
+
+            full = printable(pos.line_text.rstrip("\n").expandtabs(1))
+            col0 = max(pos.col - 1, 0)
+            span = token_length(full, col0) if col0 < len(full) else 1
+            line, col = snippet(full, col0, width)
+            span = max(1, min(span, len(line) - col))
+            out.append("\n    ")
+            out.append_text(Text(line, spans=[Span(col, col + span, STYLE_SPAN)]))
+            out.append("\n    " + " " * col)
+            out.append("^" + "~" * (span - 1), style=STYLE_SPAN)
         return out
 
 
-SNIPPET_WIDTH = 100
+def printable(line: str) -> str:
+    """``line`` with control characters shown as ``?`` (no terminal controls echoed)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in line)
 
 
 def snippet(line: str, col0: int, width: int = SNIPPET_WIDTH) -> tuple[str, int]:
     """At most ``width`` characters of ``line`` around 0-based ``col0`` (with ``...`` where
     cut), and the column of ``col0`` in it: a 20,000-term condition is not echoed whole;
     control characters are shown as ``?``."""
-    line = "".join(ch if ch.isprintable() else "?" for ch in line)  # no terminal controls
+    line = printable(line)
     if len(line) <= width:
         return line, col0
     start = max(0, min(col0 - width // 2, len(line) - width))
@@ -100,10 +128,11 @@ class RuleLoadErrors(RuleLoadError):
         self.errors = list(errors)
         super().__init__(f"{len(self.errors)} errors")
 
-    def render(self) -> str:
+    def styled(self, width: int = SNIPPET_WIDTH) -> Text:
         """Every error, each with its position and caret, then the count."""
         errors = getattr(self, "errors", [])
-        return "\n".join(e.render() for e in errors) + f"\n{len(errors)} errors"
+        return Text("\n").join([*(e.styled(width) for e in errors),
+                                Text(f"{len(errors)} errors", style=STYLE_LOCATION)])
 
 
 class EventsFileError(RulesError):

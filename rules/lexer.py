@@ -24,6 +24,21 @@ class Token:
     offset: int
 
 
+def token_length(text: str, i: int) -> int:
+    """Length of the bare word or comparison operator at ``text[i]`` (a YAML key's colon
+    left out), else 1: how much of a line an error at ``i`` underlines."""
+    for op in SYMBOL_OPS:
+        if text.startswith(op, i):
+            return len(op)
+    m = _BARE.match(text, i)
+    if not m:
+        return 1
+    word = m.group(0)
+    if word.endswith(":") and len(word) > 1 and text[m.end():m.end() + 1] in ("", " "):
+        word = word[:-1]  # `prority: info`: the key, not its colon
+    return len(word)
+
+
 def tokenize(text: str, where) -> list[Token]:
     """Split condition text into tokens; ``where(offset)`` gives error positions."""
     tokens: list[Token] = []

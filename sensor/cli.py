@@ -9,6 +9,7 @@ from typing import Any
 
 import alerts
 import rules.cli
+from rules.command_help import HelpFormatter, examples_epilog
 from rules.errors import RulesError
 from sensor import __version__, doctor, logging_setup, observe_cli, run_command, status_cli, terminal
 from sensor.config import load_config
@@ -30,16 +31,31 @@ def read_alerts_section(path: str | None) -> tuple[Mapping[str, Any], str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `netvigil` parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="netvigil", description="eBPF runtime security sensor")
+    parser = argparse.ArgumentParser(
+        prog="netvigil", formatter_class=HelpFormatter,
+        description="eBPF runtime security sensor: watches process and network activity, ties "
+                    "every connection to its process, container and pod, evaluates Falco-style "
+                    "rules, sends alerts, enforces deny rules and records everything for replay."
+                    "\n\n`netvigil COMMAND --help` explains each command, with examples.",
+        epilog=examples_epilog([
+            "netvigil doctor                       # can the sensor run on this machine?",
+            "netvigil run                          # the sensor: alerts on the terminal",
+            "netvigil observe --follow             # from another terminal: what the agent sees",
+            "netvigil status                       # is the running agent healthy?",
+            "netvigil rules check my-rules.yaml    # before deploying a rule",
+            "netvigil replay /var/lib/netvigil/recordings --since 1h",
+            "netvigil --color never --log-format json run --json",
+        ]))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("--version", action="version", version=f"netvigil {__version__}")
     logging_setup.add_arguments(parser)
     terminal.add_color_option(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (each has its own --help)")
     run_command.register(sub)
     observe_cli.register(sub)
     status_cli.register(sub)
-    rules.cli.register(sub)
+    rules.cli.register(sub, terminal.console)
     replay_cli.register(sub)
     enforce_cli.register(sub)
     alerts.register_cli(sub, read_alerts_section, CONFIG_HELP, terminal.console)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from rich.table import Table
 from rich.text import Text
 
+from rules.command_help import add_command
 from sensor import cgroups, terminal
 from sensor.bpf_program import KERNEL_BTF, kernel_has_btf
 
@@ -190,15 +191,14 @@ CHECKS: tuple[Callable[[], Check], ...] = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `doctor` to the top-level parser."""
-    p = sub.add_parser(
-        "doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2, Kubernetes API access",
+    p = add_command(
+        sub, "doctor", help="check kernel, BCC, headers, tracefs, bpffs, cgroup v2, Kubernetes API access",
         description="Check what the sensor needs on this machine (privileges, kernel and BTF, "
                     "BCC, kernel headers, tracefs and the probed tracepoints, bpffs, cgroup v2, Kubernetes API access), "
                     "then compile, load and detach the BPF programs once. Each problem comes "
                     "with the fix. Exit status 1 when something the sensor needs is broken.",
-        epilog="examples:\n  netvigil doctor\n  netvigil doctor --no-load\n"
-               "  netvigil doctor --json | jq '.[] | select(.status != \"ok\")'\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        examples=["netvigil doctor", "netvigil doctor --no-load",
+                  "netvigil doctor --json | jq '.[] | select(.status != \"ok\")'"])
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--no-load", action="store_true", help="skip the trial load of the BPF programs")
     p.set_defaults(func=doctor)

@@ -9,29 +9,30 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
+from rules.command_help import add_command
 from sensor.api_client import ApiClientError, request_lines, socket_option
 from sensor.event_output import _COLUMNS, format_event_line
 from rules.units import UnitError, duration_in
 
-EXAMPLES = """\
-examples:
-  netvigil observe                                   last 20 events and alerts
-  netvigil observe --follow --type connect --namespace shop
-  netvigil observe --pod shop/cart-7d9f --port 443 -o compact --follow
-  netvigil observe --label app=cart --ip 10.0.0.0/8 --last 100
-  netvigil observe --alerts --follow -o json | jq .rule
-  netvigil observe --where 'fd.rport = 22 and not proc.name in (ssh, scp)' --since 10m
-  netvigil observe --verdict deny --follow           enforcement verdicts as they happen
-"""
+EXAMPLES = (
+    "netvigil observe                                   # last 20 events and alerts",
+    "netvigil observe --follow --type connect --namespace shop",
+    "netvigil observe --pod shop/cart-7d9f --port 443 -o compact --follow",
+    "netvigil observe --label app=cart --ip 10.0.0.0/8 --last 100",
+    "netvigil observe --alerts --follow -o json | jq .rule",
+    "netvigil observe --where 'fd.rport = 22 and not proc.name in (ssh, scp)' --since 10m",
+    "netvigil observe --verdict deny --follow           # enforcement verdicts as they happen",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `observe` to the top-level parser."""
-    p = sub.add_parser("observe", help="watch the running agent's events and alerts (filters like hubble)",
-                       description="Events and alerts of the running agent, read from its local API "
-                                   "socket. Filters of one flag are alternatives; different flags "
-                                   "must all match.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "observe", help="watch the running agent's events and alerts (filters like hubble)",
+                    description="Events and alerts of the running agent, read from its local API "
+                                "socket (root only unless the agent's api.group allows yours), like "
+                                "`hubble observe`. Filters of one flag are alternatives (repeat it or "
+                                "separate values with commas); different flags must all match.",
+                    examples=EXAMPLES)
     add = p.add_argument
     add("--type", action="append", default=[], metavar="T", help="evt.type (connect, execve, ...; repeat or comma-separate)")
     add("--pod", action="append", default=[], metavar="[NS/]NAME", help="pod name, optionally with its namespace")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rules import DEFAULT_RULES_DIR
+from rules.command_help import add_command
 from sensor import __version__, logging_setup
 from sensor.agent import Sensor, SensorOptions
 from sensor.agent_parts import AgentParts
@@ -30,7 +31,24 @@ DEFAULT_SPOOL_DIR = "/var/lib/netvigil/spool"
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `run` to the top-level parser."""
-    p = sub.add_parser("run", help="run the sensor: stream alerts (and events) until stopped")
+    p = add_command(
+        sub, "run", help="run the sensor: stream alerts (and events) until stopped",
+        description="Load the BPF programs, evaluate the rules on every event, send alerts to the "
+                    "configured sinks, enforce deny rules and record everything, until Ctrl-C, "
+                    "SIGTERM or --duration. SIGHUP (or a change of the config or rules files) "
+                    "reloads the rules. Needs root (`netvigil doctor` says what else)."
+                    "\n\nOn a terminal it shows a live view: events/s, lost events, alerts by "
+                    "priority, sink health, then the latest alerts (and events with --events). "
+                    "Piped, or with --json, it writes JSON lines: Falco's alert JSON, and the "
+                    "events with --events.",
+        examples=[
+            "netvigil run                                   # live view; config from /etc/netvigil",
+            "netvigil run --config netvigil.yaml --rules rules/default --rules local.yaml",
+            "netvigil run --events --json | jq 'select(.[\"evt.type\"] == \"connect\")'",
+            "netvigil run --no-record --no-enforce --duration 60",
+            "netvigil run --alert-set stdout.format=json --http 0.0.0.0:8765",
+            "netvigil run --cleanup                         # remove pinned maps and programs",
+        ])
     p.add_argument("--config", metavar="FILE", help="YAML config file (default: $NETVIGIL_CONFIG, else "
                    "/etc/netvigil/netvigil.yaml if present)")
     p.add_argument("--rules", metavar="PATH", action="append", default=None,

@@ -10,22 +10,25 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from rules.command_help import add_command
 from sensor.api_client import request_one, socket_option
 
-EXAMPLES = """\
-examples:
-  netvigil status
-  netvigil status --json | jq .events.lost
-  netvigil status --socket /run/netvigil/other.sock
-"""
+EXAMPLES = (
+    "netvigil status",
+    "netvigil status --json | jq .events.lost",
+    "netvigil status --socket /run/netvigil/other.sock",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `status` to the top-level parser."""
-    p = sub.add_parser("status", help="health, programs, rules, sinks, caches and losses of the running agent",
-                       description="Asks the running agent over its local API socket. Exit code 0 "
-                                   "when the agent is healthy and ready, 1 when it is not.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "status", help="health, programs, rules, sinks, caches and losses of the running agent",
+                    description="Asks the running agent over its local API socket, like `cilium "
+                                "status`: health and readiness, programs attached, events and "
+                                "losses, rules loaded, alerts per sink, Kubernetes caches, "
+                                "enforcement entries and observers. Exit code 0 when the agent is "
+                                "healthy and ready, 1 when it is not, 2 when no agent answers.",
+                    examples=EXAMPLES)
     p.add_argument("--json", action="store_true", help="the full status as one JSON object")
     socket_option(p)
     p.set_defaults(func=run)

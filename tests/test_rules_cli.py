@@ -1,8 +1,18 @@
 """`netvigil rules check|test|fields` through the real CLI entry point."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
+
+import pytest
 
 from sensor.cli import main
 from rules import DEFAULT_RULES_DIR
@@ -107,3 +117,105 @@ def test_fields_table_and_json(capsys) -> None:
     byname = {r["name"]: r for r in rows}
     assert byname["fd.sport"]["type"] == "port"
     assert byname["evt.arg.status"]["event_types"] == "procexit"
+
+
+# --- rules check on a terminal and in a pipe: the snippet, the caret, colour or not ---
+
+ESC = "\x1b["
+PAREN = ("- rule: shell\n  desc: d\n  condition: evt.type = execve and (proc.name in (bash, sh)\n"
+         "  output: o\n  priority: warning\n")
+UNKNOWN = ("- rule: curl\n  desc: d\n  condition: evt.type = connect and proc.nmae = curl\n"
+           "  output: o\n  priority: notice\n")
+BAD_YAML = "- rule: r\n  desc: d\n  condition: evt.type = connect\n   output: x\n  priority: notice\n"
+
+
+def _check_on(stderr_tty: bool, path: str, *, env: dict[str, str] | None = None,
+              color: str = "auto", columns: int = 120) -> str:
+    """stderr of `netvigil --color C rules check PATH` run as a process, its stderr a pipe or
+    a pseudo-terminal this wide."""
+    full_env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | (env or {})
+    argv = [sys.executable, "-m", "sensor.cli", "--color", color, "rules", "check", path]
+    if not stderr_tty:
+        done = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=60)
+        assert done.returncode == 1
+        return done.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=slave, env=full_env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 1
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def _without_escapes(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _snippet(err: str, location: str) -> tuple[str, str]:
+    """The source line and the caret line printed under the error at `location`."""
+    lines = err.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(location))
+    return lines[at + 1], lines[at + 2]
+
+
+@pytest.mark.parametrize("text,where,message,token", [
+    (PAREN, ":3:36:", "expected ')' to close this '('", "("),
+    (UNKNOWN, ":3:37:", "unknown field proc.nmae (did you mean proc.name?)", "proc.nmae"),
+    (BAD_YAML, ":4:10:", "invalid YAML: mapping values are not allowed here", ":"),
+])
+def test_check_error_shows_the_line_and_underlines_the_offending_token(
+        tmp_path, text: str, where: str, message: str, token: str) -> None:
+    path = write(tmp_path, "bad.yaml", text)
+    err = _check_on(False, path)
+    assert ESC not in err
+    assert f"{path}{where} {message}" in err
+    line, caret = _snippet(err, f"{path}{where}")
+    source_line = text.splitlines()[int(where.split(":")[1]) - 1]
+    assert line == "    " + source_line
+    col = int(where.split(":")[2]) - 1
+    assert line[4 + col:].startswith(token)
+    assert caret == " " * (4 + col) + "^" + "~" * (len(token) - 1)
+
+
+def test_check_on_a_terminal_is_coloured_with_the_same_text(tmp_path) -> None:
+    path = write(tmp_path, "bad.yaml", UNKNOWN)
+    coloured = _check_on(True, path)
+    assert ESC in coloured
+    assert _without_escapes(coloured) == _check_on(False, path)
+
+
+def test_check_no_color_on_a_terminal_has_no_escape_codes(tmp_path) -> None:
+    path = write(tmp_path, "bad.yaml", UNKNOWN)
+    for err in (_check_on(True, path, env={"NO_COLOR": "1"}), _check_on(True, path, color="never")):
+        assert ESC not in err
+        assert err == _check_on(False, path)
+
+
+def test_check_color_always_colours_a_pipe(tmp_path) -> None:
+    path = write(tmp_path, "bad.yaml", PAREN)
+    err = _check_on(False, path, color="always")
+    assert ESC in err
+    line, caret = _snippet(_without_escapes(err), f"{path}:3:36:")
+    assert caret.index("^") == line.index("(proc.name")
+
+
+def test_check_long_line_on_a_narrow_terminal_keeps_the_caret_under_the_token(tmp_path) -> None:
+    terms = " or ".join(f"proc.name = p{i}" for i in range(40))
+    cond = f"{terms} or proc.nmae = x or {terms}"
+    path = write(tmp_path, "long.yaml", f"- rule: r\n  desc: d\n  condition: {cond}\n"
+                 "  output: o\n  priority: info\n")
+    err = _without_escapes(_check_on(True, path, columns=60))
+    line, caret = _snippet(err, f"{path}:3:")
+    assert len(line) <= 60 and len(caret) <= 60
+    assert line.startswith("    ...") and line.endswith("...")
+    assert line[caret.index("^"):].startswith("proc.nmae")

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.table import Table
 
 from rules import units
+from rules.command_help import add_command
 from sensor import cgroups, terminal
 from sensor.boottime import boot_ns
 from sensor.enforcement.datapath import KIND_CGROUP, remove_all
@@ -46,25 +47,57 @@ def _port(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `enforce list|block|unblock|flush|status|cleanup` to the top-level parser."""
-    p = sub.add_parser("enforce", help="list and manage deny entries",
-                       description="Inspect and change the deny entries in the pinned BPF maps.")
+    p = add_command(
+        sub, "enforce", help="list and manage deny entries",
+        description="Inspect and change the deny entries in the pinned BPF maps (docs/enforcement.md). "
+                    "The commands act on the maps directly, so they work while an agent runs and "
+                    "when none does. Needs root.",
+        examples=["netvigil enforce list",
+                  "netvigil enforce block --cidr 203.0.113.7 --port 443 --pod shop/cart-7d9f --ttl 1h",
+                  "netvigil enforce status",
+                  "netvigil enforce --pin-path /sys/fs/bpf/netvigil-test list --json"])
     p.add_argument("--pin-path", type=Path, default=DEFAULT_BASE,
                    help=f"bpffs directory of the enforcement maps (default {DEFAULT_BASE})")
-    esub = p.add_subparsers(dest="enforce_command", required=True, metavar="ACTION")
+    esub = p.add_subparsers(dest="enforce_command", required=True, metavar="ACTION",
+                            help="what to do (each has its own --help)")
 
-    ls = esub.add_parser("list", help="entries with rule, scope, TTL left and hit counts")
+    ls = add_command(
+        esub, "list", help="entries with rule, scope, TTL left and hit counts",
+        description="Every deny entry: the rule that made it (or manual), enforce or audit, "
+                    "where it applies (cgroup, pod, node), what it denies, the TTL left and "
+                    "how often it was hit.",
+        examples=["netvigil enforce list", "netvigil enforce list --rule 'Outbound to mining pool'",
+                  "netvigil enforce list --json | jq -c 'select(.hits > 0)'"])
     ls.add_argument("--json", action="store_true", help="one JSON object per entry")
     ls.add_argument("--rule", help="only entries of this rule")
     ls.set_defaults(func=cmd_list)
 
-    for name, helptext, func in (("block", "add manual deny entries", cmd_block),
-                                 ("unblock", "remove deny entries with these keys", cmd_unblock)):
-        b = esub.add_parser(name, help=helptext)
+    for name, helptext, description, examples, func in (
+            ("block", "add manual deny entries",
+             "Deny connections to (or, with --listen, listening on) the given networks and ports, "
+             "for one scope: cgroups, the node, pods, a workload, a namespace or a label selector. "
+             "One entry is added per combination of scope, network and port. Addresses on the "
+             "safety list are refused.",
+             ["netvigil enforce block --cidr 203.0.113.7 --port 443 --proto tcp "
+              "--cgroup /system.slice/app.service --ttl 1h",
+              "netvigil enforce block --listen --port 4444 --node --mode audit",
+              "netvigil enforce block --cidr 203.0.113.0/24 --workload shop/Deployment/checkout",
+              "netvigil enforce block --cidr 203.0.113.0/24 --selector shop/app=checkout,tier=web"],
+             cmd_block),
+            ("unblock", "remove deny entries with these keys",
+             "Remove the entries with exactly these keys (the options given to `block`, without "
+             "--ttl/--mode/--rule). Exit 1 when none was there.",
+             ["netvigil enforce unblock --cidr 203.0.113.7 --port 443 --proto tcp "
+              "--cgroup /system.slice/app.service",
+              "netvigil enforce unblock --listen --port 4444 --node"],
+             cmd_unblock)):
+        b = add_command(esub, name, help=helptext, description=description, examples=examples)
         b.add_argument("--cidr", action="append", default=[],
                        help="remote network (repeatable; default: any address)")
         b.add_argument("--port", action="append", type=_port, default=[],
                        help="remote port (or the listening port with --listen); repeatable; default any")
-        b.add_argument("--proto", choices=sorted(PROTOCOL_NAMES.values()), default="any")
+        b.add_argument("--proto", choices=sorted(PROTOCOL_NAMES.values()), default="any",
+                       help="transport protocol (default any)")
         b.add_argument("--listen", action="store_true",
                        help="deny listening on --port (bind), not connecting to a remote")
         where = b.add_mutually_exclusive_group(required=True)
@@ -82,19 +115,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="where the host's /run is mounted, for the runtimes' bundles (in a pod: /host)")
         if name == "block":
             b.add_argument("--ttl", type=parse_duration, help="expire after (90, 30s, 10m, 1h); default never")
-            b.add_argument("--mode", choices=("enforce", "audit"), default="enforce")
+            b.add_argument("--mode", choices=("enforce", "audit"), default="enforce",
+                           help="enforce: deny (default); audit: allow, but report a verdict")
             b.add_argument("--rule", default="manual", help="rule name shown in verdicts (default manual)")
         b.set_defaults(func=func)
 
-    fl = esub.add_parser("flush", help="remove every deny entry (or those of one rule)")
+    fl = add_command(
+        esub, "flush", help="remove every deny entry (or those of one rule)",
+        description="Remove every deny entry, or those of one rule: enforcement stops at once, "
+                    "the programs stay attached. Rules' static entries come back when the "
+                    "agent next starts.",
+        examples=["netvigil enforce flush", "netvigil enforce flush --rule manual"])
     fl.add_argument("--rule", help="only entries of this rule")
     fl.set_defaults(func=cmd_flush)
 
-    st = esub.add_parser("status", help="attachments, safety list, kernel counters")
-    st.add_argument("--json", action="store_true")
+    st = add_command(
+        esub, "status", help="attachments, safety list, kernel counters",
+        description="Which programs are attached where (cgroup hooks, tc), the number of "
+                    "entries, the safety list (never denied) and the datapath's counters.",
+        examples=["netvigil enforce status", "netvigil enforce status --json | jq .counters"])
+    st.add_argument("--json", action="store_true", help="the status as one JSON object")
     st.set_defaults(func=cmd_status)
 
-    cl = esub.add_parser("cleanup", help="detach every program and remove every pinned map")
+    cl = add_command(
+        esub, "cleanup", help="detach every program and remove every pinned map",
+        description="Uninstall enforcement: detach the cgroup programs, remove the tc filters "
+                    "(and the clsact qdisc netvigil created) and every pinned map under "
+                    "--pin-path. The same as `netvigil run --cleanup`.",
+        examples=["netvigil enforce cleanup"])
     cl.set_defaults(func=cmd_cleanup)
 
 

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from rich.table import Table
 
+from rules.command_help import add_command
 from sensor.recording.reader import Problem
 from sensor.terminal import color_of, color_wanted, console
 from sensor.replay.errors import ReplayError
@@ -20,27 +21,30 @@ from sensor.replay.timespec import format_ns, parse_time_spec
 NOTE_KINDS = frozenset({"unclosed"})  # reported, but not an integrity failure
 MAX_PROBLEMS_PER_FILE = 20
 
-EPILOG = """\
-examples:
-  netvigil replay /var/lib/netvigil/recordings --since 2h
-  netvigil replay DIR --rules rules/default --rules new.yaml --json
-  netvigil replay DIR --where 'fd.sip = 203.0.113.9' --tree
-  netvigil replay DIR --since 2026-11-20T08:00:00Z --until 2026-11-20T09:00:00Z --connections
-  netvigil replay DIR --where 'k8s.ns.name = shop' --export shop.jsonl
-  netvigil replay DIR --rules rules/default --rules new.yaml --enforce-preview
-  netvigil replay DIR --check
-"""
+EXAMPLES = (
+    "netvigil replay /var/lib/netvigil/recordings --since 2h",
+    "netvigil replay DIR --rules rules/default --rules new.yaml --json",
+    "netvigil replay DIR --where 'fd.sip = 203.0.113.9' --tree",
+    "netvigil replay DIR --since 2026-11-20T08:00:00Z --until 2026-11-20T09:00:00Z --connections",
+    "netvigil replay DIR --where 'k8s.ns.name = shop' --export shop.jsonl",
+    "netvigil replay DIR --rules rules/default --rules new.yaml --enforce-preview",
+    "netvigil replay DIR --check",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `replay` to the top-level parser."""
-    p = sub.add_parser(
-        "replay", help="replay recorded history through rules, investigate it",
+    p = add_command(
+        sub, "replay", help="replay recorded history through rules, investigate it",
         description="Read recordings (segment files or directories) in time order, rebuild "
                     "the process table, and run rules over the events (default: the shipped "
                     "rules), printing alerts as the live sensor does. Integrity problems are "
-                    "reported on stderr; replay goes on with what is sound.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "reported on stderr; replay goes on with what is sound."
+                    "\n\nInstead of alerts it can show the process tree (--tree), the "
+                    "connections (--connections), the events (--events), what enforcement "
+                    "rules would have denied (--enforce-preview), or export the events "
+                    "(--export). On a terminal, progress with rate and ETA goes to stderr.",
+        examples=EXAMPLES)
     p.add_argument("paths", nargs="+", metavar="PATH", help="segment file or recording directory")
     p.add_argument("--rules", action="append", metavar="PATH",
                    help="rules file or directory (repeatable; default: the shipped rules)")
