@@ -80,6 +80,15 @@ def _name(get: Getter) -> str | None:
     return connection_name(lip, lport, rip, rport)
 
 
+def _lport_declared(get: Getter) -> bool | None:
+    """k8s.pod.lport_declared: on a listen or bind of a pod process, whether fd.lport is
+    one of the pod's declared ports."""
+    ports, lport = get("k8s.pod.ports"), get("fd.lport")
+    if ports is None or lport is None or get("evt.type") not in ("listen", "bind"):
+        return None
+    return lport in ports
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One field: name, value type, description, event types that set it, derivation.
@@ -203,7 +212,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("k8s.pod.ports", "list", "Port numbers the pod's containers declare (containerPorts; "
        "netvigil extension).", arg_type="int"),
     _F("k8s.pod.lport_declared", "bool", "True when fd.lport is a port the pod declares in its "
-       "containerPorts (netvigil extension).", ("listen", "bind")),
+       "containerPorts (netvigil extension).", ("listen", "bind"), derive=_lport_declared,
+       sources=("evt.type", "k8s.pod.ports", "fd.lport")),
     _F("k8s.peer.kind", "str", "What is behind fd.rip: service (a Service IP, as connect() sees it "
        "before DNAT), pod, or endpoint (netvigil extension).", NETWORK_EVENT_TYPES),
     _F("k8s.peer.name", "str", "Name of the Service or pod behind fd.rip (netvigil extension).",

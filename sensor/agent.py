@@ -70,9 +70,13 @@ class Sensor:
     def attach_enricher(self, enricher: K8sEnricher | None) -> None:
         """Join process records with container/pod metadata from now on (None: stop)."""
         self.enricher = enricher
+        self.decoder.peer_fields = (enricher.peer_fields_of if enricher is not None and enricher.peers is not None
+                                    else None)
+        self.decoder.forget_remote_addresses()
         if enricher is not None:
             enricher.records = lambda: iter(self.table)
             enricher.on_update = self._record_updated
+            enricher.on_peers_changed = self.decoder.forget_remote_addresses
             enricher.cgroup_exists = lambda cgid: self.cgroups.full_path(cgid) is not None
 
     def _annotate(self, record: ProcessRecord) -> None:
@@ -115,11 +119,18 @@ class Sensor:
             self.program.set_sink(self.decoder.decode_at, consumer)
 
     def enrich(self, event: dict[str, Any]) -> dict[str, Any]:
-        """An event from elsewhere (e.g. an enforcement verdict) with its process fields."""
+        """An event from elsewhere (e.g. an enforcement verdict) with its process fields (and
+        the peer behind its fd.rip, as decoded events have)."""
         pid = event.get("proc.pid")
         if not isinstance(pid, int):
             return event
-        return Event({**self.decoder.fields_of_pid(pid), **stored(event)})
+        out = Event({**self.decoder.fields_of_pid(pid), **stored(event)})
+        rip, peer_fields = out.stored_get("fd.rip"), self.decoder.peer_fields
+        if isinstance(rip, str) and peer_fields is not None:
+            peer = peer_fields(rip, out.stored_get("fd.rport"))
+            if peer is not None:
+                out.update(peer)
+        return out
 
     def poll(self, timeout_ms: int = 100) -> None:
         """Deliver pending events (waiting up to timeout_ms for the first)."""

@@ -2,8 +2,9 @@
 
 The hot path (`decode_at`, network records read in place from the ring buffer): one
 `struct.unpack_from` per record, a cached per-process, per-shape template copied and
-its variable fields filled in, address text cached by raw bytes. No BCC reflection and
-no copy of the record per event. Each fact is stored once: a connection's ends as
+its variable fields filled in, address text cached by raw bytes (a remote address's
+text only while no peer is behind it: `peer_fields`). No BCC reflection and no copy of
+the record per event. Each fact is stored once: a connection's ends as
 fd.lip/fd.lport and fd.rip/fd.rport; fd.cip, fd.sport, fd.name... are derived where
 read (`rules.event.Event`, `rules.fields`).
 """
@@ -46,8 +47,9 @@ NET_FAST = NET_EVENT.reader("h.ts_boot_ns", "h.tgid", "h.tid", "ret", "fd", "op"
 NET_SIZE = NET_EVENT.size
 # shapes of network events (how the variable fields are filled in); >= _SERVER: both ends
 _SOCKET, _BIND, _LISTEN, _SERVER, _CLIENT, _SEND, _DUP = range(7)
-_Template = tuple[dict[str, Any], int, dict[bytes, str], int]
-"""(event template, shape, address text cache, address family) of a process and shape"""
+_Template = tuple[dict[str, Any], int, dict[bytes, str], dict[bytes, str], int]
+"""(event template, shape, local and remote address text caches, address family) of a
+process and shape"""
 _COMMON_KEYS = ("evt.num", "evt.time", "evt.type", "evt.dir", "thread.tid", "fd.num", "evt.rawres", "evt.res")
 _IP_KEYS = (*_COMMON_KEYS, "fd.type", "fd.typechar", "fd.sockfamily", "fd.l4proto")
 _LOCAL_KEYS = (*_IP_KEYS, "fd.lip", "fd.lport", "fd.connected")
@@ -90,6 +92,16 @@ class EventDecoder:
         """Adds container/pod metadata to a new exec's record (sensor.k8s.enrich)."""
         self._v4_text: dict[bytes, str] = {}
         self._v6_text: dict[bytes, str] = {}
+        self._v4_remote: dict[bytes, str] = {}
+        self._v6_remote: dict[bytes, str] = {}
+        """Remote addresses with no peer behind them (see `peer_fields`)."""
+        self._peers: dict[tuple[bytes, int], tuple[str, dict[str, Any]]] = {}
+        """(remote address, port) -> (text, peer fields) of remote ends with a peer."""
+        self.peer_fields: Callable[[str, int], dict[str, Any] | None] | None = None
+        """(fd.rip, fd.rport) -> the fields of the peer behind it, or None (sensor.k8s.enrich).
+        Asked only for a remote address in neither remote cache (text of ends without a
+        peer; text and fields of ends with one), both kept until
+        `forget_remote_addresses()` (the peer index changed)."""
         self._pid_fields: dict[int, dict[str, Any]] = {}
         self._templates: dict[int, dict[int, _Template]] = {}
         self._seq = 0
@@ -106,6 +118,35 @@ class EventDecoder:
             cache.clear()
         cache[raw] = text
         return text
+
+    def _remote(self, ev: dict[str, Any], family: int, raw: bytes, rport: int) -> str:
+        """Text of a remote address not in the remote text cache; adds the peer's fields to
+        `ev` when there is a peer behind it (cached by address and port), else caches
+        the text."""
+        known = self._peers.get((raw, rport))
+        if known is not None:
+            ev.update(known[1])
+            return known[0]
+        text = socket.inet_ntop(socket.AF_INET6, raw) if family == AF_INET6 else \
+            socket.inet_ntop(socket.AF_INET, raw[:4])
+        peer = self.peer_fields(text, rport) if self.peer_fields is not None else None
+        if peer is not None:
+            ev.update(peer)
+            if len(self._peers) > 65536:
+                self._peers.clear()
+            self._peers[(raw, rport)] = (text, peer)
+            return text
+        cache = self._v6_remote if family == AF_INET6 else self._v4_remote
+        if len(cache) > 65536:
+            cache.clear()
+        cache[raw] = text
+        return text
+
+    def forget_remote_addresses(self) -> None:
+        """Ask `peer_fields` again for every remote address (the peer index changed)."""
+        self._v4_remote.clear()
+        self._v6_remote.clear()
+        self._peers.clear()
 
     def _container(self, cgroup_id: int, pid: int) -> tuple[str, str | None]:
         ident = self.cgroups.identity(cgroup_id)
@@ -141,7 +182,7 @@ class EventDecoder:
             entry = None if templates is None else templates.get(op << 32 | famtype)
             if entry is None:
                 entry = self._net_template(tgid, op, famtype)
-            tmpl, shape, cache, family = entry
+            tmpl, shape, cache, remote, family = entry
             ev = Event(tmpl)
             seq = self._seq + 1
             self._seq = seq
@@ -159,9 +200,9 @@ class EventDecoder:
                 lip = cache.get(laddr)
                 if lip is None:
                     lip = self._addr(family, laddr)
-                rip = cache.get(raddr)
+                rip = remote.get(raddr)
                 if rip is None:
-                    rip = self._addr(family, raddr)
+                    rip = self._remote(ev, family, raddr, rport)
                 ev["fd.lip"] = lip
                 ev["fd.lport"] = lport
                 ev["fd.rip"] = rip
@@ -206,7 +247,7 @@ class EventDecoder:
     def _net_template(self, tgid: int, op: int, famtype: int) -> _Template:
         """What every network event of this process and shape shares: the event with the
         process fields, the constant event fields and slots (None) for the variable ones,
-        in event order; its shape; the address text cache and family. Cached while the
+        in event order; its shape; the address text caches and family. Cached while the
         pid's fields are."""
         pf = self._pid_fields.get(tgid)
         if pf is None:
@@ -248,7 +289,8 @@ class EventDecoder:
                     ev["evt.arg.newfd"] = None
                 else:
                     shape = _CLIENT
-        entry = (ev, shape, self._v6_text if v6 else self._v4_text, family)
+        entry = (ev, shape, self._v6_text if v6 else self._v4_text,
+                 self._v6_remote if v6 else self._v4_remote, family)
         if self._pid_fields.get(tgid) is pf:  # a known process: keep it until exec/fork/exit
             self._templates.setdefault(tgid, {})[op << 32 | famtype] = entry
         return entry

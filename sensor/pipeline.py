@@ -53,13 +53,14 @@ class Pipeline:
         self.on_alert = on_alert
         """Sees every alert (the event hub: match counters, `observe --alerts`)."""
         self.k8s = k8s
-        """sensor.k8s.enrich.K8sEnricher: per-event peer fields and the hold queue."""
+        """sensor.k8s.enrich.K8sEnricher: the hold queue (peer fields come with the decoder's
+        events: `Sensor.attach_enricher`)."""
         self.alerts = 0
         self.enforcement_requests = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
         k8s = self.k8s
-        if k8s is not None and k8s.join(event):
+        if k8s is not None and k8s.pending and k8s.hold(event):
             return  # held until its pod's metadata arrives (released by tick())
         if self.recorder is not None:
             self.recorder.event(event)

@@ -9,11 +9,15 @@ Two halves, both cheap on the hot path:
   recorded with the process record (replay resolves them as live did). When pod
   metadata arrives or changes later (`tick`, from the poll loop) the records of that
   pod are updated and re-announced through `on_update`.
-- event side (`join`, called by the pipeline for every event): the peer behind
-  `fd.rip` (one dict lookup), whether a listening port is one the pod declares, and the
-  hold queue: an event from a pod the API cache does not know yet waits up to
-  `hold_s` (released by `tick`, in order per pod, never on the hot thread), then goes
-  on with what is known and is counted in `stats().events_without_pod_metadata`.
+- event side, nothing per event unless there is something to add: the peer behind
+  `fd.rip` (`peer_fields_of`, asked by the decoder only for a remote address it has not
+  cached: `sensor.decoding.EventDecoder.peer_fields`; `tick` has it forget its caches
+  when the peer index changes); the hold queue (`pending`, `hold`, the
+  pipeline tests `pending` per event): an event from a pod the API cache does not know
+  yet waits up to `hold_s` (released by `tick`, in order per pod, never on the hot
+  thread), then goes on with what is known and is counted in
+  `stats().events_without_pod_metadata`. `k8s.pod.lport_declared` is derived where
+  read (`rules.fields`), from the record's `k8s.pod.ports` and the event's fd.lport.
 """
 from __future__ import annotations
 
@@ -128,9 +132,10 @@ class K8sEnricher:
         self.runtime = runtime
         self.pods = pods
         self.peers = peers
-        probe = getattr(peers, "has_peer", None)
-        self._peer_probe: Callable[[str], object] | None = (
-            probe() if probe is not None else (lambda ip: peers.lookup(ip)) if peers is not None else None)
+        self.on_peers_changed: Callable[[], None] | None = None
+        """Called (poll thread) when the peer index changed (the decoder forgets what it
+        cached about remote addresses)."""
+        self._peer_generation = -1
         self.hold_s = hold_s
         self._api_expected = api_expected or (lambda: pods is not None)
         self._clock = clock
@@ -229,46 +234,38 @@ class K8sEnricher:
             self._changed.append(pod.uid)
 
     # ---------------------------------------------------------------- event side
-    def join(self, event: dict[str, Any]) -> bool:
-        """Per-event enrichment; True when the event was taken into the hold queue.
-
-        Reads stored fields with dict's own lookup (events may be `rules.event.Event`s,
-        whose `get` also derives fields) and probes the peer index with its dict's `get`:
-        a few C calls per event unless a peer is found."""
-        if self.pending:
-            uid = _get(event, "k8s.pod.uid")
-            if uid is not None and uid in self.pending:
-                self._held.setdefault(uid, []).append(event)
-                self._events_held += 1
-                return True
-        rip = _get(event, "fd.rip")
-        if rip is not None:
-            probe = self._peer_probe
-            if probe is not None and probe(rip) is not None:
-                self._add_peer(event, rip)
-            return False
-        ports = _get(event, "k8s.pod.ports")
-        if ports is not None:
-            lport = _get(event, "fd.lport")
-            if lport is not None:
-                event["k8s.pod.lport_declared"] = lport in ports
+    def hold(self, event: dict[str, Any]) -> bool:
+        """Take an event into the hold queue when its pod is pending (the pipeline calls
+        this only while `pending` is not empty); True when taken."""
+        uid = _get(event, "k8s.pod.uid")   # dict's own get: events may be rules.event.Events
+        if uid is not None and uid in self.pending:
+            self._held.setdefault(uid, []).append(event)
+            self._events_held += 1
+            return True
         return False
 
-    def _add_peer(self, event: dict[str, Any], rip: str) -> None:
-        peer = self.peers.lookup(rip, _get(event, "fd.rport")) if self.peers is not None else None
+    def peer_fields_of(self, rip: str, rport: int | None = None) -> dict[str, Any] | None:
+        """The k8s.peer.* fields of the peer behind `rip` (and `rport`), or None (hot thread;
+        the returned dict is shared: copy it into the event, do not change it)."""
+        peer = self.peers.lookup(rip, rport) if self.peers is not None else None
         if peer is None:
-            return
+            return None
         fields = self._peer_fields.get(peer)
         if fields is None:
             if len(self._peer_fields) > 65536:
                 self._peer_fields.clear()
             fields = self._peer_fields[peer] = peer_fields(peer)
-        event.update(fields)
+        return fields
 
     def tick(self, deliver: Callable[[dict[str, Any]], None]) -> int:
         """From the poll loop: apply pod updates, release held events whose pod arrived or
         whose wait is over (to `deliver`, the pipeline, in order). Returns how many."""
         self._apply_changes()
+        generation = getattr(self.peers, "generation", 0)
+        if generation != self._peer_generation:
+            self._peer_generation = generation
+            if self.on_peers_changed is not None:
+                self.on_peers_changed()
         now = self._clock()
         if now >= self._next_sweep and self.cgroup_exists is not None:
             self._next_sweep = now + self.sweep_interval_s
@@ -296,7 +293,7 @@ class K8sEnricher:
                     event.update(fields)
                 else:
                     self._without_meta += 1
-                deliver(event)   # through join() again (peer fields); no longer pending
+                deliver(event)   # through the pipeline again; no longer pending
                 released += 1
         return released
 

@@ -74,6 +74,9 @@ class PeerIndex:
         self._ip_slices: dict[str, Key | list[Key]] = {}
         self._pods = pods
         self._write = threading.RLock()
+        self.generation = 0
+        """Counts changes of the address -> peer map: readers that remember what is (or
+        is not) behind an address (the decoder's caches) forget when it moves."""
         self.services_synced = threading.Event()
         self.slices_synced = threading.Event()
         if pods is not None:
@@ -240,8 +243,10 @@ class PeerIndex:
         for ip in ips:
             peer = self._resolve(ip)
             if peer is None:
-                self._by_ip.pop(ip, None)
-            else:
+                if self._by_ip.pop(ip, None) is not None:
+                    self.generation += 1
+            elif self._by_ip.get(ip) != peer:
+                self.generation += 1
                 self._by_ip[ip] = peer
 
     def _resolve(self, ip: str) -> Peer | None:

@@ -6,7 +6,10 @@ and the cluster's Services come from the API; the shipped rules decide.
   neighbour, even when the pod reaches the API cache only after its first event (the
   events wait, then carry the labels);
 - a connect() to a Service ClusterIP (an address on the loopback of a netns the test
-  made) carries the Service's name, and the shipped API-server rule fires for it.
+  made) carries the Service's name, and the shipped API-server rule fires for it;
+- the alert of a pod's event, delivered by the real Slack and falcosidekick sinks to
+  HTTP receivers on loopback, names the pod and its namespace (Slack's Pod field,
+  falcosidekick's output_fields k8s.ns.name / k8s.pod.name).
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: the API
 from k8s_apiserver import FakeApiServer, make_service  # noqa: E402
 from k8s_support import watcher_for  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
+from test_alerts_support import Receiver  # noqa: E402
+
+from alerts.secrets import Redactor  # noqa: E402
+from alerts.sinks import falcosidekick, slack  # noqa: E402
 from sensor.k8s.enrich import K8sEnricher  # noqa: E402
 from sensor.k8s.runtime import RuntimeMetadata  # noqa: E402
 from sensor.pipeline import Pipeline  # noqa: E402
@@ -158,3 +165,32 @@ def test_connect_to_a_service_cluster_ip_carries_the_service(cluster, live) -> N
     assert conns[0]["k8s.peer.kind"] == "service"
     fired = [a for a in alerts if a.rule == "Unexpected Kubernetes API Server Connection from Pod"]
     assert fired and fired[0].output_fields["k8s.pod.name"] == "report-7d8e9-klmno"
+
+
+def test_slack_and_falcosidekick_name_the_pod_and_namespace_of_an_alert(cluster, live) -> None:
+    host, ns, api, enricher, pipeline, alerts = cluster
+    pod = host.pod("checkout-6b7c8-pqrst", "shop", labels={"netvigil.io/egress-policy": "strict"},
+                   owner=("ReplicaSet", "checkout-6b7c8"), netns=ns)
+    api.create("pods", pod.api_object("node-1"))
+    _run(pod, live, pipeline, EXTERNAL, delay=0.3, name="checkout")
+    _settle(live, pipeline, enricher, 1.0)
+    alert = next(a for a in alerts if a.rule == "Unauthorized Egress Connection"
+                 and a.output_fields.get("k8s.pod.name") == pod.name)
+    hook, fsk = Receiver(), Receiver()
+    try:
+        settings = slack.parse_settings({"url_env": "SLACK_URL"}, "t", {"SLACK_URL": hook.url + "services/T/B/X"})
+        slack.SlackSink("oncall", settings, timeout_s=5, redactor=Redactor()).deliver([alert])
+        settings = falcosidekick.parse_settings({"url": fsk.url.rstrip("/")}, "t", {})
+        falcosidekick.FalcosidekickSink("fsk", settings, timeout_s=5, redactor=Redactor()).deliver([alert])
+        message = hook.wait_for(1)[0].json()
+        payload = fsk.wait_for(1)[0].json()
+    finally:
+        hook.stop()
+        fsk.stop()
+    fields = [f["text"] for f in message["attachments"][0]["blocks"][1]["fields"]]
+    assert "*Pod*\nshop/checkout-6b7c8-pqrst" in fields, fields
+    assert any(f.startswith("*Container*\ncheckout (") and f.endswith("registry.example/shop/checkout:1.0")
+               for f in fields), fields
+    out = payload["output_fields"]
+    assert (out["k8s.ns.name"], out["k8s.pod.name"]) == ("shop", "checkout-6b7c8-pqrst")
+    assert out["container.image"] == "registry.example/shop/checkout:1.0" and payload["hostname"] == "node-1"

@@ -1,5 +1,7 @@
-"""Live, end to end: an `enforce:` rule scoped to a workload denies a pod of that workload
-that starts after the rule fired, and leaves other workloads alone.
+"""Live, end to end: an `enforce:` rule scoped to a workload (or a namespace) denies a pod
+of it that starts after the rule fired, and leaves the others alone; `netvigil enforce
+block --pod/--namespace` (runtime bundles) and `--workload/--selector` (the real
+`kubernetes` client against the loopback API server) deny exactly the pods they name.
 
 Real parts: the shared sensor, runc pods laid out as containerd's CRI lays them out
 under kubelet's cgroupfs path (with --cgroup-root = a test cgroup the enforcement
@@ -25,11 +27,13 @@ from sensor import cgroups
 from sensor.enforcement.agent import Enforcement
 from sensor.enforcement.config import EnforcementConfig
 from sensor.enforcement.datapath import remove_all
+from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.pod_scopes import feed
 from sensor.k8s.enrich import K8sEnricher
 from sensor.k8s.pods import PodCache
 from sensor.k8s.runtime import RuntimeMetadata
 from sensor.pipeline import Pipeline
+from tests.k8s_apiserver import FakeApiServer
 from tests.k8s_pods import PodHost
 
 PID = os.getpid()
@@ -194,3 +198,95 @@ def test_enforce_block_by_pod_and_namespace_from_the_command_line(live, node, ag
     assert _client(bystander, "app") == "OK"
     assert block("--namespace", "shop").returncode == 0
     assert _client(bystander, "app") == "ERR 1"
+
+
+def test_enforce_block_by_workload_and_selector_asks_the_api_server(live, node, agent, tmp_path) -> None:
+    host, ns = node
+    web = [host.pod(f"web-5d8f9c-{s}", "shop", labels={"app": "web", "tier": "front"},
+                    owner=("ReplicaSet", "web-5d8f9c"), netns=ns) for s in ("aaaaa", "bbbbb")]
+    batch = host.pod("batch-7c6b5-ccccc", "shop", labels={"app": "batch", "tier": "back"},
+                     owner=("ReplicaSet", "batch-7c6b5"), netns=ns)
+    elsewhere = host.pod("web-5d8f9c-ddddd", "other", labels={"app": "web", "tier": "front"},
+                         owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+    pods = [*web, batch, elsewhere]
+    for pod in pods:
+        pod.start(["/bin/sleep", "60"], name="sidecar")
+    with FakeApiServer() as api:
+        for pod in pods:
+            api.create("pods", pod.api_object("node-1"))
+        api.create("pods", host.pod("web-5d8f9c-zzzzz", "shop", labels={"app": "web"},
+                                    owner=("ReplicaSet", "web-5d8f9c")).api_object("node-2"))  # not this node's
+        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")), "NODE_NAME": "node-1",
+               "HOME": "/nonexistent"}
+        netvigil = str(Path(sys.executable).with_name("netvigil"))
+        base = ["--pin-path", str(agent.datapath.layout.base)]
+
+        def enforce(*args: str, env: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([netvigil, "enforce", *base, *args], capture_output=True, text=True,
+                                  timeout=60, env=env)
+
+        def block(*where: str) -> subprocess.CompletedProcess[str]:
+            return enforce("block", *where, "--cidr", f"{REMOTE}/32", "--host-root", str(host.prefix), "--ttl", "5m")
+
+        done = block("--workload", "shop/Deployment/web")
+        assert done.returncode == 0, done.stderr
+        with EnforcementMaps(agent.datapath.layout) as maps:
+            scopes = {k.scope for k in maps.entries()}
+        assert {cgroups.cgroup_id(p.cgroup_dir) for p in web} <= scopes
+        assert cgroups.cgroup_id(batch.cgroup_dir) not in scopes
+        assert [_client(p, "app") for p in (*web, batch, elsewhere)] == ["ERR 1", "ERR 1", "OK", "OK"]
+
+        assert enforce("flush").returncode == 0
+        done = block("--selector", "shop/tier=back")
+        assert done.returncode == 0, done.stderr
+        assert [_client(p, "app") for p in (*web, batch)] == ["OK", "OK", "ERR 1"]
+
+        missing = block("--workload", "shop/nope")
+        assert missing.returncode != 0 and "no running pod on this node matches" in missing.stderr
+        assert "Traceback" not in missing.stderr
+    down = block("--workload", "shop/web")               # the API server is gone
+    assert down.returncode != 0 and "API server" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_namespace_scope_denies_a_pod_of_the_namespace_started_after_the_rule_fired(live, node, agent) -> None:
+    host, ns = node
+    pods = PodCache()
+    enricher = K8sEnricher(RuntimeMetadata(host.roots), pods, hold_s=2.0)
+    feed(agent.pod_scopes, enricher, pods)
+    rules = RULES.replace("k8s.workload.name = web", "k8s.ns.name = shop").replace("scope: workload", "scope: namespace")
+    pipeline = Pipeline(hostname="node-1", ruleset=load_rules_text(rules, "k8s-enforce-ns.yaml"),
+                        on_event=live.events.append, k8s=enricher, enforcement=agent)
+    live.sensor.attach_enricher(enricher)
+    previous = live.sensor.on_event
+    live.sensor.on_event = pipeline
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            live.sensor.poll(50)
+            pipeline.tick()
+            agent.poll(0)
+
+    try:
+        first = host.pod("web-5d8f9c-aaaaa", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+        pods.upsert(first.api_object())
+        assert _client(first, "web", pump) == "OK"          # the rule fires on this one
+        pump(1.5)
+        assert pipeline.enforcement_requests >= 1 and agent.pod_scopes.groups()
+
+        later = host.pod("cron-28d1f-eeeee", "shop", owner=("Job", "cron-28d1f"), netns=ns)   # another workload
+        pods.upsert(later.api_object())
+        later.make_cgroup()
+        later_id = cgroups.cgroup_id(later.cgroup_dir)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(k.scope == later_id for k in agent.manager.entries()):
+            pump(0.1)
+        assert _client(later, "cron", pump) == "ERR 1"
+
+        outside = host.pod("web-5d8f9c-fffff", "other", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+        pods.upsert(outside.api_object())
+        pump(0.3)
+        assert _client(outside, "web", pump) == "OK"         # the same workload name, another namespace
+    finally:
+        live.sensor.on_event = previous
+        live.sensor.attach_enricher(None)
