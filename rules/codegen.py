@@ -10,12 +10,12 @@ Falco), so ``not proc.name = x`` holds for an event without ``proc.name``.
 """
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from rules.addresses import parse_address
 from rules.analysis import cost
 from rules.checker import CAnd, CCmp, CConst, CNode, CNot, COr
 from rules.event import Event
@@ -27,13 +27,8 @@ EVAL_ERRORS = (TypeError, AttributeError, ValueError)
 @lru_cache(maxsize=8192)
 def _ip_key(text: str) -> tuple[int, int] | None:
     """(version, integer) of an address; IPv4-mapped IPv6 counts as IPv4."""
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.version, int(addr)
+    addr = parse_address(text)
+    return None if addr is None else (addr.version, int(addr))
 
 
 def _innet(value: Any, nets: tuple[tuple[int, int, int], ...]) -> bool:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rules.addresses import parse_address
 from sensor.enforcement.errors import ConfigError, InvalidEntryError
 from sensor.enforcement.keys import DenyKey, SafeKey, parse_network
 
@@ -114,12 +115,9 @@ class SafetyList:
     def protects(self, address: str, port: int) -> bool:
         """True if a connection with this remote (or bound) address and port is never
         denied: the kernel's check (address, port) then (address, any port)."""
-        try:
-            addr = ipaddress.ip_address(address)
-        except ValueError:
+        addr = parse_address(address)
+        if addr is None:
             return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
         for s in self.entries:
             if s.port and s.port != port:
                 continue
