@@ -2,7 +2,9 @@
 
 1. connect/accept loop rate on loopback from a cgroup under the enforcement
    programs: with 10,000 non-matching deny entries vs none (target >= 0.97),
-   plus the rate with no programs at all for reference.
+   plus the rate with no programs at all for reference, and the programs' own
+   kernel time per connection from bpf_stats (fdinfo run_time_ns), which the
+   shared machine's noise does not blur.
 2. detection-to-deny latency: from a matching event (evt.time) through the
    rule engine and the manager to the first connect() that fails with EPERM
    (target p99 <= 5 ms).
@@ -61,6 +63,45 @@ def connect_accept_rate(n: int) -> float:
     return n / dt
 
 
+STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def prog_run_totals() -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over this process's BPF program fds (fdinfo)."""
+    ns = cnt = 0
+    for info in Path("/proc/self/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        if "run_time_ns:" not in text:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name == "run_time_ns":
+                ns += int(value)
+            elif name == "run_cnt":
+                cnt += int(value)
+    return ns, cnt
+
+
+def program_cost(cg: Path, n: int) -> float | None:
+    """Kernel time of our programs per connect+accept from ``cg`` (bpf_stats), in ns."""
+    try:
+        before_flag = STATS_SYSCTL.read_text().strip()
+        STATS_SYSCTL.write_text("1")
+    except OSError:
+        return None
+    try:
+        join(cg)
+        ns0, _ = prog_run_totals()
+        connect_accept_rate(n)
+        ns1, _ = prog_run_totals()
+    finally:
+        STATS_SYSCTL.write_text(before_flag)
+    return (ns1 - ns0) / n
+
+
 def fill(maps: EnforcementMaps, mid: int, full: int, count: int, rid: int,
          mix: str) -> list[DenyKey]:
     """`count` entries in 198.18.0.0/15 that the benchmark's loopback traffic never matches.
@@ -107,6 +148,7 @@ def bench_rates(maps: EnforcementMaps, cgs: dict[str, Path], rounds: int, n: int
             for k in labels:
                 join(cgs[k])
                 rates[k].append(connect_accept_rate(n))
+        cost = {k: program_cost(cgs[k], 4 * n) for k in ("empty", "full")}
         maps.flush()
         med = {k: statistics.median(v) for k, v in rates.items()}
         print(f" {mix} entry mix:")
@@ -116,6 +158,12 @@ def bench_rates(maps: EnforcementMaps, cgs: dict[str, Path], rounds: int, n: int
         print(f"  ratio 10000 entries / none: {med['full'] / med['empty']:.3f} "
               f"(per-round median {statistics.median(per_round):.3f}; target >= 0.97); "
               f"vs no programs: {med['full'] / med['noprog']:.3f}")
+        if cost["empty"] is not None and cost["full"] is not None:
+            loop_ns = 1e9 / med["empty"]
+            print(f"  programs' own kernel time per connection (bpf_stats): none "
+                  f"{cost['empty']:.0f} ns, 10000 entries {cost['full']:.0f} ns: the entries "
+                  f"add {cost['full'] - cost['empty']:.0f} ns to a {loop_ns:,.0f} ns loop, "
+                  f"ratio {loop_ns / (loop_ns + cost['full'] - cost['empty']):.3f}")
     print("  (entries sit in the client's cgroup scope and its parent's; 'none' is a sibling "
           "cgroup under the same programs)")
 

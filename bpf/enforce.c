@@ -90,11 +90,23 @@ static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
     __builtin_memcpy(k.addr, addr, 16);
     u32 base = dir == NV_DIR_INGRESS ? 4 : 0;
 
+    struct nv_port_key pk = {};
+    pk.scope = scope;
+    pk.dir = dir;
+    pk.port = port;
+
     for (int c = 0; c < 4; c++) {
         if (sv->count[(base + c) & 7] == 0)
             continue;
         k.proto = (c & 2) ? NV_PROTO_ANY : proto;
         k.port = (c & 1) ? 0 : port;
+        if (!(c & 1)) {
+            /* a port-specific combination: one hash lookup says whether any entry
+             * names this port before the trie is walked for it */
+            pk.proto = k.proto;
+            if (!nv_ports.lookup(&pk))
+                continue;
+        }
         struct nv_deny_val *v = nv_deny.lookup(&k);
         if (!v)
             continue;
