@@ -16,8 +16,10 @@ from rules.fields import connection_name
 from sensor.recording import encoder as enc
 from sensor.recording import format as fmt
 from sensor.recording.errors import DecodeError
-from sensor.recording.prefilter import (MAX_REMEMBERED, MatchOracle, ShapeMemo,
+from sensor.recording.prefilter import (MAX_REMEMBERED, REMEMBERED, MatchOracle, ShapeMemo,
                                         compile_memo)
+
+_SID_MASK = (1 << 13) - 1  # (ref << 13) | sid keys the per-process, per-shape caches
 
 IT_EVENT = "event"
 IT_PROCESS = "process"
@@ -35,6 +37,7 @@ class SegmentDecoder:
         self.fields: dict[int, str] = {}
         self.values: dict[int, Any] = {}
         self.shapes: dict[int, Callable] = {}
+        self.shape_recs: dict[int, list] = {}  # sid -> its definition (var, consts, flags)
         self.refs: dict[int, str] = {}
         self.pids: dict[int, Any] = {}
         created = header.get("created_ns")
@@ -56,8 +59,10 @@ class SegmentDecoder:
         self._oracle = prefilter
         self.memos: dict[int, ShapeMemo] = {}
         self.exit_sids: set[int] = set()  # shapes of procexit events
-        # (ref << 13 | shape) -> (process part of the key, pid, exec_id, process fields)
-        self.pstate: dict[int, tuple[Any, Any, str | None, Mapping[str, Any] | None]] = {}
+        # (ref << 13 | shape) -> (key function, process part of the key, pid, exec_id,
+        # process fields, memo) of a memoized shape
+        self.pstate: dict[int, tuple[Callable, Any, Any, str | None,
+                                     Mapping[str, Any] | None, ShapeMemo]] = {}
         self.remembered = 0
         self.prefiltered = 0
 
@@ -74,15 +79,16 @@ class SegmentDecoder:
 
     def _pstate(self, memo: ShapeMemo, ref: int | None, sid: int,
                 resolve: Callable[[str], Mapping[str, Any]] | None
-                ) -> tuple[Any, Any, str | None, Mapping[str, Any] | None]:
-        """(process part of the key, pid, exec_id, process fields) for ``ref`` and ``sid``."""
+                ) -> tuple[Callable, Any, Any, str | None, Mapping[str, Any] | None, ShapeMemo]:
+        """(key function, process part of the key, pid, exec_id, process fields, memo)
+        for ``ref`` and ``sid``."""
         exec_id = self.refs.get(ref) if ref is not None else None
         if exec_id is None:  # no process (or its record was lost): the shape decides
             if ref is not None:
                 self.orphans += 1
-            return (sid, None, None, None)
+            return (memo.key, sid, None, None, None, memo)
         base = resolve(exec_id) if resolve else {}  # kept: the fields as of now
-        st = (memo.process_key(base), self.pids[ref], exec_id, base)
+        st = (memo.key, memo.process_key(base), self.pids[ref], exec_id, base, memo)
         key = (ref << 13) | sid
         self.pstate[key] = st
         self.ref_keys.setdefault(ref, []).append(key)
@@ -138,25 +144,24 @@ class SegmentDecoder:
                             t = last_t
                         else:
                             t = None
-                        if skip and sid in skip:
-                            delta = skip[sid]
-                            if delta is not None:
-                                self.last_num += vals[delta]
-                            self.skipped += 1
-                            continue
-                        memo = memos.get(sid) if memos else None
-                        if memo is not None:
-                            st = pstate.get((ref << 13) | sid) if ref is not None else None
-                            if st is None:
+                        # the common case first: a memoized shape of a process seen before
+                        st = pstate.get((ref << 13) | sid) if ref is not None else None
+                        if st is None:
+                            if skip and sid in skip:
+                                delta = skip[sid]
+                                if delta is not None:
+                                    self.last_num += vals[delta]
+                                self.skipped += 1
+                                continue
+                            memo = memos.get(sid) if memos else None
+                            if memo is not None:
                                 st = self._pstate(memo, ref, sid, resolve)
-                            pk, pid, exec_id, base = st
-                            k = memo.key(vals, t, pk, pid)  # advances last_num
-                            try:
-                                if k in memo.nohit:
-                                    n_pre += 1
-                                    continue
-                            except TypeError:  # an unhashable value: evaluate, don't remember
-                                k = None
+                        if st is not None:
+                            key_of, pk, pid, exec_id, base, memo = st
+                            k = key_of(vals, t, pk, pid)  # advances last_num
+                            if k is REMEMBERED:  # known to match nothing
+                                n_pre += 1
+                                continue
                             if memo.delta is not None:
                                 self.last_num -= vals[memo.delta]  # the build advances it
                             if exec_id is None:
@@ -223,9 +228,17 @@ class SegmentDecoder:
             self.values[vid] = value
         elif kind == fmt.K_SHAPE:
             _, sid, var, consts, derive, has_time, _tag = rec
+            if self.shape_recs.get(sid) == rec[2:6]:  # its second copy (or a repeat)
+                return None
+            redefined = sid in self.shape_recs
             self.shapes[sid] = self._compile(sid, var, consts, derive, has_time)
+            self.shape_recs[sid] = rec[2:6]
             evt_type = self.consts[sid].get("evt.type")
             self.memos.pop(sid, None)
+            if redefined:  # caches built for the shape's old form
+                for cache in (self.pstate, self.merged_cache):
+                    for key in [k for k in cache if k & _SID_MASK == sid]:
+                        del cache[key]
             if evt_type == "procexit":
                 self.exit_sids.add(sid)
             else:
@@ -244,12 +257,9 @@ class SegmentDecoder:
                         self.memos[sid] = memo
         elif kind == fmt.K_PROC:
             _, ref, m, _tag = rec
-            d = {}
-            for k, v in m.items():
-                if k < 0:
-                    d[self.fields[-k - 1]] = self.values[v]
-                else:
-                    d[self.fields[k]] = v
+            fields, values = self.fields, self.values
+            d = {fields[-k - 1] if k < 0 else fields[k]: values[v] if k < 0 else v
+                 for k, v in m.items()}
             exec_id = d.get("exec_id")
             if not isinstance(exec_id, str):
                 raise DecodeError("process record without exec_id")

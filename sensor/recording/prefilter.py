@@ -13,7 +13,7 @@ are counted and skipped. Events that match something are always built and yielde
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from rules.fields import FIELDS_BY_NAME, SERVER_SIDE_TYPES, stored_sources
@@ -23,6 +23,9 @@ from sensor.recording.errors import DecodeError
 
 MAX_REMEMBERED = 1 << 18
 """Keys remembered per segment (a bound on memory; the cache restarts when full)."""
+
+REMEMBERED = object()
+"""What a shape's key function returns for an event whose key is known to match nothing."""
 
 
 class MatchOracle(Protocol):
@@ -62,29 +65,49 @@ def freeze(value: Any) -> Any:
 
 
 class ShapeMemo:
-    """Key function and remembered no-match keys of one event shape."""
+    """Key functions and remembered no-match keys of one event shape."""
 
-    __slots__ = ("key", "proc_fields", "delta", "nohit")
+    __slots__ = ("key", "process_key", "proc_fields", "delta", "nohit")
 
     def __init__(self, key: Any, proc_fields: tuple[tuple[str, tuple | None], ...],
                  delta: int | None) -> None:
-        self.key = key                  # (vals, t, pk, pid) -> key; advances evt.num
+        self.key = key                  # (vals, t, pk, pid) -> key, REMEMBERED or None
+        #                                 (unhashable); advances evt.num
         self.proc_fields = proc_fields  # (name, sorted consts or None) read from the process
+        self.process_key = process_key_function(proc_fields)
+        """merged process fields -> the part of the key a process (and the shape's
+        constants) decides"""
         self.delta = delta              # index of the evt.num delta among the values
         self.nohit: set = set()
 
-    def process_key(self, merged: Mapping[str, Any]) -> Any:
-        """The part of the key a process (and the shape's constants) decides."""
-        parts = []
-        for name, consts in self.proc_fields:
-            v = merged.get(name)
-            parts.append(rank(v, consts) if consts is not None else freeze(v))
-        try:
-            out = tuple(parts)
-            hash(out)
-        except TypeError:  # an unorderable/unhashable value: remember per process only
-            return object()
-        return out
+
+def process_key_function(proc_fields: tuple[tuple[str, tuple | None], ...]
+                         ) -> Callable[[Mapping[str, Any]], Any]:
+    """``fields -> key part`` for ``proc_fields`` (name, sorted consts or None), compiled:
+    each value ranked against its constants, or frozen; a value that cannot be hashed or
+    ordered gives a key of its own (remembered per process only)."""
+    params: dict[str, Any] = {"rank": rank, "F": freeze}
+    parts = []
+    for i, (name, consts) in enumerate(proc_fields):
+        params[f"N{i}"] = name
+        if consts is not None:
+            params[f"C{i}"] = consts
+            parts.append(f"rank(g(N{i}), C{i})")
+        else:
+            parts.append(f"(x if (x := g(N{i})).__class__ is str else F(x))")
+    src = (f"def make({', '.join(params)}):\n"
+           f"    def process_key(m):\n"
+           f"        g = m.get\n"
+           f"        try:\n"
+           f"            k = ({''.join(p + ', ' for p in parts)})\n"
+           f"            hash(k)\n"
+           f"        except TypeError:\n"
+           f"            return object()\n"
+           f"        return k\n"
+           f"    return process_key\n")
+    ns: dict[str, Any] = {}
+    exec(src, ns)  # noqa: S102 - built from our own templates; values bound by name only
+    return ns["make"](**params)
 
 
 def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping[int, str], var: list,
@@ -100,8 +123,10 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
     codecs = [codec for _, codec in var]
     pos = {name: i for i, name in enumerate(var_names)}
     copies = {t: s for t, s, flag in enc.COPY_DERIVATIONS if derive & flag}
+    memo = ShapeMemo(None, (), None)
     params: dict[str, Any] = {"rank": rank, "raw": raw, "bl": bisect_left,
-                              "DecodeError": DecodeError}
+                              "DecodeError": DecodeError, "NOHIT": memo.nohit,
+                              "REMEMBERED": REMEMBERED}
     parts: list[str] = []
     proc: list[tuple[str, tuple | None]] = []
     deltas = [i for i, c in enumerate(codecs) if c == fmt.C_DELTA]
@@ -166,12 +191,17 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
     body = [f"        if len(v) != {len(var)}: raise DecodeError('wrong number of values')"]
     if delta is not None:
         body.append(f"        n = S.last_num = S.last_num + v[{delta}]")
-    body.append(f"        return (pk, {''.join(p + ', ' for p in parts)})")
+    body.append(f"        k = (pk, {''.join(p + ', ' for p in parts)})")
+    body += ["        try:",
+             "            if k in NOHIT: return REMEMBERED",
+             "        except TypeError: return None  # unhashable: evaluated, not remembered",
+             "        return k"]
     src = (f"def make(S, {', '.join(names)}):\n"
            f"    def key(v, t, pk, pid):\n" + "\n".join(body) + "\n"
            f"    return key\n")
     ns: dict[str, Any] = {}
     exec(src, ns)  # noqa: S102 - built from our own templates; values bound by name only
-    memo = ShapeMemo(None, tuple(proc), delta)
+    memo.proc_fields, memo.delta = tuple(proc), delta
+    memo.process_key = process_key_function(memo.proc_fields)
     memo.key = ns["make"](state, **params)
     return memo
