@@ -124,3 +124,37 @@ def test_cli_summary_says_how_many_events_were_not_rebuilt(recording, capsys) ->
     _, err = capsys.readouterr()
     assert f"of {len(events):,} events (" in err
     assert "that no rule could match were counted, not rebuilt" in err
+
+
+def test_a_shape_redefined_in_another_form_is_not_answered_from_its_old_form() -> None:
+    """A segment may define a shape id again (definitions are repeated for robustness;
+    a damaged or hand-made segment may change one): events after it are decoded, and
+    prefiltered, by the new definition, not by what was cached for the old one."""
+    from sensor.recording import format as fmt
+    from sensor.recording.decoder import IT_EVENT, SegmentDecoder
+    from rules.loader import load_rules_text
+
+    rules = load_rules_text("""
+- rule: Miner Port
+  desc: test
+  condition: evt.type = connect and fd.rport = 4444
+  output: miner %fd.rport
+  priority: WARNING
+""", "t.yaml")
+    fields = ["evt.type", "fd.rport", "fd.lport", "exec_id", "pid"]
+    defs = [[fmt.K_FIELD, i, name, 0] for i, name in enumerate(fields)]
+
+    def shape(rport: int) -> list:
+        return [fmt.K_SHAPE, 0, [[2, fmt.C_RAW]], [[0, "connect"], [1, rport]], 0, 1, 0]
+
+    event = [fmt.K_EVENT, 0, 1000, 0, [40000], 0]
+    dec = SegmentDecoder({"created_ns": 0}, prefilter=rules)
+    errors: list = []
+    first = dec.decode([*defs, shape(80), [fmt.K_PROC, 0, {3: "b:1:1", 4: 1}, 0],
+                        event, event, shape(80), event],
+                       lambda i, exc: errors.append(exc))
+    assert [i for i in first if i[0] == IT_EVENT] == [] and dec.prefiltered == 3
+    second = dec.decode([shape(4444), event], lambda i, exc: errors.append(exc))
+    events = [i[2] for i in second if i[0] == IT_EVENT]
+    assert [e["fd.rport"] for e in events] == [4444] and rules.evaluate(events[0])
+    assert errors == []
