@@ -45,6 +45,9 @@
 #define NV_TCP_CLOSE 7
 #define NV_EINPROGRESS 115
 
+/* a kernel-internal member at a byte offset from the running kernel's BTF (-D NV_OFF_...) */
+#define NV_KREAD(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
+
 #ifndef NV_WAKEUP_NS
 #define NV_WAKEUP_NS 10000000
 #endif

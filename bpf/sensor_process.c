@@ -40,6 +40,67 @@ static __always_inline s32 exit_status(u32 tgid)
 }
 #endif
 
+#ifdef NV_STDIO_AT_EXEC
+#define NV_S_IFMT 00170000
+#define NV_S_IFSOCK 0140000
+/* Sockets on fds 0-2 of the process that just exec'd (the reverse-shell signal without a
+ * dup2/dup3 syscall hook: a shell or tool started with a socket as its stdio), each
+ * reported as a dup2 onto that fd. Offsets from the running kernel's BTF: task_struct
+ * .files -> files_struct.fdt -> fdtable.fd[i] -> file.f_inode->i_mode (S_IFSOCK), then
+ * file.private_data -> socket.sk -> the addresses in sock_common. */
+static __always_inline void stdio_sockets(u64 now)
+{
+    u64 task = bpf_get_current_task();
+    u64 files = 0, fdt = 0, fds = 0;
+    if (NV_KREAD(files, task, NV_OFF_TASK_FILES) || !files || NV_KREAD(fdt, files, NV_OFF_FILES_FDT) ||
+        !fdt || NV_KREAD(fds, fdt, NV_OFF_FDT_FD) || !fds)
+        return;
+    u64 file[3] = {};
+    if (bpf_probe_read_kernel(file, sizeof(file), (void *)fds))
+        return;
+#pragma unroll
+    for (int i = 0; i < 3; i++) {
+        u64 inode = 0, sock = 0, sk = 0;
+        u16 mode = 0, family = 0, lport = 0, rport = 0;
+        s16 type = 0;
+        if (!file[i] || NV_KREAD(inode, file[i], NV_OFF_FILE_F_INODE) || !inode ||
+            NV_KREAD(mode, inode, NV_OFF_INODE_I_MODE) || (mode & NV_S_IFMT) != NV_S_IFSOCK)
+            continue;
+        if (NV_KREAD(sock, file[i], NV_OFF_FILE_PRIVATE_DATA) || !sock || NV_KREAD(sk, sock, NV_OFF_SOCKET_SK) ||
+            !sk || NV_KREAD(type, sock, NV_OFF_SOCKET_TYPE) || NV_KREAD(family, sk, NV_OFF_SKC_FAMILY))
+            continue;
+        if (family != NV_AF_INET && family != NV_AF_INET6)
+            continue;
+        struct nv_net_event *e = events.ringbuf_reserve(sizeof(struct nv_net_event));
+        if (!e) {
+            count_lost();
+            return;
+        }
+        fill_header(&e->h, NV_NET, now);
+        e->ret = i;
+        e->fd = i;
+        e->op = NV_OP_DUP2;
+        e->aux = i;
+        __builtin_memset(&e->s, 0, sizeof(e->s));
+        e->s.gen = now;
+        e->s.family = family;
+        e->s.type = type == NV_SOCK_STREAM ? NV_SOCK_STREAM : NV_SOCK_DGRAM;
+        NV_KREAD(lport, sk, NV_OFF_SKC_NUM);
+        NV_KREAD(rport, sk, NV_OFF_SKC_DPORT);
+        e->s.lport = lport;
+        e->s.rport = __builtin_bswap16(rport);
+        if (family == NV_AF_INET6) {
+            bpf_probe_read_kernel(e->s.laddr, 16, (void *)(sk + NV_OFF_SKC_V6_RCV_SADDR));
+            bpf_probe_read_kernel(e->s.raddr, 16, (void *)(sk + NV_OFF_SKC_V6_DADDR));
+        } else {
+            bpf_probe_read_kernel(e->s.laddr, 4, (void *)(sk + NV_OFF_SKC_RCV_SADDR));
+            bpf_probe_read_kernel(e->s.raddr, 4, (void *)(sk + NV_OFF_SKC_DADDR));
+        }
+        events.ringbuf_submit(e, wakeup_flag(now));
+    }
+}
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     int zero = 0;
@@ -62,6 +123,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         len = offsetof(struct nv_exec_event, args) + NV_ARGS_SIZE;
     if (events.ringbuf_output(e, len, wakeup_flag(now)))
         count_lost();
+#ifdef NV_STDIO_AT_EXEC
+    stdio_sockets(now);
+#endif
     return 0;
 }
 

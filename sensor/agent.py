@@ -27,6 +27,7 @@ class SensorOptions:
     """Knobs of the live sensor."""
 
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+    hooks: str = "auto"         # network hook set: auto, cgroup, syscalls (bpf_program.HOOK_SETS)
     proc_root: str = "/proc"
     exited_retention_s: float = 30.0
 
@@ -103,7 +104,7 @@ class Sensor:
             self._annotate(record)
             self.table.add(record)
         log.debug("seeded %d processes", len(self.table))
-        self.program = SensorProgram(None, self.options.ringbuf_pages)
+        self.program = SensorProgram(None, self.options.ringbuf_pages, hooks=self.options.hooks)
         # records go straight from the ring buffer to the decoder and on to the consumer
         self.program.set_sink(self.decoder.decode_at, self._on_event)
 

@@ -5,8 +5,10 @@ import ctypes
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sensor import cgroups
 from sensor.btf import BtfError, KernelBtf
 from sensor.errors import BPFUnavailableError
 from sensor.ring_reader import ItemConsumer, RecordDecoder, RingBufferError, RingReader
@@ -29,8 +31,18 @@ def bpf_source_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parent.parent / "bpf"
 
 
-# the program's sources, in the order they form one text: shared part, then hook families
-SENSOR_SOURCES = ("sensor_core.c", "sensor_process.c", "sensor_sockets.c", "sensor_tcp.c", "sensor_udp.c")
+# the program's sources, in the order they form one text: shared part, process hooks,
+# then the network hooks of the chosen hook set
+CORE_SOURCES = ("sensor_core.c", "sensor_process.c")
+NET_SOURCES = {
+    # cgroup sock_addr/sock programs, sock:inet_sock_set_state, a kprobe on packet_create
+    "cgroup": ("sensor_net_cgroup.c",),
+    # syscall tracepoints (every syscall on the node then takes the tracing slow path)
+    "syscalls": ("sensor_sockets.c", "sensor_tcp.c", "sensor_udp.c"),
+}
+SENSOR_SOURCES = CORE_SOURCES + NET_SOURCES["syscalls"]
+HOOK_SETS = ("auto", "cgroup", "syscalls")
+"""sensor.hooks: auto (cgroup when the kernel allows it), cgroup, syscalls."""
 # syscall hooks for what sensor_process.c reads through BTF offsets, when those are unknown
 PROCESS_SYSCALL_FALLBACK = "sensor_process_syscalls.c"
 # kernel-internal members sensor_process.c reads, as -D name=offset (from the kernel's BTF)
@@ -40,6 +52,50 @@ BTF_OFFSETS = {
     "NV_OFF_MM_ARG_START": ("mm_struct", "arg_start"),
     "NV_OFF_MM_ARG_END": ("mm_struct", "arg_end"),
 }
+# members the cgroup hook set reads (sensor_net_cgroup.c; the stdio scan at exec)
+NET_BTF_OFFSETS = {
+    "NV_OFF_TASK_FILES": ("task_struct", "files"),
+    "NV_OFF_FILES_FDT": ("files_struct", "fdt"),
+    "NV_OFF_FDT_FD": ("fdtable", "fd"),
+    "NV_OFF_FILE_F_INODE": ("file", "f_inode"),
+    "NV_OFF_FILE_F_FLAGS": ("file", "f_flags"),
+    "NV_OFF_FILE_PRIVATE_DATA": ("file", "private_data"),
+    "NV_OFF_INODE_I_MODE": ("inode", "i_mode"),
+    "NV_OFF_SOCKET_SK": ("socket", "sk"),
+    "NV_OFF_SOCKET_TYPE": ("socket", "type"),
+    "NV_OFF_SOCKET_FILE": ("socket", "file"),
+    "NV_OFF_SK_SOCKET": ("sock", "sk_socket"),
+    "NV_OFF_SK_ERR": ("sock", "sk_err"),
+    "NV_OFF_SKC_FAMILY": ("sock_common", "skc_family"),
+    "NV_OFF_SKC_NET": ("sock_common", "skc_net"),
+    "NV_OFF_SKC_NUM": ("sock_common", "skc_num"),
+    "NV_OFF_SKC_DPORT": ("sock_common", "skc_dport"),
+    "NV_OFF_SKC_RCV_SADDR": ("sock_common", "skc_rcv_saddr"),
+    "NV_OFF_SKC_DADDR": ("sock_common", "skc_daddr"),
+    "NV_OFF_SKC_V6_RCV_SADDR": ("sock_common", "skc_v6_rcv_saddr"),
+    "NV_OFF_SKC_V6_DADDR": ("sock_common", "skc_v6_daddr"),
+}
+# x86-64 only: the calling syscall's registers, for fd numbers in the cgroup hook set
+SYSCALL_REGS_OFFSETS = {
+    "NV_OFF_TASK_STACK": ("task_struct", "stack"),
+    "NV_OFF_REGS_ORIG_AX": ("pt_regs", "orig_ax"),
+    "NV_OFF_REGS_DI": ("pt_regs", "di"),
+    "NV_OFF_REGS_SI": ("pt_regs", "si"),
+}
+# cgroup programs of the cgroup hook set: function -> (BCC program type name, attach type)
+CGROUP_PROGRAMS = {
+    "nv_connect4": ("CGROUP_SOCK_ADDR", 10),     # BPF_CGROUP_INET4_CONNECT
+    "nv_connect6": ("CGROUP_SOCK_ADDR", 11),     # BPF_CGROUP_INET6_CONNECT
+    "nv_post_bind4": ("CGROUP_SOCK", 12),        # BPF_CGROUP_INET4_POST_BIND
+    "nv_post_bind6": ("CGROUP_SOCK", 13),        # BPF_CGROUP_INET6_POST_BIND
+    "nv_sendmsg4": ("CGROUP_SOCK_ADDR", 14),     # BPF_CGROUP_UDP4_SENDMSG
+    "nv_sendmsg6": ("CGROUP_SOCK_ADDR", 15),     # BPF_CGROUP_UDP6_SENDMSG
+}
+PACKET_KFUNC = "packet_create"   # fentry for AF_PACKET sockets (-DNV_PACKET_KFUNC)
+
+
+def _resolve(btf: KernelBtf, wanted: dict[str, tuple[str, str]]) -> dict[str, int]:
+    return {name: btf.offset(*member) for name, member in wanted.items()}
 
 
 def kernel_offsets(use_btf: bool, btf_file: str = KERNEL_BTF) -> dict[str, int]:
@@ -48,22 +104,85 @@ def kernel_offsets(use_btf: bool, btf_file: str = KERNEL_BTF) -> dict[str, int]:
     if not use_btf:
         return {}
     try:
-        btf = KernelBtf.from_kernel(Path(btf_file))
-        return {name: btf.offset(*member) for name, member in BTF_OFFSETS.items()}
+        return _resolve(KernelBtf.from_kernel(Path(btf_file)), BTF_OFFSETS)
     except BtfError as exc:
         log.warning("kernel BTF: %s; exec arguments and exit codes come from syscall hooks", exc)
         return {}
 
 
-def sensor_sources(offsets: dict[str, int]) -> tuple[str, ...]:
-    """The source files of the program, in text order, for these BTF offsets."""
-    core, *families = SENSOR_SOURCES
-    return (core, *(() if offsets else (PROCESS_SYSCALL_FALLBACK,)), *families)
+def net_offsets(btf_file: str = KERNEL_BTF) -> dict[str, int]:
+    """NET_BTF_OFFSETS (and on x86-64 SYSCALL_REGS_OFFSETS with NV_SIZE_PT_REGS) resolved
+    on the running kernel; BtfError when one is missing."""
+    btf = KernelBtf.from_kernel(Path(btf_file))
+    offsets = _resolve(btf, NET_BTF_OFFSETS)
+    if os.uname().machine == "x86_64":
+        offsets |= _resolve(btf, SYSCALL_REGS_OFFSETS)
+        offsets["NV_SIZE_PT_REGS"] = btf.size("pt_regs")
+    return offsets
 
 
-def sensor_program_text(src_dir: Path | None = None, offsets: dict[str, int] | None = None) -> str:
-    """The sensor's BPF C as one text: sensor_sources(offsets) concatenated, each after a
-    comment naming its file.
+@dataclass(frozen=True)
+class HookChoice:
+    """Which network hook set the sensor attaches, and why."""
+
+    hooks: str                      # "cgroup" or "syscalls"
+    reason: str
+    cgroup_root: Path | None = None
+    offsets: dict[str, int] = field(default_factory=dict)   # NET_BTF_OFFSETS when cgroup
+
+
+def choose_hooks(requested: str, process_offsets: dict[str, int], cgroup_root: Path | None,
+                 btf_file: str = KERNEL_BTF) -> HookChoice:
+    """The hook set for sensor.hooks = requested: "cgroup" needs the cgroup2 root and the
+    kernel's BTF offsets (auto falls back to "syscalls" without them; "cgroup" is an error)."""
+    if requested not in HOOK_SETS:
+        raise BPFUnavailableError(f"sensor.hooks: {requested!r} is not one of {', '.join(HOOK_SETS)}")
+    if requested == "syscalls":
+        return HookChoice("syscalls", "sensor.hooks is syscalls")
+    missing = None
+    offsets: dict[str, int] = {}
+    if cgroup_root is None:
+        missing = "no cgroup2 filesystem is mounted"
+    elif not process_offsets:
+        missing = "the kernel has no usable BTF"
+    else:
+        try:
+            offsets = net_offsets(btf_file)
+        except BtfError as exc:
+            missing = f"kernel BTF: {exc}"
+    if missing is None:
+        return HookChoice("cgroup", f"cgroup programs on {cgroup_root}, sock and sched tracepoints",
+                          cgroup_root, offsets)
+    if requested == "cgroup":
+        raise BPFUnavailableError(f"sensor.hooks is cgroup but {missing} (try `netvigil doctor`)")
+    return HookChoice("syscalls", f"{missing}: network events come from syscall tracepoints")
+
+
+def fentry_allowed(bpf_cls: type, function: str) -> bool:
+    """Whether an fentry program on `function` loads here (BCC's kfunc support, the symbol,
+    and a trial load: a locked-down kernel refuses tracing programs with EPERM)."""
+    # BCC's support_kfunc(), without its str-for-bytes deprecation warning
+    if os.uname().machine != "x86_64" or not kernel_has_btf():
+        return False
+    if bpf_cls.ksymname(b"bpf_trampoline_link_prog") == -1 or bpf_cls.ksymname(function.encode()) == -1:
+        return False
+    try:
+        bpf_cls(text=f"KFUNC_PROBE({function}) {{ return 0; }}".encode()).cleanup()
+    except Exception:  # BCC raises bare Exception when the load is refused
+        return False
+    return True
+
+
+def sensor_sources(offsets: dict[str, int], hooks: str = "syscalls") -> tuple[str, ...]:
+    """The source files of the program, in text order, for these BTF offsets and hook set."""
+    core, process = CORE_SOURCES
+    return (core, *(() if offsets else (PROCESS_SYSCALL_FALLBACK,)), process, *NET_SOURCES[hooks])
+
+
+def sensor_program_text(src_dir: Path | None = None, offsets: dict[str, int] | None = None,
+                        hooks: str = "syscalls") -> str:
+    """The sensor's BPF C as one text: sensor_sources(offsets, hooks) concatenated, each
+    after a comment naming its file.
 
     One text rather than #include: BCC rewrites map declarations and calls
     (`events.ringbuf_reserve`) only in its main file, and it decides what that is by the
@@ -71,7 +190,7 @@ def sensor_program_text(src_dir: Path | None = None, offsets: dict[str, int] | N
     """
     src_dir = src_dir or bpf_source_dir()
     parts = []
-    for name in sensor_sources(offsets or {}):
+    for name in sensor_sources(offsets or {}, hooks):
         path = src_dir / name
         try:
             parts.append(f"/* ==== {name} ==== */\n" + path.read_text())
@@ -81,14 +200,42 @@ def sensor_program_text(src_dir: Path | None = None, offsets: dict[str, int] | N
 
 
 def sensor_cflags(ringbuf_pages: int, *, use_btf: bool, src_dir: Path | None = None,
-                  offsets: dict[str, int] | None = None) -> list[str]:
+                  offsets: dict[str, int] | None = None, net_offsets: dict[str, int] | None = None) -> list[str]:
     """Compiler flags for the sensor program (header directory, ring size, BTF fallback,
-    kernel offsets)."""
+    kernel offsets; with `net_offsets`, the cgroup hook set's and the stdio scan at exec)."""
     cflags = [f"-I{src_dir or bpf_source_dir()}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
-    cflags += [f"-D{name}={value}" for name, value in sorted((offsets or {}).items())]
+    every = {**(offsets or {}), **(net_offsets or {})}
+    cflags += [f"-D{name}={value}" for name, value in sorted(every.items())]
+    if net_offsets:
+        cflags.append("-DNV_STDIO_AT_EXEC")
     if not use_btf:
         cflags.append("-DNV_NO_BTF")
     return cflags
+
+
+def attach_cgroup_programs(bpf: object, bpf_cls: type, root: Path) -> list[int]:
+    """Load CGROUP_PROGRAMS from a compiled BCC object and link them to the cgroup `root`
+    (BPF links: multi-attach beside enforcement's legacy attachments, detached when the
+    returned link fds are closed, so they never outlive the process)."""
+    from sensor.enforcement import bpfsys  # noqa: PLC0415 (the bpf(2) wrappers)
+
+    try:
+        cg_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise BPFUnavailableError(f"cannot open the cgroup2 root {root}: {exc.strerror}") from exc
+    links: list[int] = []
+    try:
+        for func, (prog_type, attach_type) in CGROUP_PROGRAMS.items():
+            fn = bpf.load_func(func.encode(), getattr(bpf_cls, prog_type), attach_type=attach_type)  # type: ignore[attr-defined]
+            links.append(bpfsys.link_create(fn.fd, cg_fd, attach_type))
+    except Exception as exc:  # BCC raises bare Exception; BPFSyscallError from the link
+        for fd in links:
+            os.close(fd)
+        raise BPFUnavailableError(f"cannot attach the cgroup programs to {root}: {exc} "
+                                  "(sensor.hooks: syscalls uses none)") from exc
+    finally:
+        os.close(cg_fd)
+    return links
 
 
 def load_bcc() -> type:
@@ -154,21 +301,37 @@ class SensorProgram:
     """
 
     def __init__(self, on_record: RecordCallback | None = None,
-                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, *, use_btf: bool | None = None) -> None:
+                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, *, use_btf: bool | None = None,
+                 hooks: str = "auto") -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()
         src_dir = bpf_source_dir()
         self.uses_btf = kernel_has_btf() if use_btf is None else use_btf
         self.offsets = kernel_offsets(self.uses_btf)
-        text = sensor_program_text(src_dir, self.offsets)
-        cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir, offsets=self.offsets)
+        self.hooks = choose_hooks(hooks, self.offsets, cgroups.find_mount())
+        """The network hook set attached (HookChoice: "cgroup" or "syscalls", and why)."""
+        log.info("network hooks: %s (%s)", self.hooks.hooks, self.hooks.reason)
+        text = sensor_program_text(src_dir, self.offsets, self.hooks.hooks)
+        cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir, offsets=self.offsets,
+                               net_offsets=self.hooks.offsets)
+        self.packet_hook = self.hooks.hooks == "syscalls" or fentry_allowed(bpf_cls, PACKET_KFUNC)
+        """Whether AF_PACKET socket creation is hooked (cgroup set: only through fentry)."""
+        if not self.packet_hook:
+            log.warning("the kernel refuses fentry programs: AF_PACKET sockets are not reported "
+                        "with sensor.hooks cgroup (sensor.hooks: syscalls reports them)")
+        elif self.hooks.hooks == "cgroup":
+            cflags.append("-DNV_PACKET_KFUNC")
+        self._links: list[int] = []
         try:
             self.bpf = bpf_cls(text=text.encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception for compile/load failures
             raise BPFUnavailableError(f"cannot load the sensor program from {src_dir}: {exc} "
                                       "(try `netvigil doctor`)") from exc
         try:  # from here on, any failure detaches what was attached
+            if self.hooks.hooks == "cgroup":
+                assert self.hooks.cgroup_root is not None
+                self._links = attach_cgroup_programs(self.bpf, bpf_cls, self.hooks.cgroup_root)
             table = self.bpf[b"events"]
             self.reader = RingReader.open_map(table.map_fd, int(table.max_entries))
             self._lost = self.bpf[b"lost"]
@@ -178,6 +341,7 @@ class SensorProgram:
             reader = getattr(self, "reader", None)
             if reader is not None:
                 reader.close()
+            self._detach_links()
             self.bpf.cleanup()
             if isinstance(exc, RingBufferError):
                 raise BPFUnavailableError(f"{exc} (try `netvigil doctor`)") from exc
@@ -185,6 +349,11 @@ class SensorProgram:
         self._decode: RecordDecoder = copy_record
         self._consume: ItemConsumer = on_record if on_record is not None else _ignore
         self.closed = False
+
+    def _detach_links(self) -> None:
+        links, self._links = self._links, []
+        for fd in links:
+            os.close(fd)
 
     def set_sink(self, decode: RecordDecoder, consume: ItemConsumer) -> None:
         """Deliver consume(decode(buffer, offset, length)) for every record from now on."""
@@ -214,6 +383,7 @@ class SensorProgram:
             try:
                 self.reader.close()
             finally:
+                self._detach_links()
                 self.bpf.cleanup()
 
 

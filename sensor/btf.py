@@ -41,6 +41,7 @@ class KernelBtf:
         self._strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
         self._types = data[hdr_len + type_off: hdr_len + type_off + type_len]
         self._structs: dict[int, tuple[int, int, int, int]] = {}  # id -> (name_off, pos, vlen, kflag)
+        self._sizes: dict[int, int] = {}         # struct/union id -> byte size
         self._resolve: dict[int, int] = {}       # typedef/modifier id -> target id
         self._index()
 
@@ -62,6 +63,7 @@ class KernelBtf:
             pos += 12
             if kind in (_KIND_STRUCT, _KIND_UNION):
                 self._structs[type_id] = (name_off, pos, vlen, info >> 31)
+                self._sizes[type_id] = size_or_type
             elif kind in (8, 9, 10, 11, 18):  # TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
                 self._resolve[type_id] = size_or_type
             pos += _FIXED.get(kind, 0) + _PER_ENTRY.get(kind, 0) * vlen
@@ -92,12 +94,23 @@ class KernelBtf:
                     return bit_off + inner
         return None
 
+    def _struct_id(self, struct_name: str) -> int:
+        """Type id of the (complete) struct or union named struct_name; BtfError when absent."""
+        name_off = self._string_offset(struct_name)
+        sid = next((i for i, e in self._structs.items() if e[0] == name_off and e[2]), None)
+        if sid is None:
+            raise BtfError(f"struct {struct_name} is not in the kernel's BTF")
+        return sid
+
+    def size(self, struct_name: str) -> int:
+        """sizeof(struct or union struct_name); BtfError when absent."""
+        return self._sizes[self._struct_id(struct_name)]
+
     def offset(self, struct_name: str, member: str) -> int:
         """Byte offset of `member` in `struct struct_name`; BtfError when absent."""
-        name_off, member_off = self._string_offset(struct_name), self._string_offset(member)
-        sid = next((i for i, e in self._structs.items() if e[0] == name_off and e[2]), None)
-        if sid is None or member_off is None:
-            raise BtfError(f"struct {struct_name} is not in the kernel's BTF")
+        sid, member_off = self._struct_id(struct_name), self._string_offset(member)
+        if member_off is None:
+            raise BtfError(f"struct {struct_name} has no byte-aligned member {member}")
         bits = self._find(sid, member_off)
         if bits is None or bits % 8:
             raise BtfError(f"struct {struct_name} has no byte-aligned member {member}")

@@ -23,13 +23,14 @@ from sensor.endpoint_config import (
     ApiConfig, HttpConfig, LogConfig, ReloadConfig, parse_api_config, parse_http_config,
     parse_log_config, parse_reload_config,
 )
+from sensor.bpf_program import HOOK_SETS
 from sensor.errors import ConfigError
 from sensor.k8s.config import K8sConfig, parse_k8s_config
 from sensor.recording.config import RecordConfig, parse_record_config
 
 KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce", "kubernetes", "http", "api",
                   "log", "reload")
-SENSOR_KEYS = ("ringbuf_pages",)
+SENSOR_KEYS = ("ringbuf_pages", "hooks")
 RULES_KEYS = ("paths", "skip_unsupported", "enforce_mode")
 DEFAULT_CONFIG = Path("/etc/netvigil/netvigil.yaml")
 CONFIG_ENV = "NETVIGIL_CONFIG"
@@ -46,6 +47,7 @@ class AgentConfig:
     skip_unsupported: bool = True
     enforce_mode: str | None = None
     ringbuf_pages: int = 2048
+    hooks: str = "auto"
     record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +136,11 @@ def load_config(path: str | Path | None = None) -> AgentConfig:
     _known(rules, RULES_KEYS, source, "rules")
     if "ringbuf_pages" in sensor:
         cfg.ringbuf_pages = _ringbuf_pages(sensor, source)
+    if "hooks" in sensor:
+        cfg.hooks = sensor["hooks"]
+        if cfg.hooks not in HOOK_SETS:
+            raise ConfigError(f"{_where(source, sensor, 'hooks', 'sensor.hooks')}: expected one of "
+                              f"{', '.join(HOOK_SETS)}, got {cfg.hooks!r}")
     cfg.rules_paths = _paths(rules, source)
     if "skip_unsupported" in rules:
         value = rules["skip_unsupported"]

@@ -127,11 +127,14 @@ def check_optional_hooks() -> Check:
     tracefs = _tracefs()
     kprobes = bool(tracefs) and os.path.exists(f"{tracefs}/kprobe_events")
     return Check("optional hooks", "ok",
-                 "not used: kprobes/fentry/BPF-LSM " + ("present" if kprobes else "absent") +
-                 " (netvigil needs only tracepoints, cgroup sock_addr and tc)")
+                 "not used: kprobes " + ("present" if kprobes else "absent") +
+                 " (netvigil needs tracepoints, cgroup sock_addr/sock programs and tc; fentry "
+                 "only for AF_PACKET sockets with sensor.hooks cgroup)")
 
 
 def check_load() -> Check:
+    """Load and attach the sensor as `netvigil run` would (sensor.hooks auto); report the
+    network hook set it chose."""
     from sensor.bpf_program import SensorProgram  # noqa: PLC0415
     from sensor.errors import SensorError  # noqa: PLC0415
 
@@ -141,8 +144,13 @@ def check_load() -> Check:
     except SensorError as exc:
         return Check("BPF load", "fail", str(exc).splitlines()[0][:300], "fix the failures above first")
     program.close()
-    return Check("BPF load", "ok", f"sensor programs compiled, verified and attached in "
-                 f"{time.monotonic() - started:.1f} s, then detached")
+    hooks = program.hooks
+    packet = "" if program.packet_hook else "; AF_PACKET sockets not seen (the kernel refuses fentry)"
+    return Check("BPF load", "ok" if program.packet_hook else "warn",
+                 f"sensor programs compiled, verified and attached in {time.monotonic() - started:.1f} s, "
+                 f"then detached; network hooks: {hooks.hooks} ({hooks.reason}){packet}",
+                 "" if program.packet_hook else "sensor.hooks: syscalls to see AF_PACKET sockets "
+                 "(every syscall then takes the tracing slow path)")
 
 
 def check_kubernetes(env: dict[str, str] | None = None) -> Check:

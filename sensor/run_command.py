@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
                             on_event=chain_consumers(printer, view and view.on_event, hub.publish),
                             k8s=enricher, enforcement=enforcement,
                             on_alert=chain_consumers(view and view.on_alert, hub.alert))
-        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages), enricher)
+        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages, hooks=cfg.hooks), enricher)
         if enforcement is not None:
             from sensor.enforcement.pod_scopes import feed  # noqa: PLC0415
 

@@ -44,3 +44,33 @@ def test_program_falls_back_to_syscall_hooks_without_offsets(tmp_path: Path) -> 
     offsets = kernel_offsets(True, str(KERNEL_BTF))
     assert set(offsets) == set(BTF_OFFSETS)
     assert PROCESS_SYSCALL_FALLBACK not in sensor_sources(offsets)
+
+
+def test_struct_sizes_come_from_btf(btf: KernelBtf) -> None:
+    regs = btf.size("pt_regs")
+    assert regs > btf.offset("pt_regs", "orig_ax") >= 0
+    with pytest.raises(BtfError, match="no_such_struct"):
+        btf.size("no_such_struct")
+
+
+def test_cgroup_hook_set_is_chosen_only_where_the_kernel_allows_it(tmp_path: Path) -> None:
+    from sensor.bpf_program import NET_BTF_OFFSETS, NET_SOURCES, choose_hooks
+    from sensor.errors import BPFUnavailableError
+
+    offsets = kernel_offsets(True, str(KERNEL_BTF))
+    root = Path("/sys/fs/cgroup")
+    chosen = choose_hooks("auto", offsets, root)
+    assert chosen.hooks == "cgroup" and chosen.cgroup_root == root
+    assert set(NET_BTF_OFFSETS) <= set(chosen.offsets)
+    assert sensor_sources(offsets, "cgroup")[-len(NET_SOURCES["cgroup"]):] == NET_SOURCES["cgroup"]
+    assert choose_hooks("syscalls", offsets, root).hooks == "syscalls"
+    # no cgroup2 mount, or no BTF: auto falls back, an explicit cgroup is an error naming why
+    for process_offsets, mount, why in ((offsets, None, "no cgroup2"), ({}, root, "no usable BTF")):
+        fallback = choose_hooks("auto", process_offsets, mount)
+        assert fallback.hooks == "syscalls" and why in fallback.reason
+        with pytest.raises(BPFUnavailableError, match=why):
+            choose_hooks("cgroup", process_offsets, mount)
+    (tmp_path / "vmlinux").write_bytes(b"garbage")
+    assert choose_hooks("auto", offsets, root, str(tmp_path / "vmlinux")).hooks == "syscalls"
+    with pytest.raises(BPFUnavailableError, match="not one of"):
+        choose_hooks("kprobes", offsets, root)

@@ -16,8 +16,9 @@ def test_defaults_without_a_file() -> None:
 def test_sections_are_read(tmp_path) -> None:
     f = tmp_path / "nv.yaml"
     f.write_text("rules:\n  paths: [/etc/netvigil/rules]\n  enforce_mode: enforce\n"
-                 "record:\n  enabled: false\nalerts:\n  sinks: {}\n")
+                 "record:\n  enabled: false\nalerts:\n  sinks: {}\nsensor:\n  hooks: syscalls\n")
     cfg = load_config(f)
+    assert cfg.hooks == "syscalls" and load_config(None).hooks == "auto"
     assert cfg.rules_paths == ["/etc/netvigil/rules"] and cfg.enforce_mode == "enforce"
     assert cfg.record_dir is None and cfg.alerts == {"sinks": {}}
 
@@ -28,6 +29,7 @@ def test_sections_are_read(tmp_path) -> None:
     ("rulez: {}\n", "unknown section(s) rulez"),
     ("rules:\n  enforce_mode: block\n", "enforce_mode must be 'audit' or 'enforce'"),
     ("record: 3\n", "section 'record' must be a mapping"),
+    ("sensor:\n  hooks: kprobes\n", ":2:3: sensor.hooks: expected one of auto, cgroup, syscalls, got 'kprobes'"),
 ])
 def test_broken_config_names_file_and_problem(tmp_path, text: str, message: str) -> None:
     f = tmp_path / "bad.yaml"

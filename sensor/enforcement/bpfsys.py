@@ -30,6 +30,7 @@ BPF_PROG_DETACH = 9
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
+BPF_LINK_CREATE = 28
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -44,6 +45,8 @@ CGROUP_INET4_BIND = 8
 CGROUP_INET6_BIND = 9
 CGROUP_INET4_CONNECT = 10
 CGROUP_INET6_CONNECT = 11
+CGROUP_INET4_POST_BIND = 12
+CGROUP_INET6_POST_BIND = 13
 CGROUP_UDP4_SENDMSG = 14
 CGROUP_UDP6_SENDMSG = 15
 
@@ -105,6 +108,14 @@ def prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = BPF
     """Attach a program to a cgroup (legacy attach: owned by the cgroup, survives the process)."""
     _call(BPF_PROG_ATTACH, _attr("=IIIII", target_fd, prog_fd, attach_type, flags, 0),
           f"attach program (type {attach_type})")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """Attach a program to a cgroup through a BPF link (multi-attach, beside legacy
+    BPF_F_ALLOW_MULTI attachments); returns the link fd: closing it detaches, so the
+    attachment never outlives the process."""
+    return _call(BPF_LINK_CREATE, _attr("=IIII", prog_fd, target_fd, attach_type, 0),
+                 f"link program to cgroup (type {attach_type})")
 
 
 def prog_detach(prog_fd: int, target_fd: int, attach_type: int) -> None:

@@ -150,10 +150,14 @@ def test_three_level_process_chain(live, tmp_path: Path) -> None:
 
 
 def test_dup2_of_a_socket_onto_stdio(live) -> None:
+    """A socket duplicated onto stdin and stdout, then a program exec'd on it (what a
+    reverse shell does): reported as dup2 onto fds 0 and 1, by the dup2 syscall hook
+    (hook set "syscalls") or from the exec'd process's fds 0-2 (hook set "cgroup")."""
     srv = _server()
     port = srv.getsockname()[1]
     proc = subprocess.Popen([PY, "-c", f"import os,socket; s=socket.create_connection(('127.0.0.1', {port})); "
-                             "os.dup2(s.fileno(), 0); os.dup2(s.fileno(), 1); os.dup2(s.fileno(), 7)"],
+                             "os.dup2(s.fileno(), 0); os.dup2(s.fileno(), 1); os.dup2(s.fileno(), 7); "
+                             "os.execv('/bin/true', ['true'])"],
                             stdout=subprocess.DEVNULL)
     conn, _ = srv.accept()
     proc.wait(timeout=20)
@@ -235,10 +239,70 @@ def test_process_hooks_use_no_syscall_tracepoint_when_btf_has_the_offsets(live) 
 
 
 def test_packet_socket_is_seen(live) -> None:
-    proc = subprocess.Popen([PY, "-c", "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()"])
-    proc.wait(timeout=20)
-    ev = live.wait_for(live.of_pid(proc.pid, "socket"))
-    assert (ev["evt.arg.domain"], ev["evt.arg.type"]) == ("AF_PACKET", "SOCK_RAW")
+    """AF_PACKET sockets: fentry on packet_create (hook set "cgroup") or the socket()
+    syscall hook ("syscalls"). Where the kernel refuses fentry (doctor warns), the
+    syscalls hook set, which a user then selects, is the one checked."""
+    code = "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()"
+    if live.sensor.program.packet_hook:
+        proc = subprocess.Popen([PY, "-c", code])
+        proc.wait(timeout=20)
+        ev = live.wait_for(live.of_pid(proc.pid, "socket"))
+        assert (ev["evt.arg.domain"], ev["evt.arg.type"]) == ("AF_PACKET", "SOCK_RAW")
+        return
+    import struct
+
+    from sensor.bpf_program import SensorProgram
+
+    records: list[bytes] = []
+    program = SensorProgram(records.append, ringbuf_pages=64, hooks="syscalls")
+    try:
+        proc = subprocess.Popen([PY, "-c", code])
+        proc.wait(timeout=20)
+        program.consume()
+        # nv_net_event: h.kind, h.tgid at 16; op at 64; s.family, s.type at 80
+        sockets = [struct.unpack_from("<HH", raw, 80) for raw in records
+                   if struct.unpack_from("<II", raw, 16) == (4, proc.pid) and struct.unpack_from("<I", raw, 64)[0] == 10]
+        assert sockets == [(17, 3)]  # AF_PACKET, SOCK_RAW
+    finally:
+        program.close()
+
+
+def test_network_hooks_use_no_syscall_tracepoint(live) -> None:
+    """With BTF and a cgroup2 root, the whole sensor runs on cgroup programs and sock,
+    sched and task tracepoints: not one syscall tracepoint (each would send every syscall
+    on the node through the tracing slow path)."""
+    program = live.sensor.program
+    assert program.hooks.hooks == "cgroup", program.hooks.reason
+    attached = {name.decode() if isinstance(name, bytes) else name for name in program.bpf.tracepoint_fds}
+    assert not [tp for tp in attached if tp.startswith("syscalls:")], attached
+    assert "sock:inet_sock_set_state" in attached
+
+
+def test_accept_in_a_pre_fork_worker_is_attributed_to_the_listening_process(live) -> None:
+    """A pre-fork server: the parent listens, a forked worker accepts. The cgroup hook set
+    sees the passive open in softirq and reports it for the process that listened on the
+    port (the rule documented in bpf/sensor_net_cgroup.c); the syscalls set, for the
+    worker that called accept()."""
+    code = """
+    import os, socket, sys, time
+    srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(8)
+    print(srv.getsockname()[1], flush=True)
+    worker = os.fork()
+    if worker == 0:
+        conn, _ = srv.accept(); conn.close(); os._exit(0)
+    print(worker, flush=True)
+    os.waitpid(worker, 0)
+    """
+    proc = subprocess.Popen([PY, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    worker = int(proc.stdout.readline())
+    client = socket.create_connection(("127.0.0.1", port))
+    assert proc.wait(timeout=20) == 0
+    ev = live.wait_for(lambda e: e.get("evt.type") in ("accept", "accept4") and e.get("fd.sport") == port)
+    expected = proc.pid if live.sensor.program.hooks.hooks == "cgroup" else worker
+    assert ev["proc.pid"] == expected and ev["proc.name"] == "python"
+    assert (ev["fd.cip"], ev["fd.cport"]) == client.getsockname()
+    client.close()
 
 
 def test_async_connect_outcome_is_attributed_from_softirq(live) -> None:
