@@ -121,6 +121,17 @@ def net_offsets(btf_file: str = KERNEL_BTF) -> dict[str, int]:
     return offsets
 
 
+ROOT_CGROUP_ID = 1   # the cgroup2 root directory's inode number (its cgroup id)
+
+
+def is_root_cgroup(path: Path) -> bool:
+    """Whether `path` is the node's cgroup2 root (not a cgroup namespace's view of a subtree)."""
+    try:
+        return os.stat(path).st_ino == ROOT_CGROUP_ID
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class HookChoice:
     """Which network hook set the sensor attaches, and why."""
@@ -143,6 +154,9 @@ def choose_hooks(requested: str, process_offsets: dict[str, int], cgroup_root: P
     offsets: dict[str, int] = {}
     if cgroup_root is None:
         missing = "no cgroup2 filesystem is mounted"
+    elif not is_root_cgroup(cgroup_root):
+        missing = (f"the cgroup2 mount {cgroup_root} is not the root cgroup (a cgroup namespace: "
+                   "programs there would see only its subtree; mount the host's cgroup2 root)")
     elif not process_offsets:
         missing = "the kernel has no usable BTF"
     else:

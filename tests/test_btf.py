@@ -57,8 +57,10 @@ def test_cgroup_hook_set_is_chosen_only_where_the_kernel_allows_it(tmp_path: Pat
     from sensor.bpf_program import NET_BTF_OFFSETS, NET_SOURCES, choose_hooks
     from sensor.errors import BPFUnavailableError
 
+    from sensor import cgroups
+
     offsets = kernel_offsets(True, str(KERNEL_BTF))
-    root = Path("/sys/fs/cgroup")
+    root = cgroups.mount()
     chosen = choose_hooks("auto", offsets, root)
     assert chosen.hooks == "cgroup" and chosen.cgroup_root == root
     assert set(NET_BTF_OFFSETS) <= set(chosen.offsets)
@@ -72,5 +74,7 @@ def test_cgroup_hook_set_is_chosen_only_where_the_kernel_allows_it(tmp_path: Pat
             choose_hooks("cgroup", process_offsets, mount)
     (tmp_path / "vmlinux").write_bytes(b"garbage")
     assert choose_hooks("auto", offsets, root, str(tmp_path / "vmlinux")).hooks == "syscalls"
+    # a cgroup2 mount that is not the root (inside a cgroup namespace) would cover a subtree
+    assert "not the root cgroup" in choose_hooks("auto", offsets, tmp_path).reason
     with pytest.raises(BPFUnavailableError, match="not one of"):
         choose_hooks("kprobes", offsets, root)
