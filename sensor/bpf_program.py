@@ -180,10 +180,16 @@ def fentry_allowed(bpf_cls: type, function: str) -> bool:
         return False
     if bpf_cls.ksymname(b"bpf_trampoline_link_prog") == -1 or bpf_cls.ksymname(function.encode()) == -1:
         return False
+    saved = os.dup(2)   # libbpf writes the refusal to fd 2 itself: keep it off the agent's stderr
     try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
         bpf_cls(text=f"KFUNC_PROBE({function}) {{ return 0; }}".encode()).cleanup()
     except Exception:  # BCC raises bare Exception when the load is refused
         return False
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     return True
 
 
