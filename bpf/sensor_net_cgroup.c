@@ -382,7 +382,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         listeners.update(&k, &l);
         return 0;
     }
-    if (oldstate == NV_TCP_LISTEN) {
+    if (oldstate == NV_TCP_LISTEN && newstate == NV_TCP_CLOSE) {
+        /* (a new connection cloned from the listener also leaves LISTEN, for SYN_RECV) */
         struct nv_listen_key k = {};
         if (listen_key(sk, args->sport, &k))
             return 0;
