@@ -18,9 +18,12 @@
  * NV_WAKEUP_NS, NV_NO_BTF.
  *
  * The program is one text: this file (constants, shared maps, the per-thread syscall
- * scratch, record emission) followed by one file per hook family, sensor_process.c,
- * sensor_sockets.c, sensor_tcp.c and sensor_udp.c, in that order (SENSOR_SOURCES in
- * sensor/bpf_program.py). Record layouts are in sensor.h.
+ * scratch, record emission) followed by one file per hook family, sensor_process.c, then
+ * the network hooks of the chosen hook set (sensor.hooks): sensor_net_cgroup.c (cgroup
+ * programs and sock tracepoints, no syscall tracepoint; the per-thread scratch and
+ * `socks` are unused there) or sensor_sockets.c, sensor_tcp.c and sensor_udp.c (syscall
+ * tracepoints), in that order (sensor_sources in sensor/bpf_program.py). Record layouts
+ * are in sensor.h.
  */
 #include <uapi/linux/in.h>
 #include <uapi/linux/in6.h>
