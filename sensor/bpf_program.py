@@ -338,7 +338,7 @@ class SensorProgram:
         self.packet_hook = self.hooks.hooks == "syscalls" or fentry_allowed(bpf_cls, PACKET_KFUNC)
         """Whether AF_PACKET socket creation is hooked (cgroup set: only through fentry)."""
         if not self.packet_hook:
-            log.warning("the kernel refuses fentry programs: AF_PACKET sockets are not reported "
+            log.info("the kernel refuses fentry programs: AF_PACKET sockets are not reported "
                         "with sensor.hooks cgroup (sensor.hooks: syscalls reports them)")
         elif self.hooks.hooks == "cgroup":
             cflags.append("-DNV_PACKET_KFUNC")

@@ -250,7 +250,10 @@ def run(args: argparse.Namespace) -> int:
                 recorder.process(record)
         if enforcement is not None:
             enforcement.open_verdicts(lambda verdict: pipeline(sensor.enrich(verdict)))
-        logging_setup.notice(f"netvigil {__version__}: sensor running"
+        program = sensor.program
+        hooks = f", network hooks {program.hooks.hooks}" + (
+            "" if program.packet_hook else " (AF_PACKET sockets not seen: see netvigil doctor)")
+        logging_setup.notice(f"netvigil {__version__}: sensor running{hooks}"
                              f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
                              f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops")
         logging_setup.notice(f"netvigil: kubernetes: {k8s.status}")
