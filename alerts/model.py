@@ -125,6 +125,12 @@ class Alert:
         return format_time_ns(self.time_ns)
 
     @property
+    def message(self) -> str:
+        """The rule's rendered output without Falco's "HH:MM:SS.nnnnnnnnn: Priority " prefix
+        (for views that show the time and priority in columns of their own)."""
+        return self.output.removeprefix(falco_output_prefix(self.time_ns, self.priority))
+
+    @property
     def suppressed_count(self) -> int:
         """How many identical alerts this one stands for beyond itself (noise control)."""
         return int(self.output_fields.get(SUPPRESSED_COUNT, 0) or 0)

@@ -1,4 +1,5 @@
-"""Printing events: a rich table on a terminal, one JSON object per line otherwise."""
+"""Printing events (and alerts among them): a rich table on a terminal, one JSON object per
+line otherwise."""
 from __future__ import annotations
 
 import json
@@ -7,10 +8,13 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from rich.table import Table
+from rich.text import Text
 
+from alerts import PRIORITY_STYLES, Alert
 from rules.event import expanded
 
 from sensor import terminal
+from sensor.terminal import cell
 
 #: (title, width, justify) of an event row; DETAIL takes the rest of the line.
 COLUMNS: tuple[tuple[str, int | None, str], ...] = (
@@ -43,11 +47,24 @@ def clock(t_ns: Any) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t / 1e9)) + f".{(t // 1_000_000) % 1000:03d}"
 
 
-def event_cells(ev: Mapping[str, Any]) -> list[str]:
-    """The cells of one event row, in COLUMNS order (`-` where a field is absent)."""
-    return [clock(ev.get("evt.time")), str(ev.get("evt.type", "?")), str(ev.get("proc.pid", "?")),
-            str(ev.get("proc.name", "?")), str(ev.get("k8s.ns.name") or "-"),
-            str(ev.get("k8s.pod.name") or "-"), str(ev.get("container.id", "?"))[:12], _detail(ev)]
+def event_cells(ev: Mapping[str, Any]) -> list[Text]:
+    """The cells of one event row, in COLUMNS order (`-` where a field is absent), each
+    shown literally (terminal.cell)."""
+    return [cell(v) for v in (
+        clock(ev.get("evt.time")), ev.get("evt.type", "?"), ev.get("proc.pid", "?"), ev.get("proc.name", "?"),
+        ev.get("k8s.ns.name") or "-", ev.get("k8s.pod.name") or "-", str(ev.get("container.id", "?"))[:12],
+        _detail(ev))]
+
+
+def alert_cells(alert: Alert) -> list[Text]:
+    """An alert as a row among events (COLUMNS order): EVENT is `ALERT` in the priority's
+    colour, the process and pod come from the alert's fields, DETAIL is `Priority rule: output`."""
+    fields = alert.output_fields
+    style = PRIORITY_STYLES.get(alert.priority, "")
+    return [cell(clock(alert.time_ns)), cell("ALERT", style), cell(fields.get("proc.pid", "-")),
+            cell(fields.get("proc.name", "-")), cell(fields.get("k8s.ns.name") or "-"),
+            cell(fields.get("k8s.pod.name") or "-"), cell(str(fields.get("container.id") or "-")[:12]),
+            Text.assemble(cell(alert.priority, style), " ", cell(f"{alert.rule}: {alert.message}"))]
 
 
 def event_table(*, header: bool = True, **kwargs: Any) -> Table:
@@ -69,13 +86,3 @@ class EventPrinter:
             self.stream.write(json.dumps(expanded(ev), separators=(",", ":"), default=str) + "\n")
             return
         self._rows.row(*event_cells(ev))
-
-
-def format_event_line(ev: Mapping[str, Any]) -> str:
-    """One event row as plain text (aligned with `_COLUMNS`)."""
-    table = event_table(header=False)
-    table.add_row(*event_cells(ev))
-    return terminal.plain_text(table)
-
-
-_COLUMNS = terminal.plain_text(event_table())  # the header line of the plain rows

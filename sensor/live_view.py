@@ -4,13 +4,18 @@ The header shows events/s, lost events, alerts by priority and sink health; belo
 latest alerts and (with --events) the latest events, with namespace and pod where known.
 When stdout is a pipe the same header alone is drawn on stderr (transient), so nothing but
 JSON lines ever reaches the pipe. The view is redrawn from the run loop (`tick`), never from
-a thread of its own: the hot path's data is read where it is written.
+a thread of its own: the hot path's data is read where it is written. While it is drawn,
+whatever else goes to the terminal (notices, log lines; stdout too when the view is on
+stdout) is printed above it: a line written past the view would leave a broken copy of it
+on the screen.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -21,8 +26,9 @@ from rich.text import Text
 
 from alerts import PRIORITY_STYLES, Alert, sink_states
 from rules.priority import PRIORITIES
+from sensor import logging_setup
 from sensor.event_output import clock, event_cells, event_table
-from sensor.terminal import column_table
+from sensor.terminal import cell, column_table
 
 REFRESH_S = 0.25
 ALERT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
@@ -44,29 +50,29 @@ class LiveView:
         self.title = title
         self.show_events = show_events and not header_only
         self.header_only = header_only
-        self.alerts: deque[tuple[Alert, Mapping[str, Any]]] = deque(maxlen=KEEP_ROWS)
+        self.alerts: deque[Alert] = deque(maxlen=KEEP_ROWS)
         self.events: deque[Mapping[str, Any]] = deque(maxlen=KEEP_ROWS)
         self.by_priority: Counter[str] = Counter()
-        self._current: Mapping[str, Any] = {}
         self._rate = 0.0
         self._last = (time.monotonic(), 0)
         self._next = 0.0
+        # stdout is only redirected when the view is on it: piped stdout carries JSON lines
         self._live = Live(console=console, auto_refresh=False, transient=header_only,
-                          redirect_stdout=False, redirect_stderr=False,
+                          redirect_stdout=not header_only, redirect_stderr=True,
                           vertical_overflow="crop")
+        self._redirects = ExitStack()
 
     # ------------------------------------------------------------ feeding
     def on_event(self, ev: Mapping[str, Any]) -> None:
-        """Keep an event for the events table (and as the one the next alerts are about)."""
-        self._current = ev
+        """Keep an event for the events table."""
         if self.show_events:
             self.events.append(ev)
 
     def on_alert(self, alert: Alert) -> None:
-        """Count an alert and keep it (with its event, for pod and namespace) for the table."""
+        """Count an alert and keep it for the table (its fields name its pod and namespace)."""
         self.by_priority[alert.priority] += 1
         if not self.header_only:
-            self.alerts.append((alert, self._current))
+            self.alerts.append(alert)
 
     def warn(self, message: str) -> None:
         """A line above the view (it stays when the view moves on)."""
@@ -74,12 +80,23 @@ class LiveView:
 
     # ------------------------------------------------------------ drawing
     def __enter__(self) -> LiveView:
-        self._live.start()
+        stderr = sys.stderr
+        self._live.start()   # on a terminal: sys.stderr (and stdout) now print above the view
+        if sys.stderr is not stderr:
+            self._redirects.enter_context(logging_setup.streams_moved(stderr, sys.stderr))
         self.tick(force=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Draw the last figures and stop (they stay on screen, unless header-only); what is
+        printed next goes below them. Closing twice is harmless."""
+        if not self._live.is_started:
+            return
         self.tick(force=True)
+        self._redirects.close()
         self._live.stop()
 
     def tick(self, force: bool = False) -> None:
@@ -98,14 +115,16 @@ class LiveView:
     def render(self) -> RenderableType:
         """The whole view as it is now."""
         parts: list[RenderableType] = [self._header()]
-        if self.header_only:
-            return parts[0]
-        height = max(self.console.size.height - 9, 4)
-        alert_rows = height // 2 if self.show_events else height
-        parts.append(self._alerts_table(alert_rows))
-        if self.show_events:
-            parts.append(self._events_table(height - alert_rows))
-        return Group(*parts)
+        if not self.header_only:
+            height = max(self.console.size.height - 10, 4)
+            alert_rows = height // 2 if self.show_events else height
+            parts.append(self._alerts_table(alert_rows))
+            if self.show_events:
+                parts.append(self._events_table(height - alert_rows))
+        # an empty last line holds the cursor: the `^C` a terminal echoes lands there, where the
+        # next redraw erases it (echoed past a full-width line it wraps, and the redraw would
+        # start one line low, leaving a broken copy of the view's top)
+        return Group(*parts, Text(""))
 
     def _header(self) -> Panel:
         st = self._stats()
@@ -131,11 +150,11 @@ class LiveView:
         columns = (*ALERT_COLUMNS[:-1], ("OUTPUT", width, "left"))
         table = column_table(columns, title="latest alerts", title_justify="left",
                              title_style="bold")
-        for alert, ev in list(self.alerts)[-rows:] if rows > 0 else []:
-            table.add_row(clock(alert.time_ns), Text(alert.priority,
-                                                     style=PRIORITY_STYLES.get(alert.priority, "")),
-                          alert.rule, str(ev.get("k8s.ns.name") or "-"),
-                          str(ev.get("k8s.pod.name") or "-"), alert.output)
+        for alert in list(self.alerts)[-rows:] if rows > 0 else []:
+            fields = alert.output_fields
+            table.add_row(cell(clock(alert.time_ns)), cell(alert.priority, PRIORITY_STYLES.get(alert.priority, "")),
+                          cell(alert.rule), cell(fields.get("k8s.ns.name") or "-"),
+                          cell(fields.get("k8s.pod.name") or "-"), cell(alert.message))
         return table
 
     def _events_table(self, rows: int) -> Table:

@@ -16,6 +16,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
@@ -63,6 +65,21 @@ def configure(fmt: str = "text", level: str | int = logging.WARNING, stream: Tex
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else getattr(logging, level.upper()))
+
+
+@contextmanager
+def streams_moved(old: TextIO, new: TextIO) -> Iterator[None]:
+    """While inside, the root logger's handlers that write to `old` write to `new` instead
+    (a live view's stderr proxy: log lines then print above the view, not through it)."""
+    moved = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.StreamHandler) and h.stream is old]
+    for handler in moved:
+        handler.setStream(new)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(old)
 
 
 def json_logs() -> bool:

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
+from alerts import Alert
 from rules.command_help import add_command
-from sensor.api_client import ApiClientError, request_lines, socket_option
-from sensor.event_output import _COLUMNS, format_event_line
 from rules.units import UnitError, duration_in
+from sensor import terminal
+from sensor.api_client import ApiClientError, request_lines, socket_option
+from sensor.event_output import COLUMNS, alert_cells, clock, event_cells
 
 EXAMPLES = (
     "netvigil observe                                   # last 20 events and alerts",
@@ -90,37 +92,36 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
             "follow": args.follow, "last": args.last}
 
 
-def _clock(t_ns: Any) -> str:
-    t = t_ns if isinstance(t_ns, int) else 0
-    return time.strftime("%H:%M:%S", time.localtime(t / 1e9)) + f".{(t // 1_000_000) % 1000:03d}"
-
-
-def _where(ev: Mapping[str, Any]) -> str:
-    if ev.get("k8s.pod.name"):
-        return f"{ev.get('k8s.ns.name', '?')}/{ev['k8s.pod.name']}"
-    return str(ev.get("container.id") or "host")
+def _where(fields: Mapping[str, Any]) -> str:
+    if fields.get("k8s.pod.name"):
+        return f"{fields.get('k8s.ns.name', '?')}/{fields['k8s.pod.name']}"
+    return str(fields.get("container.id") or "host")
 
 
 def compact_event(ev: Mapping[str, Any]) -> str:
-    """`TIME WHERE PROCESS(PID) TYPE WHAT`, one short line."""
+    """`TIME WHERE PROCESS(PID) TYPE WHAT`, one short line (control characters shown escaped)."""
     what = ev.get("fd.name") or ev.get("proc.cmdline") or ""
     verdict = f" {ev['netvigil.verdict'].upper()}" if ev.get("netvigil.verdict") else ""
-    return (f"{_clock(ev.get('evt.time'))} {_where(ev)} {ev.get('proc.name', '?')}({ev.get('proc.pid', '?')}) "
-            f"{ev.get('evt.type', '?')}{verdict} {what}").rstrip()
+    return terminal.printable(f"{clock(ev.get('evt.time'))} {_where(ev)} {ev.get('proc.name', '?')}"
+                              f"({ev.get('proc.pid', '?')}) {ev.get('evt.type', '?')}{verdict} {what}").rstrip()
 
 
-def alert_line(alert: Mapping[str, Any]) -> str:
-    """`TIME ALERT PRIORITY RULE: OUTPUT`."""
-    return f"{alert.get('time', '')[11:23]:<15} {'ALERT':<14} {alert.get('priority', '')}: {alert.get('output', '')}"
+def compact_alert(alert: Alert) -> str:
+    """`TIME WHERE PROCESS(PID) ALERT Priority rule: output`, as compact_event lays out events."""
+    f = alert.output_fields
+    return terminal.printable(f"{clock(alert.time_ns)} {_where(f)} {f.get('proc.name', '?')}({f.get('proc.pid', '?')}) "
+                              f"ALERT {alert.priority} {alert.rule}: {alert.message}")
 
 
 class ObservePrinter:
-    """Writes observe messages in one output format."""
+    """Writes observe messages in one output format: `table` (the event columns, alerts as
+    rows among them, coloured on a terminal), `json` (the agent's objects, one per line) or
+    `compact` (one short plain line each)."""
 
-    def __init__(self, stream: TextIO, fmt: str) -> None:
+    def __init__(self, stream: TextIO, fmt: str, color: str = "auto") -> None:
         self.stream = stream
         self.fmt = fmt
-        self._header = fmt == "table"
+        self._rows = terminal.StreamTable(terminal.console(stream, color), COLUMNS) if fmt == "table" else None
         self.dropped = 0
 
     def __call__(self, msg: Mapping[str, Any]) -> None:
@@ -133,22 +134,24 @@ class ObservePrinter:
             return
         item = msg[kind]
         if self.fmt == "json":
-            line = json.dumps(item, separators=(",", ":"), default=str)
-        elif self.fmt == "compact":
-            line = compact_event(item) if kind == "event" else alert_line(item)
+            self.stream.write(json.dumps(item, separators=(",", ":"), default=str) + "\n")
+        elif kind == "alert":
+            alert = Alert.from_dict(item)
+            if self._rows is not None:
+                self._rows.row(*alert_cells(alert))
+            else:
+                self.stream.write(compact_alert(alert) + "\n")
+        elif self._rows is not None:
+            self._rows.row(*event_cells(item))
         else:
-            if self._header:
-                self.stream.write(_COLUMNS + "\n")
-                self._header = False
-            line = format_event_line(item) if kind == "event" else alert_line(item)
-        self.stream.write(line + "\n")
+            self.stream.write(compact_event(item) + "\n")
         self.stream.flush()
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the matching items; with --follow until interrupted or the agent stops."""
     fmt = args.output or ("table" if sys.stdout.isatty() else "json")
-    printer = ObservePrinter(sys.stdout, fmt)
+    printer = ObservePrinter(sys.stdout, fmt, terminal.color_of(args))
     for msg in request_lines(args.socket, build_request(args), timeout=None if args.follow else 10.0):
         if msg.get("kind") == "end":
             break

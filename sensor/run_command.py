@@ -282,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         sensor.drain()
         pipeline.flush()
         hub.flush()
+        if view is not None:
+            view.close()   # the summary goes below the last figures, not through the view
         logging_setup.notice("netvigil: stopped: " + _status(sensor, pipeline, None, enforcement))
         router = pipeline.router
     if router is not None:

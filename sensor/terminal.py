@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 COLOR_CHOICES = ("auto", "always", "never")
 #: Width of plain renderings (pipes, logs, tests): wide enough that nothing wraps.
@@ -73,6 +75,23 @@ def plain_text(renderable: Any, width: int = PLAIN_WIDTH) -> str:
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(value: Any) -> str:
+    """`value` as text that is safe to show: control characters (a command line's newlines,
+    escape codes a process put in its name) are shown as `\\n`, `\\x1b`, never sent to the
+    terminal, where they would break the layout or drive the terminal."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), str(value))
+
+
+def cell(value: Any, style: str = "") -> Text:
+    """A table cell showing `value` literally: never read as rich markup (a `[/x]` in an
+    observed command line is text, not a tag), control characters shown escaped."""
+    return Text(printable(value), style=style)
+
+
 def column_table(columns: Sequence[tuple[str, int | None, str]], *, header: bool = True,
                  **kwargs: Any) -> Table:
     """An empty borderless table of (title, width or None, justify) columns."""
@@ -93,8 +112,8 @@ class StreamTable:
         self._header_done = False
 
     def row(self, *cells: Any, style: str | None = None) -> None:
-        """Print one row (with the header before the first)."""
+        """Print one row (with the header before the first); plain strings are shown literally."""
         table = column_table(self.columns, header=not self._header_done)
         self._header_done = True
-        table.add_row(*cells, style=style)
+        table.add_row(*(cell(c) if isinstance(c, str) else c for c in cells), style=style)
         self.out.print(table)

@@ -7,32 +7,15 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from live_agent import NETVIGIL, LiveAgent
+from live_agent import NETVIGIL, Listener, LiveAgent
 
 RULE = "Test connect to watched port"
-
-
-class Listener:
-    """A second loopback listener of the test (port P2)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.sock.accept()[0].close()
-            except OSError:
-                return
 
 
 @pytest.fixture(scope="module")
