@@ -63,6 +63,9 @@ def agent_status(parts: AgentParts) -> dict[str, Any]:
                               "entries_per_rule": stats.get("entries_per_rule", {}),
                               "kernel": stats.get("kernel", {})}
     hub = parts.hub
-    out["api"] = {"readers": len(hub.readers), "readers_total": hub.readers_total, "dropped": hub.dropped()}
+    readers = hub.readers
+    out["api"] = {"readers": len(readers), "readers_total": hub.readers_total, "dropped": hub.dropped(),
+                  "reader_queues": [{"name": r.name, "queued": len(r.queue), "capacity": r.capacity,
+                                     "offered": r.offered, "dropped": r.dropped} for r in readers]}
     out["reload"] = dataclasses.asdict(parts.reload)
     return out

@@ -67,9 +67,9 @@ def alert_cells(alert: Alert) -> list[Text]:
             Text.assemble(cell(alert.priority, style), " ", cell(f"{alert.rule}: {alert.message}"))]
 
 
-def event_table(*, header: bool = True, **kwargs: Any) -> Table:
-    """An empty table with the event columns (fixed widths, so streamed rows line up)."""
-    return terminal.column_table(COLUMNS, header=header, **kwargs)
+def event_table(*, width: int, header: bool = True, **kwargs: Any) -> Table:
+    """An empty table with the event columns filling `width` (fixed widths, so rows line up)."""
+    return terminal.column_table(terminal.fit_columns(COLUMNS, width), header=header, **kwargs)
 
 
 class EventPrinter:

@@ -28,7 +28,7 @@ from alerts import PRIORITY_STYLES, Alert, sink_states
 from rules.priority import PRIORITIES
 from sensor import logging_setup
 from sensor.event_output import clock, event_cells, event_table
-from sensor.terminal import cell, column_table
+from sensor.terminal import cell, column_table, fit_columns
 
 REFRESH_S = 0.25
 ALERT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
@@ -146,10 +146,8 @@ class LiveView:
         return Panel(Group(*lines), title=self.title, title_align="left", expand=True)
 
     def _alerts_table(self, rows: int) -> Table:
-        width = max(self.console.size.width - sum(w or 0 for _, w, _ in ALERT_COLUMNS) - 12, 10)
-        columns = (*ALERT_COLUMNS[:-1], ("OUTPUT", width, "left"))
-        table = column_table(columns, title="latest alerts", title_justify="left",
-                             title_style="bold")
+        table = column_table(fit_columns(ALERT_COLUMNS, self.console.size.width), title="latest alerts",
+                             title_justify="left", title_style="bold")
         for alert in list(self.alerts)[-rows:] if rows > 0 else []:
             fields = alert.output_fields
             table.add_row(cell(clock(alert.time_ns)), cell(alert.priority, PRIORITY_STYLES.get(alert.priority, "")),
@@ -158,7 +156,8 @@ class LiveView:
         return table
 
     def _events_table(self, rows: int) -> Table:
-        table = event_table(title="latest events", title_justify="left", title_style="bold")
+        table = event_table(width=self.console.size.width, title="latest events", title_justify="left",
+                            title_style="bold")
         for ev in list(self.events)[-rows:] if rows > 0 else []:
             table.add_row(*event_cells(ev))
         return table

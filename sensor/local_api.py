@@ -27,6 +27,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -60,6 +61,16 @@ def encode(obj: Any) -> bytes:
 def alert_view(alert: Any) -> dict[str, Any]:
     """What observe filters see of an alert: its output fields, its time, its rule."""
     return {**alert.output_fields, "evt.time": alert.time_ns, "netvigil.rule": alert.rule}
+
+
+def peer_name(conn: socket.socket) -> str:
+    """`observe pid 1234 uid 0`: who is on the other end of a local API connection."""
+    try:
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             struct.calcsize("3i")))
+    except OSError:
+        return ""
+    return f"observe pid {pid} uid {uid}"
 
 
 def _group_id(group: str) -> int:
@@ -212,7 +223,7 @@ class LocalApiServer:
         last = int(last) if last is not None else (0 if follow else DEFAULT_LAST)
         hub = self.parts.hub
         reader = Reader(self.reader_queue, types=prefilter_types(spec), events=want_events,
-                        alerts=want_alerts)
+                        alerts=want_alerts, name=peer_name(conn))
         if follow:
             hub.attach(reader)   # before the history is read: nothing falls in between
         try:

@@ -89,6 +89,10 @@ def render(status: Mapping[str, Any], console: Console) -> None:
               f"audited {enf['kernel'].get('audited', 0):,}")
     api = status["api"]
     t.add_row("Observers", f"{api['readers']} connected, {api['dropped']:,} items dropped for slow readers")
+    for q in api.get("reader_queues") or []:
+        if q["queued"] or q["dropped"]:   # one that lags: how far behind, how much it lost
+            t.add_row(f"  {q['name']}", f"{'[red]' if q['dropped'] else '[yellow]'}{q['queued']:,}/{q['capacity']:,} "
+                                        f"queued, {q['dropped']:,} dropped[/]")
     r = status["reload"]
     t.add_row("Reloads", f"{r['successes']} ok, {r['failures']} refused"
               + (f"; last error: {r['last_error']}" if r.get("last_error") else ""))

@@ -92,6 +92,27 @@ def cell(value: Any, style: str = "") -> Text:
     return Text(printable(value), style=style)
 
 
+def fit_columns(columns: Sequence[tuple[str, int | None, str]], width: int, *,
+                min_rest: int = 30) -> tuple[tuple[str, int, str], ...]:
+    """`columns` with widths that fill `width` exactly, so rich never shrinks them row by row:
+    the column of width None takes what the others leave; when that is under `min_rest`
+    (a narrow terminal), the fixed columns after the first give up space in proportion,
+    never below their title's width."""
+    cols = list(columns)
+    pad = 2 * (len(cols) - 1)   # one space each side between columns, none at the edges
+    rest = width - pad - sum(w or 0 for _, w, _ in cols)
+    if rest < min_rest:
+        give = {i: w - len(t) for i, (t, w, _) in enumerate(cols) if w and i > 0 and w > len(t)}
+        room = sum(give.values())
+        take = min(min_rest - rest, room)
+        for i, spare in give.items():
+            t, w, j = cols[i]
+            cut = -(-take * spare // room)   # rounded up: the rest gets at least min_rest
+            cols[i] = (t, max(len(t), (w or 0) - cut), j)
+        rest = width - pad - sum(w or 0 for _, w, _ in cols)
+    return tuple((t, w if w is not None else max(rest, 1), j) for t, w, j in cols)
+
+
 def column_table(columns: Sequence[tuple[str, int | None, str]], *, header: bool = True,
                  **kwargs: Any) -> Table:
     """An empty borderless table of (title, width or None, justify) columns."""
@@ -108,7 +129,7 @@ class StreamTable:
 
     def __init__(self, out: Console, columns: Sequence[tuple[str, int | None, str]]) -> None:
         self.out = out
-        self.columns = tuple(columns)
+        self.columns = fit_columns(columns, out.width)
         self._header_done = False
 
     def row(self, *cells: Any, style: str | None = None) -> None:

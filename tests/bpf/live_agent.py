@@ -3,7 +3,8 @@
 The agent runs with a ConfigMap-style config directory (`..data` -> a timestamped
 directory; `config.yaml` and `rules/` reached through it), its own HTTP port, local API
 socket, enforcement on a test cgroup with its own bpffs base (never the root cgroup),
-alerts as JSON lines on stdout (a file), JSON logs on stderr (a file).
+alerts as JSON lines on stdout (a file), JSON logs on stderr (a file), and pod identity
+from runtime bundles under its own prefix (no API server; tests/k8s_pods.py lays pods out).
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ BASE_RULES = """
   tags: [test]
 - rule: Test static audit entry
   desc: a static enforcement entry the reload must leave in place
-  condition: evt.type = connect and fd.rip = 192.0.2.77
+  # the observe tests connect to 192.0.2.77:9 for an audit verdict: no match, no entry of its own
+  condition: evt.type = connect and fd.rip = 192.0.2.77 and fd.rport = 1
   output: "never fires"
   priority: WARNING
   enforce:
@@ -123,6 +125,7 @@ class LiveAgent:
         self.pin_path = Path(f"/sys/fs/bpf/netvigil-test-agent-{PID}")
         self.config_dir = ConfigMapDir(base / "config")
         self.rules_dir = ConfigMapDir(base / "rules")
+        self.node_prefix = base / "node"   # runtime bundles of test pods (tests/k8s_pods.PodHost)
         self.stdout_path = base / "alerts.jsonl"
         self.stderr_path = base / "agent.log"
         self.proc: subprocess.Popen | None = None
@@ -142,6 +145,7 @@ class LiveAgent:
             "reload": {"interval": 0.5},
             "log": {"level": "info"},
             "api": {"reader_queue": 1024},
+            "kubernetes": {"enabled": False, "runtime_prefix": str(self.node_prefix)},
         }
         cfg.update(extra)
         return json.dumps(cfg)

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from live_agent import NETVIGIL, Listener, LiveAgent
+from live_agent import CONNECTS, NETVIGIL, Listener, LiveAgent
+from tests.k8s_pods import CRIO, PodHost
 
 RULE = "Test connect to watched port"
 
@@ -29,56 +32,144 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def observe(agent: LiveAgent, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([NETVIGIL, "observe", "--socket", str(agent.socket), "-o", "json", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+POD, NAMESPACE, LABELS = "cart-5f6d7-abcde", "shop", {"app": "cart", "tier": "web"}
+AUDITED = "192.0.2.77"   # the base rules' static audit entry (on the agent's test cgroup)
+VERDICT = """
+import os, socket, sys
+with open(sys.argv[1], "w") as procs:   # into the agent's enforcement cgroup
+    procs.write(str(os.getpid()))
+try:
+    socket.create_connection((sys.argv[2], 9), timeout=2).close()
+except OSError:
+    pass   # refused: nothing listens in the test's netns
+"""
 
 
-def collect(proc: subprocess.Popen, settle: float = 1.5) -> list[dict]:
-    time.sleep(settle)
-    proc.terminate()
-    out, err = proc.communicate(timeout=10)
-    assert "Traceback" not in err, err
-    return [json.loads(line) for line in out.splitlines()]
+class Observer:
+    """`netvigil observe --follow -o json` with some filter, its lines going to a file."""
+
+    def __init__(self, agent: LiveAgent, out: Path, *args: str) -> None:
+        self.out = out
+        self.err = out.with_suffix(".err")
+        self.proc = subprocess.Popen([NETVIGIL, "observe", "--socket", str(agent.socket), "-o", "json",
+                                      "--follow", *args], stdout=out.open("w"), stderr=self.err.open("w"))
+
+    def items(self) -> list[dict]:
+        """Every complete line so far, parsed (each must be JSON)."""
+        text = self.out.read_text()
+        return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+
+    def stop(self) -> list[dict]:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        err = self.err.read_text()
+        assert "Traceback" not in err and "dropped" not in err, err
+        return self.items()
 
 
 def _wait_readers(agent: LiveAgent, n: int) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while agent.metric("netvigil_api_readers") < n:
         assert time.monotonic() < deadline, "observers did not connect"
         time.sleep(0.1)
 
 
+def _connects(events: list[dict], name: str, port: int | None = None) -> list[dict]:
+    return [e for e in events if e.get("evt.type") == "connect" and e.get("proc.name") == name
+            and (port is None or e.get("fd.rport") == port)]
+
+
+def _in_pod(e: dict) -> bool:
+    return e.get("k8s.pod.name") == POD and e.get("k8s.ns.name") == NAMESPACE
+
+
 @pytest.fixture(scope="module")
-def workload(live_agent: LiveAgent, programs: tuple[str, str]) -> Iterator[dict]:
+def workload(live_agent: LiveAgent, programs: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict]:
     """Observers with different filters, all following at once, then one known workload:
-    nvobs-a connects 3 times to the watched port P1, nvobs-b twice to P2."""
-    p2 = Listener()
+    nvobs-a connects 3 times to the watched port P1 (3 alerts), nvobs-b twice to P2, the
+    CRI-O pod shop/cart-5f6d7-abcde (labels app=cart, tier=web) twice to P3, and a process
+    in the agent's enforcement cgroup connects to the audited address (an audit verdict)."""
+    p2, p3 = Listener(), Listener()
     a, b = programs
+    base = tmp_path_factory.mktemp("observe")
     filters = {
         "type+process": ["--type", "connect", "--process", "nvobs-a"],
         "port": ["--port", str(p2.port)],
         "ip+process": ["--ip", "127.0.0.0/8", "--process", "nvobs-b", "--type", "connect"],
         "where": ["--where", f"evt.type = connect and fd.rport = {live_agent.target}"],
         "alerts": ["--alerts"],
-        "namespace": ["--namespace", "no-such-namespace"],
-        "pod": ["--pod", "shop/cart"],
+        "events": ["--events", "--process", "nvobs-a"],
+        "namespace": ["--namespace", NAMESPACE],
+        "pod": ["--pod", f"{NAMESPACE}/{POD}"],
+        "pod-name": ["--pod", POD, "--type", "connect"],
         "label": ["--label", "app=cart"],
-        "verdict": ["--verdict", "deny"],
+        "label-key": ["--label", "tier", "--port", str(p3.port)],
+        "verdict": ["--verdict", "audit"],
+        # nothing of the workload matches these
+        "other-namespace": ["--namespace", "other"],
+        "pod-other-namespace": ["--pod", f"other/{POD}"],
+        "label-other": ["--label", "app=shop"],
+        "verdict-deny": ["--verdict", "deny"],
     }
-    procs = {name: observe(live_agent, "--follow", *args) for name, args in filters.items()}
-    _wait_readers(live_agent, len(procs))
-    live_agent.connects(3, program=a)
-    live_agent.connects(2, port=p2.port, program=b)
-    time.sleep(1.0)
-    out = {name: collect(proc, settle=0.5) for name, proc in procs.items()}
-    out["ports"] = (live_agent.target, p2.port)
-    yield out
-    p2.sock.close()
+    observers = {name: Observer(live_agent, base / f"{name}.jsonl", *args) for name, args in filters.items()}
+    pods = PodHost(live_agent.node_prefix)
+    try:
+        _wait_readers(live_agent, len(observers))
+        ns = pods.netns(f"nvobs{os.getpid()}", [f"{AUDITED}/32"])
+        t0 = time.time_ns()
+        live_agent.connects(3, program=a)
+        live_agent.connects(2, port=p2.port, program=b)
+        container = pods.pod(POD, NAMESPACE, labels=LABELS).start(
+            ["/usr/bin/python3", "-c", CONNECTS, str(p3.port), "2"], name="cart", runtime=CRIO)
+        # nsenter, not `ip netns exec`: that one mounts a sysfs of its own, without the cgroup tree
+        verdict = subprocess.run(["nsenter", f"--net=/var/run/netns/{ns}", sys.executable, "-c", VERDICT,
+                                  str(live_agent.cgroup / "cgroup.procs"), AUDITED],
+                                 capture_output=True, text=True, timeout=60)
+        assert verdict.returncode == 0, verdict.stderr
+        code, _, err = container.wait(timeout=60)
+        assert code == 0, err
+        t1 = time.time_ns()
+        # poll until what each following observer must show has arrived (never a fixed sleep)
+        expected = {
+            "type+process": lambda got: len(got) >= 3, "port": lambda got: len(_connects(got, "nvobs-b")) >= 2,
+            "ip+process": lambda got: len(got) >= 2, "where": lambda got: len(got) >= 3,
+            "alerts": lambda got: [i.get("rule") for i in got].count(RULE) >= 3,
+            "events": lambda got: len(_connects(got, "nvobs-a")) >= 3,
+            "namespace": lambda got: len(_connects(got, "python3", p3.port)) >= 2,
+            "pod": lambda got: len(_connects(got, "python3", p3.port)) >= 2,
+            "pod-name": lambda got: len(got) >= 2, "label": lambda got: len(_connects(got, "python3")) >= 2,
+            "label-key": lambda got: len(_connects(got, "python3")) >= 2,
+            "verdict": lambda got: len(got) >= 1,
+        }
+        deadline = time.monotonic() + 60
+        for name, ready in expected.items():
+            while not ready(observers[name].items()):
+                assert time.monotonic() < deadline, f"observer {name}: {observers[name].items()[-5:]}"
+                time.sleep(0.2)
+        # the others had the same items offered: every reader's queue has been sent
+        while any(q["queued"] for q in _status(live_agent)["api"]["reader_queues"]):
+            assert time.monotonic() < deadline, "reader queues not drained"
+            time.sleep(0.2)
+        out: dict = {name: obs.stop() for name, obs in observers.items()}
+        out["ports"] = (live_agent.target, p2.port, p3.port)
+        out["window"] = (t0, t1)
+        yield out
+    finally:
+        for obs in observers.values():
+            if obs.proc.poll() is None:
+                obs.proc.kill()
+                obs.proc.wait()
+        pods.close()
+        p2.sock.close()
+        p3.sock.close()
 
 
-def _connects(events: list[dict], name: str) -> list[dict]:
-    return [e for e in events if e.get("evt.type") == "connect" and e.get("proc.name") == name]
+def _status(agent: LiveAgent) -> dict:
+    out = subprocess.run([NETVIGIL, "status", "--socket", str(agent.socket), "--json"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def test_type_and_process_select_exactly_the_workloads_connects(workload: dict) -> None:
@@ -102,16 +193,59 @@ def test_ip_with_process_and_where_condition(workload: dict) -> None:
     assert len(where) == 3 and all(e["proc.name"] == "nvobs-a" for e in where)
 
 
-def test_alerts_only(workload: dict) -> None:
+def test_alerts_only_and_events_only(workload: dict) -> None:
     alerts = workload["alerts"]
     assert [a["rule"] for a in alerts].count(RULE) == 3
     assert all({"rule", "priority", "output", "output_fields", "uuid", "time"} <= set(a) for a in alerts)
+    events = workload["events"]   # --events --process nvobs-a: its events, none of its 3 alerts
+    assert events and all("evt.type" in e and "rule" not in e and e["proc.name"] == "nvobs-a" for e in events)
+    assert {"execve", "connect"} <= {e["evt.type"] for e in events}
 
 
-def test_kubernetes_and_verdict_filters_select_nothing_from_a_host_workload(workload: dict) -> None:
-    # the workload runs on the host: no pod, namespace or label, no enforcement verdict
-    for name in ("namespace", "pod", "label", "verdict"):
-        assert workload[name] == [], name
+def test_pod_namespace_and_label_select_exactly_the_pods_events(workload: dict) -> None:
+    p3 = workload["ports"][2]
+    for name in ("namespace", "pod", "label"):
+        events = workload[name]
+        assert events and all(_in_pod(e) for e in events), name
+        assert len(_connects(events, "python3", p3)) == 2, name
+        assert any(e["evt.type"] == "execve" and e["proc.exepath"] == "/usr/bin/python3" for e in events), name
+        assert all(e["k8s.pod.labels"] == LABELS for e in events if e["evt.type"] == "connect"), name
+    # the same pod's events whichever way it is named (the pod's name alone, a label key)
+    assert ({e["evt.num"] for e in workload["namespace"]} == {e["evt.num"] for e in workload["pod"]}
+            == {e["evt.num"] for e in workload["label"]})
+    assert [e["evt.num"] for e in workload["pod-name"]] == [e["evt.num"] for e in workload["pod"]
+                                                            if e["evt.type"] == "connect"]
+    assert all(_in_pod(e) and p3 in (e.get("fd.rport"), e.get("fd.lport")) for e in workload["label-key"])
+    assert len(_connects(workload["label-key"], "python3", p3)) == 2
+    # host processes are not in the pod
+    assert not _connects(workload["namespace"], "nvobs-a") and not _connects(workload["pod"], "nvobs-b")
+
+
+def test_verdict_selects_the_audit_verdict(workload: dict) -> None:
+    verdicts = workload["verdict"]
+    assert verdicts and all(v["evt.type"] == "netvigil_verdict" and v["netvigil.verdict"] == "audit"
+                            for v in verdicts)
+    assert any(v.get("fd.rip") == AUDITED and v["netvigil.rule"] == "Test static audit entry" for v in verdicts)
+
+
+def test_filters_that_the_workload_does_not_match_select_nothing(workload: dict) -> None:
+    t0, t1 = workload["window"]
+    for name in ("other-namespace", "pod-other-namespace", "label-other", "verdict-deny"):
+        assert [i for i in workload[name] if t0 <= i.get("evt.time", 0) <= t1] == [], name
+
+
+def test_since_selects_by_time(live_agent: LiveAgent, workload: dict) -> None:
+    t0, t1 = workload["window"]
+    recent = subprocess.run([NETVIGIL, "observe", "--socket", str(live_agent.socket), "-o", "json", "--last", "100",
+                             "--since", "10m", "--process", "nvobs-a", "--type", "connect"],
+                            capture_output=True, text=True, timeout=30)
+    assert recent.returncode == 0, recent.stderr
+    assert [json.loads(line)["evt.num"] for line in recent.stdout.splitlines()] == \
+        [e["evt.num"] for e in workload["type+process"]]
+    after = datetime.fromtimestamp(t1 / 1e9, timezone.utc).isoformat()
+    later = subprocess.run([NETVIGIL, "observe", "--socket", str(live_agent.socket), "-o", "json", "--last", "100",
+                            "--since", after, "--process", "nvobs-a"], capture_output=True, text=True, timeout=30)
+    assert later.returncode == 0 and later.stdout == "", later   # the workload was before that
 
 
 def test_last_n_from_history_without_follow(live_agent: LiveAgent, workload: dict) -> None:
@@ -182,6 +316,13 @@ def test_a_stalled_reader_does_not_slow_the_agent(live_agent: LiveAgent) -> None
         assert live_agent.metric("netvigil_events_lost_total") == lost0
         assert live_agent.metric("netvigil_api_reader_dropped_total") > dropped0   # the lag is counted
         assert live_agent.get("/healthz")[0] == 200
+        # ... and shown by status: which reader lags, how far, how much it lost
+        lagging = [q for q in _status(live_agent)["api"]["reader_queues"] if q["dropped"]]
+        assert len(lagging) == 1 and lagging[0]["name"] == f"observe pid {os.getpid()} uid 0", lagging
+        assert lagging[0]["queued"] == lagging[0]["capacity"] == 1024 and lagging[0]["dropped"] > 0
+        text = subprocess.run([NETVIGIL, "status", "--socket", str(live_agent.socket)], capture_output=True,
+                              text=True, timeout=30, env={**os.environ, "NO_COLOR": "1"}).stdout
+        assert re.search(rf"observe pid {os.getpid()} uid 0\s+1,024/1,024 queued, [\d,]+ dropped", text), text
         print(f"\n{n} connects: {n / free_s:,.0f}/s without a reader, {n / stalled_s:,.0f}/s with a stalled one")
     finally:
         stalled.close()
