@@ -96,13 +96,14 @@ def fit_columns(columns: Sequence[tuple[str, int | None, str]], width: int, *,
                 min_rest: int = 30) -> tuple[tuple[str, int, str], ...]:
     """`columns` with widths that fill `width` exactly, so rich never shrinks them row by row:
     the column of width None takes what the others leave; when that is under `min_rest`
-    (a narrow terminal), the fixed columns after the first give up space in proportion,
-    never below their title's width."""
+    (a narrow terminal), the fixed left-aligned columns after the first give up space in
+    proportion, never below their title's width (numbers, right-aligned, are never cut)."""
     cols = list(columns)
     pad = 2 * (len(cols) - 1)   # one space each side between columns, none at the edges
     rest = width - pad - sum(w or 0 for _, w, _ in cols)
     if rest < min_rest:
-        give = {i: w - len(t) for i, (t, w, _) in enumerate(cols) if w and i > 0 and w > len(t)}
+        give = {i: w - len(t) for i, (t, w, j) in enumerate(cols)
+                if w and i > 0 and j == "left" and w > len(t)}
         room = sum(give.values())
         take = min(min_rest - rest, room)
         for i, spare in give.items():

@@ -7,6 +7,7 @@ import logging
 
 from alerts import Alert
 from sensor import logging_setup, terminal
+from sensor.event_output import COLUMNS, event_cells
 from sensor.live_view import LiveView
 from sensor.observe_cli import ObservePrinter
 
@@ -79,3 +80,16 @@ def test_log_lines_follow_a_moved_stream_and_come_back() -> None:
         root.removeHandler(handler)
     assert "during the view" in new.getvalue() and "during the view" not in old.getvalue()
     assert "after the view" in old.getvalue() and handler.stream is old
+
+
+def test_rows_line_up_within_a_narrow_terminal_and_keep_numbers_whole() -> None:
+    out = io.StringIO()
+    rows = terminal.StreamTable(terminal.console(out, "never", width=100), COLUMNS)
+    long_line = {**EVENT, "proc.pid": 173125, "proc.cmdline": "python3 -c " + "x" * 300}
+    for ev in (long_line, {**EVENT, "proc.cmdline": "sh"}):
+        rows.row(*event_cells(ev))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(len(line) <= 100 for line in lines), lines
+    assert " 173125 " in lines[1]                        # a number is never cut
+    starts = [[line.index(word) for word in ("shop", "0123")] for line in lines[1:]]
+    assert starts[0] == starts[1]                         # the same columns on every row
