@@ -401,14 +401,18 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
+        try:
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError as exc:  # EACCES on a parent: is_dir() raises it, only ENOENT is quiet
+            raise RuleLoadError(f"{p}: cannot read: {exc.strerror}") from None
+        if is_dir:
             try:
                 found = sorted(q for q in path.iterdir()
                                if q.suffix in (".yaml", ".yml") and not q.is_dir())
             except OSError as exc:
                 raise RuleLoadError(f"{p}: cannot read directory: {exc.strerror}") from None
             files.extend(found)
-        elif path.is_file():
+        elif is_file:
             files.append(path)
         else:
             raise RuleLoadError(f"{p}: no such rules file or directory")

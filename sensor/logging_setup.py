@@ -54,15 +54,24 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _OwnHandler(logging.StreamHandler):
+    """The stderr handler `configure` installs (so a later call replaces only it)."""
+
+
 def configure(fmt: str = "text", level: str | int = logging.WARNING, stream: TextIO | None = None) -> None:
-    """(Re)configure the root logger: one stderr handler with the chosen format."""
+    """(Re)configure the root logger: one stderr handler with the chosen format.
+
+    Replaces the handler an earlier call installed; handlers others added (a test's log
+    capture, an embedding program's) stay.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {FORMATS}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _OwnHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _OwnHandler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else getattr(logging, level.upper()))
 
