@@ -160,7 +160,7 @@ class SinkWorker:
                 if self._abandoned:
                     return
                 if outcome == "requeue":
-                    self._requeue_to_spool()
+                    pass  # _deliver moved the batch and the queue to the spool
                 elif outcome == "stopped":
                     return  # queue batch: stop() spools it; spool batch: still on disk
                 else:
@@ -204,6 +204,10 @@ class SinkWorker:
                 with self._cond:
                     first = not self._failing
                     self._failing = True
+                    if from_queue and not self._stopping:
+                        # in the same step as "failing" becomes visible: nothing is left
+                        # in memory once stats say the sink is down
+                        self._requeue_to_spool()
                 if first:
                     log.warning("%s; retrying with backoff, new alerts go to the disk spool", reason)
                 else:
