@@ -27,7 +27,7 @@ class SensorOptions:
     """Knobs of the live sensor."""
 
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
-    hooks: str = "auto"         # network hook set: auto, cgroup, syscalls (bpf_program.HOOK_SETS)
+    hooks: str = "syscalls"     # network hook set: syscalls, cgroup, auto (bpf_program.HOOK_SETS)
     proc_root: str = "/proc"
     exited_retention_s: float = 30.0
 

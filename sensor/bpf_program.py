@@ -322,7 +322,7 @@ class SensorProgram:
 
     def __init__(self, on_record: RecordCallback | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, *, use_btf: bool | None = None,
-                 hooks: str = "auto") -> None:
+                 hooks: str = "syscalls") -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()

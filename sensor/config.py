@@ -47,7 +47,7 @@ class AgentConfig:
     skip_unsupported: bool = True
     enforce_mode: str | None = None
     ringbuf_pages: int = 2048
-    hooks: str = "auto"
+    hooks: str = "syscalls"
     record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)

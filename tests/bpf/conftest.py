@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sensor.agent import Sensor
+from sensor.agent import Sensor, SensorOptions
 
 Event = dict[str, Any]
 
@@ -20,9 +20,9 @@ Event = dict[str, Any]
 class LiveSensor:
     """A loaded sensor plus the events it delivered since the last `clear()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: SensorOptions | None = None) -> None:
         self.events: list[Event] = []
-        self.sensor = Sensor(self.events.append)
+        self.sensor = Sensor(self.events.append, options)
 
     def clear(self) -> None:
         self.sensor.drain()
@@ -62,6 +62,19 @@ def live(_loaded_sensor: LiveSensor) -> LiveSensor:
     """The shared sensor with an empty event list."""
     _loaded_sensor.clear()
     return _loaded_sensor
+
+
+@pytest.fixture(scope="module")
+def live_cgroup() -> Iterator[LiveSensor]:
+    """A second sensor on the opt-in cgroup hook set (`sensor.hooks: cgroup`), for the
+    tests of that set; loaded per module that asks for it."""
+    live = LiveSensor(SensorOptions(hooks="cgroup"))
+    live.sensor.start()
+    try:
+        live.clear()
+        yield live
+    finally:
+        live.sensor.close()
 
 
 @pytest.fixture(scope="session")

@@ -267,22 +267,25 @@ def test_packet_socket_is_seen(live) -> None:
         program.close()
 
 
-def test_network_hooks_use_no_syscall_tracepoint(live) -> None:
+def test_network_hooks_use_no_syscall_tracepoint(live_cgroup) -> None:
     """With BTF and a cgroup2 root, the whole sensor runs on cgroup programs and sock,
     sched and task tracepoints: not one syscall tracepoint (each would send every syscall
     on the node through the tracing slow path)."""
-    program = live.sensor.program
+    program = live_cgroup.sensor.program
     assert program.hooks.hooks == "cgroup", program.hooks.reason
     attached = {name.decode() if isinstance(name, bytes) else name for name in program.bpf.tracepoint_fds}
     assert not [tp for tp in attached if tp.startswith("syscalls:")], attached
     assert "sock:inet_sock_set_state" in attached
 
 
-def test_accept_in_a_pre_fork_worker_is_attributed_to_the_listening_process(live) -> None:
+@pytest.mark.parametrize("hook_set", ["live", "live_cgroup"])
+def test_accept_in_a_pre_fork_worker_is_attributed_to_the_listening_process(hook_set, request) -> None:
     """A pre-fork server: the parent listens, a forked worker accepts. The cgroup hook set
     sees the passive open in softirq and reports it for the process that listened on the
     port (the rule documented in bpf/sensor_net_cgroup.c); the syscalls set, for the
     worker that called accept()."""
+    live = request.getfixturevalue(hook_set)
+    live.clear()
     code = """
     import os, socket, sys, time
     srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(8)
