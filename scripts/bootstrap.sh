@@ -13,7 +13,7 @@ fi
 
 # 1. Debian packages --------------------------------------------------------
 kver=$(uname -r)
-want=(python3-bpfcc python3-venv runc busybox-static iproute2 tmux nginx-light wrk mmdebstrap umoci skopeo)
+want=(python3-bpfcc python3-venv runc busybox-static iproute2 tmux nginx-light wrk mmdebstrap umoci skopeo libcap2-bin openssl)
 missing=()
 for p in "${want[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 headers_ok() { [ -e "/lib/modules/$kver/build/include/linux/kconfig.h" ] || [ -e "/lib/modules/$kver/build/include/generated/autoconf.h" ]; }
@@ -55,6 +55,11 @@ if [ ! -e /sys/kernel/tracing/events ]; then
 fi
 if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
   mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf && log "mounted bpffs"
+fi
+# A DaemonSet mounts bpffs with mountPropagation (containerd insists on a shared host
+# mount, as systemd makes every mount); a host without systemd has it private.
+if ! awk '$5 == "/sys/fs/bpf" && / shared:/ {found=1} END {exit !found}' /proc/self/mountinfo; then
+  mount --make-shared /sys/fs/bpf && log "made /sys/fs/bpf a shared mount"
 fi
 
 # 4. Virtual environment ----------------------------------------------------

@@ -19,6 +19,8 @@ judged faithful by kubectl (tests/test_k8s_apiserver.py). What it implements:
   ``timeoutSeconds``; an RV older than the compaction point gets an ERROR event with a
   410 Status (what the real server sends) or, if asked, an HTTP 410;
 - bearer-token auth (401) and per-resource RBAC denial (403 Status as the real one says);
+- plain HTTP, or HTTPS with a certificate for 127.0.0.1 (`tls=`, `self_signed_cert`) for
+  clients that insist on it (the in-cluster service-account configuration);
 - test hooks: create/update/delete objects, compact the history, send a bookmark,
   cut the next watch event mid-line, go down and come up on the same port.
 """
@@ -29,6 +31,8 @@ import copy
 import json
 import re
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -82,6 +86,16 @@ def status_body(code: int, reason: str, message: str, details: dict[str, Any] | 
     if details:
         body["details"] = details
     return body
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and kubernetes.default.svc) and its key, made by openssl."""
+    cert, key = directory / "apiserver.crt", directory / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=kube-apiserver", "-keyout", str(key), "-out", str(cert),
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc"],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 # -- selectors ---------------------------------------------------------------------------
@@ -256,7 +270,9 @@ class _Faults:
 class FakeApiServer:
     """The server (see module docstring); ``with FakeApiServer() as api: ...``."""
 
-    def __init__(self, port: int = 0, bookmark_interval_s: float = 60.0, token: str | None = None) -> None:
+    def __init__(self, port: int = 0, bookmark_interval_s: float = 60.0, token: str | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        self.tls = tls   # (certificate, key) files: serve HTTPS
         self._lock = threading.Condition()
         self._store: dict[str, dict[tuple[str, str], dict[str, Any]]] = {r: {} for r in RESOURCES}
         self._rv = 100
@@ -281,7 +297,7 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}"
 
     def up(self) -> None:
         """Listen (again, on the same port)."""
@@ -293,6 +309,11 @@ class FakeApiServer:
         httpd.daemon_threads = True
         httpd.server_bind()
         httpd.server_activate()
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*map(str, self.tls))
+            # the handshake happens on the handler's thread, at its first read
+            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._port = httpd.server_address[1]
         self._httpd = httpd
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -705,7 +726,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return None
-        if self.api.token and self.headers.get("Authorization") != f"Bearer {self.api.token}":
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if self.api.token and (scheme.lower() != "bearer" or token != self.api.token):   # scheme: any case
             raise _HttpError(401, "Unauthorized", "Unauthorized")
         if path == "/api":
             return self._json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [

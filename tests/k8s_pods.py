@@ -192,8 +192,7 @@ class PodHost:
 
     def start_container(self, pod: Pod, args: list[str], *, name: str, image: str,
                         runtime: str) -> Container:
-        """Lay out the bundle as `runtime` does and `runc run` it in the pod's cgroup."""
-        cid = _new_id()
+        """Lay out the bundle as `runtime` does and `runc run` busybox `args` in the pod's cgroup."""
         spec = self._base_spec()
         spec["process"]["terminal"] = False
         spec["process"]["args"] = args
@@ -209,12 +208,22 @@ class PodHost:
         if pod.netns:
             namespaces.append({"type": "network", "path": f"/var/run/netns/{pod.netns}"})
         spec["linux"]["namespaces"] = namespaces
+        return self.run_spec(pod, spec, name=name, image=image, runtime=runtime)
+
+    def run_spec(self, pod: Pod, spec: dict[str, Any], *, name: str, image: str, runtime: str = CONTAINERD,
+                 stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE) -> Container:
+        """`runc run` an OCI spec as `runtime` runs a container of `pod`: its bundle and
+        annotations where the runtime keeps them, its cgroup under the pod's. A spec whose
+        root.path is absolute keeps that root filesystem; otherwise busybox is laid out."""
+        cid = _new_id()
+        spec = copy.deepcopy(spec)
+        own_root = Path(spec["root"]["path"]) if Path(spec["root"]["path"]).is_absolute() else None
         if runtime == CONTAINERD:
             bundle = Path(self.roots.containerd_tasks()) / "k8s.io" / cid
             rootfs = bundle / "rootfs"
             runc_root = self.prefix / "run/containerd/runc/k8s.io"
             leaf = cid
-            spec["annotations"] = {
+            annotations = {
                 "io.kubernetes.cri.container-type": "container",
                 "io.kubernetes.cri.container-name": name,
                 "io.kubernetes.cri.image-name": image,
@@ -223,7 +232,7 @@ class PodHost:
                 "io.kubernetes.cri.sandbox-namespace": pod.namespace,
                 "io.kubernetes.cri.sandbox-uid": pod.uid,
             }
-            spec["root"]["path"] = "rootfs"
+            spec["root"]["path"] = str(own_root) if own_root else "rootfs"
             config = bundle / "config.json"
             self._sandbox_containerd(pod)
         elif runtime == CRIO:
@@ -231,7 +240,7 @@ class PodHost:
             rootfs = self.prefix / "var/lib/containers/storage/overlay" / cid / "merged"
             runc_root = self.prefix / "run/runc"
             leaf = f"crio-{cid}"
-            spec["annotations"] = {
+            annotations = {
                 "io.kubernetes.cri-o.ContainerType": "container",
                 "io.kubernetes.cri-o.ContainerID": cid,
                 "io.kubernetes.cri-o.ImageName": image,
@@ -244,19 +253,20 @@ class PodHost:
                 "io.kubernetes.pod.namespace": pod.namespace,
                 "io.kubernetes.pod.uid": pod.uid,
             }
-            spec["root"]["path"] = str(rootfs)
+            spec["root"]["path"] = str(own_root or rootfs)
             config = bundle / "config.json"
             self._sandbox_crio(pod)
         else:
             raise ValueError(f"unknown runtime {runtime!r}")
+        spec["annotations"] = {**spec.get("annotations", {}), **annotations}
         bundle.mkdir(parents=True)
-        self._rootfs(rootfs)
+        if own_root is None:
+            self._rootfs(rootfs)
         spec["linux"]["cgroupsPath"] = f"{pod.cgroup}/{leaf}"
         config.write_text(json.dumps(spec))
         runc_root.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(["runc", "--root", str(runc_root), "run", "--bundle", str(bundle), cid],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=True)
         container = Container(cid, name, image, runtime, runc_root, bundle, proc)
         pod.containers.append(container)
         return container

@@ -3,9 +3,6 @@
 probes, RBAC verbs (exactly get/list/watch on what the agent reads)."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,27 +10,11 @@ import yaml
 
 import kubernetes_validate
 
-REPO = Path(__file__).resolve().parent.parent
-KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/recording-hostpath", "deploy/overlays/falcosidekick"]
+from deploy_manifests import REPO, agent_container, by_kind, render
+
+KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/recording-hostpath", "deploy/overlays/falcosidekick",
+                  "deploy/overlays/least-privilege"]
 K8S_VERSIONS = ["1.30.0", "1.32.0", "1.34.0", "1.36.0"]
-
-
-def render(path: str) -> list[dict[str, Any]]:
-    """`kubectl kustomize PATH` as a list of objects."""
-    assert shutil.which("kubectl"), "kubectl (with kustomize) is needed to render deploy/"
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / path)], check=True,
-                         capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [o for o in objs if o["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def agent_container(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    return by_kind(objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
 
 
 def mounts(objs: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
@@ -160,3 +141,20 @@ def test_falcosidekick_overlay_adds_the_sink() -> None:
     cfg = yaml.safe_load((REPO / "deploy/base/config/netvigil.yaml").read_text())
     parsed = parse_alerts_config(apply_overrides(cfg["alerts"], sets), "overlay")
     assert {s.name: s.type for s in parsed.sinks}.get("falcosidekick") == "falcosidekick"
+
+
+def test_least_privilege_overlay_drops_privileged_for_the_capabilities_the_agent_uses() -> None:
+    objs = render("deploy/overlays/least-privilege")
+    sec = agent_container(objs)["securityContext"]
+    assert sec["privileged"] is False and sec["readOnlyRootFilesystem"] is True and sec["runAsUser"] == 0
+    # the set tests/bpf/test_daemonset.py runs with (each one needed there: see docs/operations.md)
+    assert sec["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"]}
+    assert sec["seccompProfile"] == {"type": "Unconfined"}
+    # the API server allows Bidirectional propagation only to privileged containers
+    m = mounts(objs)
+    assert not any(mount.get("mountPropagation") == "Bidirectional" for mount, _ in m.values())
+    assert m["/sys/fs/bpf"][0]["mountPropagation"] == "HostToContainer"
+    # everything else is the base's
+    base = mounts(render("deploy/base"))
+    assert set(m) == set(base)
+    assert {k: v for k, v in m.items() if k != "/sys/fs/bpf"} == {k: v for k, v in base.items() if k != "/sys/fs/bpf"}

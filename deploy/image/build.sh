@@ -8,6 +8,7 @@
 # wheel is built from) hash to a cache directory, $NETVIGIL_IMAGE_CACHE/<hash>
 # (default /var/cache/netvigil-image), reused when it exists. The last line printed on
 # stdout is that directory; it holds `oci/` (layout, tag $version) and `netvigil.oci.tar`.
+# After a build, only the $NETVIGIL_IMAGE_KEEP (default 3) newest builds are kept.
 # Usage: deploy/image/build.sh [--force]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +32,7 @@ inputs() {
 hash=$(inputs | sha256sum | cut -c1-16)
 out="$cache_root/$hash"
 if [ "${1:-}" != "--force" ] && [ -f "$out/netvigil.oci.tar" ]; then
+  touch "$out"
   log "cached: $out"
   echo "$out"
   exit 0
@@ -95,5 +97,7 @@ umoci config --image "$layout:$version" \
 umoci gc --layout "$layout"
 skopeo copy -q "oci:$layout:$version" "oci-archive:$out.tmp/netvigil.oci.tar:netvigil:$version" >&2
 rm -rf "$out" && mv "$out.tmp" "$out"
+# prune older builds (each edit of the sources makes one)
+ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +$(( ${NETVIGIL_IMAGE_KEEP:-3} + 1 )) | xargs -r rm -rf
 log "built $out in $(( $(date +%s) - started ))s: $(du -sh "$out/netvigil.oci.tar" | cut -f1) archive"
 echo "$out"

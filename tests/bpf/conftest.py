@@ -88,3 +88,16 @@ def live_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield agent
     finally:
         agent.stop()
+
+
+@pytest.fixture(scope="session")
+def netvigil_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The image `make image` builds (deploy/image/build.sh: once per run, reused from its
+    cache when its inputs are unchanged), unpacked with umoci (tests/kubelet_pod.py)."""
+    from daemonset_node import ImageBuildError, build_image, unpack_image  # noqa: PLC0415
+
+    try:
+        cache = build_image(tmp_path_factory.mktemp("image-build") / "build.log")
+    except ImageBuildError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return unpack_image(cache, tmp_path_factory.mktemp("image") / "bundle")

@@ -17,14 +17,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from sensor import cgroups
+from tests.agent_http import Samples, http_get, samples
+from tests.kubelet_pod import ConfigMapDir
 
 NETVIGIL = str(Path(sys.executable).with_name("netvigil"))
 PID = os.getpid()
@@ -81,34 +79,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class ConfigMapDir:
-    """A directory laid out as the kubelet mounts a ConfigMap: files are symlinks through
-    `..data`, which points at a timestamped directory and is swapped atomically."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._n = 0
-
-    def publish(self, files: dict[str, str]) -> None:
-        """Write a new version of every file and swap `..data` to it (as the kubelet does)."""
-        self._n += 1
-        version = self.root / f"..2026_12_01_00_00_{self._n:02d}.{PID}"
-        version.mkdir()
-        for name, text in files.items():
-            (version / name).write_text(text)
-        tmp = self.root / "..data_tmp"
-        tmp.symlink_to(version.name)
-        old = (self.root / "..data").resolve() if (self.root / "..data").exists() else None
-        os.rename(tmp, self.root / "..data")
-        for name in files:
-            link = self.root / name
-            if not link.is_symlink():
-                link.symlink_to(f"..data/{name}")
-        if old is not None:
-            shutil.rmtree(old)
 
 
 class LiveAgent:
@@ -203,23 +173,13 @@ class LiveAgent:
 
     # -- looking --------------------------------------------------------------------
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.port, path)
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def metrics(self) -> Samples:
         """Every sample: (name, sorted labels) -> value, parsed by prometheus_client's parser."""
         code, text = self.get("/metrics")
         assert code == 200
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+        return samples(text)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
