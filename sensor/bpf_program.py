@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sensor import cgroups
+from sensor import cgroups, kernel_headers
 from sensor.btf import BtfError, KernelBtf
 from sensor.errors import BPFUnavailableError
 from sensor.ring_reader import ItemConsumer, RecordDecoder, RingBufferError, RingReader
@@ -259,7 +259,8 @@ def attach_cgroup_programs(bpf: object, bpf_cls: type, root: Path) -> list[int]:
 
 
 def load_bcc() -> type:
-    """BCC's BPF class, or a clear error saying how to get it."""
+    """BCC's BPF class (headers chosen: sensor.kernel_headers), or a clear error saying how to get it."""
+    kernel_headers.use()
     try:
         from bcc import BPF  # noqa: PLC0415 (optional system package)
     except ImportError as exc:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rules.command_help import add_command
-from sensor import cgroups, terminal
+from sensor import cgroups, kernel_headers, terminal
 from sensor.bpf_program import KERNEL_BTF, kernel_has_btf
 
 REQUIRED_TRACEPOINTS = (
@@ -69,16 +69,16 @@ def check_bcc() -> Check:
     return Check("BCC", "ok", f"bcc {version} from {os.path.dirname(bcc.__file__)}")
 
 
-def check_headers() -> Check:
-    build = f"/lib/modules/{platform.release()}/build"
-    if not os.path.exists(build):
-        return Check("kernel headers", "fail", f"{build} missing",
+def check_headers(env: dict[str, str] | None = None) -> Check:
+    """The headers the agent's BCC compile will use (sensor.kernel_headers: the same choice)."""
+    chosen = kernel_headers.select(env)
+    if chosen.path is None:
+        return Check("kernel headers", "fail", chosen.detail,
                      "scripts/bootstrap.sh (installs linux-headers-$(uname -r), or "
-                     "linux-headers-cloud-amd64 linked into /lib/modules/$(uname -r)/{build,source})")
-    target = os.path.realpath(build)
-    own = platform.release() in os.path.basename(target)
-    detail = f"{build} -> {target}" + ("" if own else " (generic headers: fine, our BPF reads no kernel structs)")
-    return Check("kernel headers", "ok", detail)
+                     "linux-headers-cloud-amd64 linked into /lib/modules/$(uname -r)/{build,source}); "
+                     "in a pod: mount the node's /lib/modules and /usr/src, or use the netvigil image "
+                     "(it ships generic headers)")
+    return Check("kernel headers", "ok", f"{chosen.origin}: {chosen.detail}")
 
 
 def check_tracefs() -> Check:

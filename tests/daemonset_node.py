@@ -116,11 +116,13 @@ class ImageBuildError(Exception):
     """deploy/image/build.sh failed (the message holds the end of its log)."""
 
 
-def build_image(log: Path) -> Path:
-    """Run deploy/image/build.sh (its cache makes a rebuild of unchanged inputs a no-op);
-    the cache directory holding `oci/` and `netvigil.oci.tar`."""
+def build_image(log: Path, cache_root: Path | None = None) -> Path:
+    """Run deploy/image/build.sh (its cache, $NETVIGIL_IMAGE_CACHE or `cache_root`, makes a
+    rebuild of unchanged inputs a no-op); the directory holding `oci/` and `netvigil.oci.tar`."""
+    env = {**os.environ, **({"NETVIGIL_IMAGE_CACHE": str(cache_root)} if cache_root else {})}
     with log.open("w") as err:
-        build = subprocess.run([str(REPO / "deploy/image/build.sh")], stdout=subprocess.PIPE, stderr=err, text=True)
+        build = subprocess.run([str(REPO / "deploy/image/build.sh")], stdout=subprocess.PIPE, stderr=err, text=True,
+                               env=env)
     if build.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-40:])
         raise ImageBuildError(f"the image did not build: deploy/image/build.sh exited {build.returncode} "

@@ -43,8 +43,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/netvigil-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/wheels" "$work/bundle"
 
-# 1. Wheels: netvigil from the checkout plus its dependencies (pip's configured indexes).
-#    The wheel lacks bpf/*.c, which the agent reads next to its packages: copied below.
+# 1. Wheels: netvigil from the checkout (with bpf/*.c and *.h as package data) plus its
+#    dependencies (pip's configured indexes).
 log "building wheels"
 mkdir -p "$work/src"
 cp -a "$repo/pyproject.toml" "$repo/sensor" "$repo/rules" "$repo/alerts" "$repo/bpf" "$work/src/"
@@ -66,7 +66,6 @@ mmdebstrap --mode=root --variant=essential --include="$packages" \
   --customize-hook='copy-in '"$work/wheels"' /tmp' \
   --customize-hook='chroot "$1" python3 -m venv --system-site-packages /opt/netvigil/venv' \
   --customize-hook='chroot "$1" env -i PATH=/usr/bin:/bin /opt/netvigil/venv/bin/pip install -q --no-index --disable-pip-version-check --no-compile --find-links /tmp/wheels netvigil' \
-  --customize-hook='cp -a '"$work/src/bpf"' "$1/opt/netvigil/venv/lib/python3.11/site-packages/bpf"' \
   --customize-hook="$here/slim-hook.sh" \
   --customize-hook='rm -rf "$1/tmp/wheels"' \
   --customize-hook="$here/headers-hook.sh" \
@@ -90,6 +89,7 @@ umoci config --image "$layout:$version" \
   --config.entrypoint /usr/local/bin/netvigil-entrypoint \
   --config.cmd run \
   --config.env PATH=/opt/netvigil/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  --config.env NETVIGIL_FALLBACK_HEADERS=/opt/netvigil/kernel \
   --config.workingdir / \
   --config.label org.opencontainers.image.title=netvigil \
   --config.label org.opencontainers.image.version="$version" \

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sensor import kernel_headers
 from sensor.enforcement import bpfsys, tc
 from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError, InterfaceNotFoundError
 from sensor.enforcement.keys import AttachRecord
@@ -119,6 +120,7 @@ class EnforcementDatapath:
             from bcc import BPF  # noqa: PLC0415 (optional dependency, import on use)
         except ImportError as exc:
             raise EnforcementError(f"BCC (python3-bpfcc) is not importable: {exc}") from None
+        kernel_headers.use()
         os.makedirs(self.layout.maps_dir, exist_ok=True)
         os.makedirs(self.layout.progs_dir, exist_ok=True)
         cflags = [f"-I{self.bpf_dir}", f'-DNV_PIN_MAPS="{self.layout.maps_dir}"', "-w"]
