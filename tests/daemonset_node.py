@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -68,6 +69,7 @@ class DaemonSetNode:
         self.ca = cert.read_text()
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
         self.cgroup = cgroups.mount() / f"netvigil-test-ds-{PID}"
         self.cgroup.mkdir(exist_ok=True)
         self.pin_path = Path(f"/sys/fs/bpf/netvigil-test-ds-{PID}")
@@ -75,6 +77,13 @@ class DaemonSetNode:
         self.node = Node(host_paths={p: str(tmp / "node" / p.lstrip("/"))
                                      for p in ("/run/containerd", "/run/containers", "/var/run/crio")},
                          api_host="127.0.0.1", api_port=self.api.port, token=TOKEN, ca_crt=self.ca)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.listener.accept()[0].close()
+            except OSError:     # closed
+                return
 
     def edit(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rendered objects with the test's rule and its own enforcement attach point."""
@@ -107,6 +116,10 @@ class DaemonSetNode:
         except OSError:
             pass
         self.api.close()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)    # wakes the accepting thread
+        except OSError:
+            pass
         self.listener.close()
 
 

@@ -14,7 +14,9 @@ cgroup and pin path instead of the node's root cgroup).
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -27,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: support modules
 
 from daemonset_node import RULE, DaemonSetNode, alerts, bpf_mounts, wait_ready  # noqa: E402
-from deploy_manifests import agent_container, by_kind, render  # noqa: E402
+from deploy_manifests import REPO, agent_container, by_kind, render  # noqa: E402
 from tests.agent_http import http_get, samples  # noqa: E402
 from tests.kubelet_pod import KubeletPod, OciImage  # noqa: E402
 
@@ -106,6 +108,8 @@ def test_daemonset_pod_runs_as_the_kubelet_would(kustomization: str, node: Daemo
         assert m[("netvigil_rule_matches_total", (("priority", "Notice"), ("rule", RULE)))] == 3
         assert m[("netvigil_k8s_synced", ())] == 1
         assert m[("netvigil_ready", ())] == 1
+        documented = set(re.findall(r"`(netvigil_[a-z_]+)`", (REPO / "docs/operations.md").read_text()))
+        assert {name for name, _ in m if name.startswith("netvigil_")} - documented == set()
 
         code, seconds = kubelet.stop()
         assert code == 0, kubelet.stderr[-3000:]
@@ -118,3 +122,28 @@ def test_daemonset_pod_runs_as_the_kubelet_would(kustomization: str, node: Daemo
             older.wait()
         kubelet.close()
     assert bpf_mounts() == mounts_before
+
+
+def test_doctor_in_the_image_reports_the_headers_the_agent_compiles_with(node: DaemonSetNode, netvigil_image: OciImage,
+                                                                         tmp_path: Path) -> None:
+    """On a node whose /lib/modules and /usr/src are not mounted, `netvigil doctor` in the
+    DaemonSet's container names the image's generic headers, and its trial load (the
+    agent's own compile path) succeeds with them."""
+    objs = node.edit(render("deploy/base"))
+    container = agent_container(objs)
+    container["args"] = ["doctor", "--json"]
+    container["volumeMounts"] = [m for m in container["volumeMounts"]
+                                 if m["mountPath"] not in ("/lib/modules", "/usr/src")]
+    kubelet = KubeletPod(objs, netvigil_image, node.host, tmp_path / "pod", node.node)
+    try:
+        kubelet.start()
+        assert kubelet.running is not None
+        code = kubelet.running.proc.wait(timeout=180)
+        report = {c["name"]: c for c in json.loads(kubelet.stdout)}
+        assert code == 0, (report, kubelet.stderr[-2000:])
+        headers = report["kernel headers"]
+        assert headers["status"] == "ok" and headers["detail"].startswith("generic:"), headers
+        assert "/opt/netvigil/kernel" in headers["detail"]
+        assert report["BPF load"]["status"] == "ok", report["BPF load"]
+    finally:
+        kubelet.close()
