@@ -2,7 +2,7 @@
 
 What attaching anything to those hooks costs a workload before our programs do any
 work. Shared by the benchmarks that report a ratio to the floor. The hooks are those of
-the network hook set `netvigil run` chooses here (sensor.hooks auto): tracepoints, and
+the network hook set `netvigil run` chooses here (its default sensor.hooks): tracepoints, and
 for the cgroup set the cgroup programs (returning "allow") linked to the cgroup2 root and
 the packet_create fentry where the kernel allows it.
 """
@@ -16,14 +16,16 @@ from sensor import cgroups
 from sensor.bpf_program import (
     CGROUP_PROGRAMS, PACKET_KFUNC, attach_cgroup_programs, bpf_source_dir, choose_hooks, fentry_allowed,
     kernel_has_btf, kernel_offsets, load_bcc, sensor_sources)
+from sensor.config import AgentConfig
 
 _PROBE = re.compile(r"\b(RAW_TRACEPOINT_PROBE|TRACEPOINT_PROBE)\((\w+)(?:, (\w+))?\)")
 _CTX = {"CGROUP_SOCK_ADDR": "struct bpf_sock_addr", "CGROUP_SOCK": "struct bpf_sock"}
 
 
 def chosen_hooks() -> str:
-    """The network hook set `netvigil run` attaches on this machine (sensor.hooks auto)."""
-    return choose_hooks("auto", kernel_offsets(kernel_has_btf()), cgroups.find_mount()).hooks
+    """The network hook set `netvigil run` attaches on this machine (default sensor.hooks)."""
+    default = AgentConfig().hooks
+    return choose_hooks(default, kernel_offsets(kernel_has_btf()), cgroups.find_mount()).hooks
 
 
 def sensor_hooks(src_dir: Path | None = None, hooks: str | None = None) -> list[tuple[str, str, str | None]]:
