@@ -14,9 +14,8 @@ from pathlib import Path
 
 from sensor import cgroups
 from sensor.bpf_program import (
-    CGROUP_PROGRAMS, PACKET_KFUNC, attach_cgroup_programs, bpf_source_dir, choose_hooks, fentry_allowed,
+    CGROUP_PROGRAMS, DEFAULT_HOOKS, PACKET_KFUNC, attach_cgroup_programs, bpf_source_dir, choose_hooks, fentry_allowed,
     kernel_has_btf, kernel_offsets, load_bcc, sensor_sources)
-from sensor.config import AgentConfig
 
 _PROBE = re.compile(r"\b(RAW_TRACEPOINT_PROBE|TRACEPOINT_PROBE)\((\w+)(?:, (\w+))?\)")
 _CTX = {"CGROUP_SOCK_ADDR": "struct bpf_sock_addr", "CGROUP_SOCK": "struct bpf_sock"}
@@ -24,8 +23,7 @@ _CTX = {"CGROUP_SOCK_ADDR": "struct bpf_sock_addr", "CGROUP_SOCK": "struct bpf_s
 
 def chosen_hooks() -> str:
     """The network hook set `netvigil run` attaches on this machine (default sensor.hooks)."""
-    default = AgentConfig().hooks
-    return choose_hooks(default, kernel_offsets(kernel_has_btf()), cgroups.find_mount()).hooks
+    return choose_hooks(DEFAULT_HOOKS, kernel_offsets(kernel_has_btf()), cgroups.find_mount()).hooks
 
 
 def sensor_hooks(src_dir: Path | None = None, hooks: str | None = None) -> list[tuple[str, str, str | None]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rules.event import Event, stored
-from sensor.bpf_program import DEFAULT_RINGBUF_PAGES, SensorProgram
+from sensor.bpf_program import DEFAULT_HOOKS, DEFAULT_RINGBUF_PAGES, SensorProgram
 from sensor import cgroups
 from sensor.boottime import boot_to_wall_offset_ns
 from sensor.container_identity import CgroupResolver, identity_from_proc
@@ -27,7 +27,7 @@ class SensorOptions:
     """Knobs of the live sensor."""
 
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
-    hooks: str = "syscalls"     # network hook set: syscalls, cgroup, auto (bpf_program.HOOK_SETS)
+    hooks: str = DEFAULT_HOOKS  # network hook set (bpf_program.HOOK_SETS)
     proc_root: str = "/proc"
     exited_retention_s: float = 30.0
 

@@ -43,6 +43,8 @@ NET_SOURCES = {
 SENSOR_SOURCES = CORE_SOURCES + NET_SOURCES["syscalls"]
 HOOK_SETS = ("auto", "cgroup", "syscalls")
 """sensor.hooks: auto (cgroup when the kernel allows it), cgroup, syscalls."""
+DEFAULT_HOOKS = "syscalls"
+"""The default hook set: the cgroup set is opt-in (docs/operations.md says what it misses)."""
 # syscall hooks for what sensor_process.c reads through BTF offsets, when those are unknown
 PROCESS_SYSCALL_FALLBACK = "sensor_process_syscalls.c"
 # kernel-internal members sensor_process.c reads, as -D name=offset (from the kernel's BTF)
@@ -323,7 +325,7 @@ class SensorProgram:
 
     def __init__(self, on_record: RecordCallback | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, *, use_btf: bool | None = None,
-                 hooks: str = "syscalls") -> None:
+                 hooks: str = DEFAULT_HOOKS) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()

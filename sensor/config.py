@@ -23,7 +23,7 @@ from sensor.endpoint_config import (
     ApiConfig, HttpConfig, LogConfig, ReloadConfig, parse_api_config, parse_http_config,
     parse_log_config, parse_reload_config,
 )
-from sensor.bpf_program import HOOK_SETS
+from sensor.bpf_program import DEFAULT_HOOKS, HOOK_SETS
 from sensor.errors import ConfigError
 from sensor.k8s.config import K8sConfig, parse_k8s_config
 from sensor.recording.config import RecordConfig, parse_record_config
@@ -47,7 +47,7 @@ class AgentConfig:
     skip_unsupported: bool = True
     enforce_mode: str | None = None
     ringbuf_pages: int = 2048
-    hooks: str = "syscalls"
+    hooks: str = DEFAULT_HOOKS
     record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sensor import kernel_headers
+from sensor.bpf_program import bpf_source_dir
 from sensor.enforcement import bpfsys, tc
 from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError, InterfaceNotFoundError
 from sensor.enforcement.keys import AttachRecord
@@ -33,7 +34,7 @@ from sensor.enforcement.verdicts import verdict_callback
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(os.environ.get("NETVIGIL_BPF_DIR") or Path(__file__).resolve().parents[2] / "bpf")
+BPF_DIR = bpf_source_dir()
 SOURCE = "enforce.c"
 HEADER = "enforce.h"
 TC_PREF = 49374          # our tc filter priority (0xC0DE)

@@ -11,13 +11,14 @@ programs are attached to), a network namespace the test made (the pods' network:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -126,14 +127,15 @@ def _client(pod, name: str, pump=None) -> str:
     return out.strip()
 
 
-def test_workload_scope_denies_a_pod_of_the_workload_started_after_the_rule_fired(live, node, agent) -> None:
-    host, ns = node
+@contextlib.contextmanager
+def _wired(live, host, agent, rules_text: str, name: str) -> Iterator[tuple[PodCache, Pipeline, Callable[[float], None]]]:
+    """The live sensor feeding a Pipeline with pod enrichment and enforcement, wired as
+    `netvigil run` wires them; yields (pod cache, pipeline, pump) and unwires on exit."""
     pods = PodCache()
     enricher = K8sEnricher(RuntimeMetadata(host.roots), pods, hold_s=2.0)
-    feed(agent.pod_scopes, enricher, pods)   # as `netvigil run` wires them
-    ruleset = load_rules_text(RULES, "k8s-enforce.yaml")
-    pipeline = Pipeline(hostname="node-1", ruleset=ruleset, on_event=live.events.append, k8s=enricher,
-                        enforcement=agent)
+    feed(agent.pod_scopes, enricher, pods)
+    pipeline = Pipeline(hostname="node-1", ruleset=load_rules_text(rules_text, name),
+                        on_event=live.events.append, k8s=enricher, enforcement=agent)
     live.sensor.attach_enricher(enricher)
     previous = live.sensor.on_event
     live.sensor.on_event = pipeline
@@ -146,6 +148,15 @@ def test_workload_scope_denies_a_pod_of_the_workload_started_after_the_rule_fire
             agent.poll(0)
 
     try:
+        yield pods, pipeline, pump
+    finally:
+        live.sensor.on_event = previous
+        live.sensor.attach_enricher(None)
+
+
+def test_workload_scope_denies_a_pod_of_the_workload_started_after_the_rule_fired(live, node, agent) -> None:
+    host, ns = node
+    with _wired(live, host, agent, RULES, "k8s-enforce.yaml") as (pods, pipeline, pump):
         first = host.pod("web-5d8f9c-aaaaa", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
         pods.upsert(first.api_object())
         assert _client(first, "web", pump) == "OK"          # nothing denies it yet: the rule fires
@@ -170,9 +181,6 @@ def test_workload_scope_denies_a_pod_of_the_workload_started_after_the_rule_fire
         pods.upsert(other.api_object())
         pump(0.3)
         assert _client(other, "batch", pump) == "OK"         # another workload of the namespace
-    finally:
-        live.sensor.on_event = previous
-        live.sensor.attach_enricher(None)
 
 
 def test_enforce_block_by_pod_and_namespace_from_the_command_line(live, node, agent) -> None:
@@ -250,24 +258,8 @@ def test_enforce_block_by_workload_and_selector_asks_the_api_server(live, node, 
 
 def test_namespace_scope_denies_a_pod_of_the_namespace_started_after_the_rule_fired(live, node, agent) -> None:
     host, ns = node
-    pods = PodCache()
-    enricher = K8sEnricher(RuntimeMetadata(host.roots), pods, hold_s=2.0)
-    feed(agent.pod_scopes, enricher, pods)
     rules = RULES.replace("k8s.workload.name = web", "k8s.ns.name = shop").replace("scope: workload", "scope: namespace")
-    pipeline = Pipeline(hostname="node-1", ruleset=load_rules_text(rules, "k8s-enforce-ns.yaml"),
-                        on_event=live.events.append, k8s=enricher, enforcement=agent)
-    live.sensor.attach_enricher(enricher)
-    previous = live.sensor.on_event
-    live.sensor.on_event = pipeline
-
-    def pump(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            live.sensor.poll(50)
-            pipeline.tick()
-            agent.poll(0)
-
-    try:
+    with _wired(live, host, agent, rules, "k8s-enforce-ns.yaml") as (pods, pipeline, pump):
         first = host.pod("web-5d8f9c-aaaaa", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
         pods.upsert(first.api_object())
         assert _client(first, "web", pump) == "OK"          # the rule fires on this one
@@ -287,6 +279,3 @@ def test_namespace_scope_denies_a_pod_of_the_namespace_started_after_the_rule_fi
         pods.upsert(outside.api_object())
         pump(0.3)
         assert _client(outside, "web", pump) == "OK"         # the same workload name, another namespace
-    finally:
-        live.sensor.on_event = previous
-        live.sensor.attach_enricher(None)
