@@ -8,6 +8,7 @@ import pytest
 
 from rules.enforcement import EnforcementRequest
 from sensor.enforcement.errors import InvalidEntryError
+from sensor.enforcement.keys import ORIGIN_MANUAL
 from sensor.enforcement.pod_scopes import PodIdentity, PodScopes, Selector, find_pod_cgroup, parse_selector
 
 
@@ -38,8 +39,8 @@ def test_workload_scope_covers_its_pods_now_and_those_that_start_later(tmp_path:
     assert scopes.started() == []
     later_dir = tmp_path / "kubepods" / "besteffort" / f"pod{later.uid}"
     later_dir.mkdir(parents=True)
-    (req,) = scopes.started()
-    assert req.cgroups == (str(later_dir),) and req.ttl_s == pytest.approx(50.0)
+    ((req, origin),) = scopes.started()
+    assert req.cgroups == (str(later_dir),) and req.ttl_s == pytest.approx(50.0) and origin is None
     assert scopes.started() == []                       # once per pod
     clock[0] = 61.0                                     # the group expired: later pods are not covered
     scopes.note(_pod(tmp_path, "shop", "web")[0])
@@ -78,3 +79,29 @@ def test_command_line_selectors() -> None:
     for kind, bad in (("pod", "web-1"), ("workload", "a/b/c/d"), ("selector", "shop/app"), ("namespace", "a/b")):
         with pytest.raises(InvalidEntryError, match=f"--{kind}"):
             parse_selector(kind, bad)
+
+
+def test_a_remembered_group_covers_its_pods_now_and_later_until_dropped(tmp_path: Path) -> None:
+    """A stored manual block (a kept group with an origin): the pods it names now and those
+    that start later are handed out once each with that origin; a dropped group no more."""
+    clock = [0.0]
+    scopes = PodScopes(tmp_path, clock=lambda: clock[0])
+    now, now_dir = _pod(tmp_path, "shop", "web")
+    other, _ = _pod(tmp_path, "shop", "batch")
+    scopes.note(now)
+    scopes.note(other)
+    assert scopes.started() == []                      # no group yet: nothing to cover
+    request = _request("workload", {}, ttl=float("inf"))
+    scopes.remember("rec-1", parse_selector("workload", "shop/web"), request, ORIGIN_MANUAL)
+    assert scopes.wakeup.is_set()
+    ((req, origin),) = scopes.started()
+    assert req.cgroups == (str(now_dir),) and origin == ORIGIN_MANUAL and req.ttl_s == float("inf")
+    clock[0] = 1e6                                     # an infinite TTL never ends
+    later, later_dir = _pod(tmp_path, "shop", "web")
+    scopes.note(later)
+    assert [(r.cgroups, o) for r, o in scopes.started()] == [((str(later_dir),), ORIGIN_MANUAL)]
+    scopes.remember("rec-1", parse_selector("workload", "shop/web"), request, ORIGIN_MANUAL)
+    assert len(scopes.started()) == 2 and len(scopes.groups()) == 1   # replaced, not doubled
+    scopes.drop_group("rec-1")
+    scopes.note(_pod(tmp_path, "shop", "web")[0])
+    assert scopes.started() == [] and scopes.groups() == []

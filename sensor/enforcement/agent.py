@@ -13,6 +13,7 @@ from sensor.enforcement.layout import PinLayout
 from sensor.enforcement.manager import EnforcementManager, Request, ScopeResolver, SubmitResult
 from sensor.enforcement.pod_scopes import PodScopes
 from sensor.enforcement.request_queue import RequestQueue
+from sensor.enforcement.scope_records import RecordSync
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Enforcement:
         self._stop_pods = threading.Event()
         self._pod_thread: threading.Thread | None = None
         """Pods on this node, for the pod/workload/namespace scopes (fed by the k8s enrichment)."""
+        self.records: RecordSync | None = None
+        """The stored manual blocks of `netvigil enforce block --workload/...` (pod thread)."""
 
     def start(self, static_requests: Iterable[Request] = (),
               known_rules: Iterable[str] | None = None) -> InstallReport:
@@ -53,6 +56,7 @@ class Enforcement:
         log.info("enforcement: attached=%d adopted=%d replaced=%d; entries %s",
                  len(report.attached), len(report.adopted), len(report.replaced), summary)
         self.manager.start_sweeper(self.config.sweep_interval_s)
+        self.records = RecordSync(maps, self.pod_scopes)
         self.queue.start()
         self._stop_pods.clear()
         self._pod_thread = threading.Thread(target=self._cover_later_pods, daemon=True,
@@ -79,17 +83,21 @@ class Enforcement:
         self.datapath.poll(timeout_ms)
 
     def _cover_later_pods(self) -> None:
-        """Thread: pods that start after a workload/namespace entry get its entries."""
+        """Thread: pods that start after a workload/namespace entry (a rule's, or a stored
+        manual block's) get its entries."""
         while not self._stop_pods.is_set():
-            self.pod_scopes.wakeup.wait(0.5)
-            self.pod_scopes.wakeup.clear()
             if self.manager is None:
+                self._stop_pods.wait(0.5)
                 continue
             try:
-                for req in self.pod_scopes.started():
-                    self.manager.submit(req)
+                if self.records is not None:
+                    self.records.poll()
+                for req, origin in self.pod_scopes.started():
+                    self.manager.submit(req, origin=origin)
             except Exception:  # a defect here must not end the thread
                 log.exception("enforcement: covering a new pod failed")
+            self.pod_scopes.wakeup.wait(0.5)
+            self.pod_scopes.wakeup.clear()
 
     def stats(self) -> dict[str, Any]:
         """Manager stats (kernel counters, latency percentiles) and the request queue's."""

@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import resource
 import struct
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280}.get(platform.machine(),
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
@@ -37,6 +39,9 @@ BPF_NOEXIST = 1
 BPF_EXIST = 2
 
 BPF_F_ALLOW_MULTI = 1 << 1
+BPF_F_NO_PREALLOC = 1
+
+BPF_MAP_TYPE_HASH = 1
 
 _ATTR_SIZE = 128
 
@@ -68,6 +73,21 @@ def obj_get(path: str) -> int:
     """Open a pinned object; returns a new fd (caller closes)."""
     p = ctypes.create_string_buffer(os.fsencode(path))
     return _call(BPF_OBJ_GET, _attr("=QII", ctypes.addressof(p), 0, 0), f"open pinned {path}")
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0, name: str = "") -> int:
+    """Create a map; returns its fd (caller closes). On EPERM (kernels that charge maps to
+    RLIMIT_MEMLOCK) the limit is raised once and the call retried, as libbpf does."""
+    attr = _attr("=IIIIIII16s", map_type, key_size, value_size, max_entries, flags, 0, 0,
+                 name.encode()[:15])
+    try:
+        return _call(BPF_MAP_CREATE, attr, f"create map {name}")
+    except BPFSyscallError as exc:
+        if exc.errno != 1:
+            raise
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        return _call(BPF_MAP_CREATE, attr, f"create map {name}")
 
 
 def obj_pin(fd: int, path: str) -> None:
@@ -148,6 +168,26 @@ class PinnedMap:
         fd = obj_get(path)
         info = map_info(fd)
         return cls(fd, info["key_size"], value_size or info["value_size"], path)
+
+    @classmethod
+    def open_or_create(cls, path: str, map_type: int, key_size: int, value_size: int,
+                       max_entries: int, flags: int = 0, name: str = "") -> PinnedMap:
+        """Open the map pinned at `path`, creating and pinning it first when absent (a
+        concurrent creator's pin wins: its map is opened)."""
+        try:
+            return cls.open(path)
+        except BPFSyscallError as exc:
+            if exc.errno != 2:
+                raise
+        fd = map_create(map_type, key_size, value_size, max_entries, flags, name)
+        try:
+            obj_pin(fd, path)
+        except BPFSyscallError as exc:
+            os.close(fd)
+            if exc.errno != 17:
+                raise
+            return cls.open(path)
+        return cls(fd, key_size, value_size, path)
 
     def close(self) -> None:
         """Close the fd (the pinned map stays)."""

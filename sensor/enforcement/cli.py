@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.table import Table
@@ -26,6 +27,7 @@ from sensor.enforcement.layout import DEFAULT_BASE, HOOK_OF_ATTACH_TYPE, PinLayo
 from sensor.enforcement.manager import manual_entries, scope_label
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.safety import SafetyList
+from sensor.enforcement.scope_records import GROUP_KINDS, ScopeRecord, ScopeRecords
 
 def parse_duration(text: str) -> float:
     """A --ttl value in the one duration grammar (rules/units.py): '90', '30s', '1d'."""
@@ -65,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         esub, "list", help="entries with rule, scope, TTL left and hit counts",
         description="Every deny entry: the rule that made it (or manual), enforce or audit, "
                     "where it applies (cgroup, pod, node), what it denies, the TTL left and "
-                    "how often it was hit.",
+                    "how often it was hit; then the stored scope records of manual "
+                    "--workload/--namespace/--selector blocks (with --json: \"type\": "
+                    "\"scope_record\" objects after the \"type\": \"entry\" ones).",
         examples=["netvigil enforce list", "netvigil enforce list --rule 'Outbound to mining pool'",
                   "netvigil enforce list --json | jq -c 'select(.hits > 0)'"])
     ls.add_argument("--json", action="store_true", help="one JSON object per entry")
@@ -76,19 +80,26 @@ def register(sub: argparse._SubParsersAction) -> None:
             ("block", "add manual deny entries",
              "Deny connections to (or, with --listen, listening on) the given networks and ports, "
              "for one scope: cgroups, the node, pods, a workload, a namespace or a label selector. "
-             "One entry is added per combination of scope, network and port. Addresses on the "
-             "safety list are refused.",
+             "One entry is added per combination of scope, network and port. A --workload, "
+             "--namespace or --selector block is also stored as scope records next to the entries: "
+             "a running agent (or one started later) gives pods of it that start later the same "
+             "entries until the TTL ends, so the block works even when no pod matches yet. "
+             "Addresses on the safety list are refused.",
              ["netvigil enforce block --cidr 203.0.113.7 --port 443 --proto tcp "
               "--cgroup /system.slice/app.service --ttl 1h",
               "netvigil enforce block --listen --port 4444 --node --mode audit",
               "netvigil enforce block --cidr 203.0.113.0/24 --workload shop/Deployment/checkout",
-              "netvigil enforce block --cidr 203.0.113.0/24 --selector shop/app=checkout,tier=web"],
+              "netvigil enforce block --cidr 203.0.113.0/24 --selector shop/app=checkout,tier=web",
+              "netvigil enforce block --cidr 203.0.113.0/24 --namespace shop --ttl 2h  "
+              "# pods of shop that start later too"],
              cmd_block),
             ("unblock", "remove deny entries with these keys",
              "Remove the entries with exactly these keys (the options given to `block`, without "
-             "--ttl/--mode/--rule). Exit 1 when none was there.",
+             "--ttl/--mode/--rule) and, for --workload/--namespace/--selector, their scope records "
+             "(pods that start later are no longer covered). Exit 1 when none was there.",
              ["netvigil enforce unblock --cidr 203.0.113.7 --port 443 --proto tcp "
               "--cgroup /system.slice/app.service",
+              "netvigil enforce unblock --cidr 203.0.113.0/24 --workload shop/Deployment/checkout",
               "netvigil enforce unblock --listen --port 4444 --node"],
              cmd_unblock)):
         b = add_command(esub, name, help=helptext, description=description, examples=examples)
@@ -107,10 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         where.add_argument("--pod", action="append", default=[], metavar="NS/NAME",
                            help="a pod on this node (its cgroup: every container of it); repeatable")
         where.add_argument("--workload", metavar="NS/[KIND/]NAME",
-                           help="every pod of a workload on this node (needs the API server)")
-        where.add_argument("--namespace", metavar="NS", help="every pod of a namespace on this node")
+                           help="every pod of a workload on this node, now and later (needs the API server)")
+        where.add_argument("--namespace", metavar="NS",
+                           help="every pod of a namespace on this node, now and later")
         where.add_argument("--selector", metavar="[NS/]KEY=VALUE[,...]",
-                           help="every pod on this node with these labels")
+                           help="every pod on this node with these labels, now and later")
         b.add_argument("--host-root", default="", metavar="PREFIX",
                        help="where the host's /run is mounted, for the runtimes' bundles (in a pod: /host)")
         if name == "block":
@@ -122,9 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     fl = add_command(
         esub, "flush", help="remove every deny entry (or those of one rule)",
-        description="Remove every deny entry, or those of one rule: enforcement stops at once, "
-                    "the programs stay attached. Rules' static entries come back when the "
-                    "agent next starts.",
+        description="Remove every deny entry and stored scope record, or those of one rule: "
+                    "enforcement stops at once, the programs stay attached. Rules' static entries "
+                    "come back when the agent next starts.",
         examples=["netvigil enforce flush", "netvigil enforce flush --rule manual"])
     fl.add_argument("--rule", help="only entries of this rule")
     fl.set_defaults(func=cmd_flush)
@@ -150,12 +162,23 @@ def _open(args: argparse.Namespace) -> EnforcementMaps:
     return EnforcementMaps(PinLayout(args.pin_path))
 
 
+def _group_option(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(option, value) of --workload/--namespace/--selector, when given."""
+    for kind in GROUP_KINDS:
+        value = getattr(args, kind, None)
+        if value:
+            return kind, value
+    return None
+
+
 def _pod_scope_ids(args: argparse.Namespace) -> list[int] | None:
-    """Cgroup ids of the pods --pod/--workload/--namespace/--selector name (None: not given)."""
+    """Cgroup ids of the pods --pod/--workload/--namespace/--selector name now (None: not
+    given). A --pod that matches no running pod is an error; a group option is not (its
+    scope record covers pods that start later)."""
     from sensor.enforcement.pod_scopes import PodScopes, parse_selector, pods_on_node  # noqa: PLC0415
 
-    given = [("pod", v) for v in args.pod] + [(k, getattr(args, k)) for k in ("workload", "namespace", "selector")
-                                               if getattr(args, k)]
+    group = _group_option(args)
+    given = [("pod", v) for v in args.pod] + ([group] if group else [])
     if not given:
         return None
     selectors = [parse_selector(kind, value) for kind, value in given]
@@ -169,7 +192,7 @@ def _pod_scope_ids(args: argparse.Namespace) -> list[int] | None:
     for (kind, value), selector in zip(given, selectors):
         matched = scopes.pods(selector)
         paths = [p for p in (scopes.cgroup_of(pod.uid) for pod in matched) if p is not None]
-        if not paths:
+        if not paths and kind == "pod":
             where = "the runtimes' bundles" + (" and the API server" if needs_api else "")
             raise InvalidEntryError(f"--{kind} {value}: no running pod on this node matches (looked in {where})")
         ids += [cgroups.cgroup_id(p) for p in paths]
@@ -200,7 +223,34 @@ def _api_pods_if_any() -> list:
         return []
 
 
-def _keys_from_args(args: argparse.Namespace) -> list[DenyKey]:
+def _templates(args: argparse.Namespace) -> list[DenyKey]:
+    """The entries the options describe, with scope 0 (one per network and port)."""
+    if args.listen and not args.port:
+        raise InvalidEntryError("--listen needs --port")
+    if not args.listen and not args.cidr and not args.port:
+        raise InvalidEntryError("give --cidr and/or --port (refusing to deny every destination)")
+    nets = args.cidr or ["::/0"]
+    ports = args.port or [0]
+    direction = "ingress" if args.listen else "egress"
+    return [DenyKey.build(0, direction, args.proto, p, n) for p in ports for n in nets]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What block/unblock act on: entries for the scopes that exist now, and the scope
+    records of a --workload/--namespace/--selector (empty otherwise)."""
+
+    templates: list[DenyKey]
+    keys: list[DenyKey]
+    records: list[ScopeRecord]
+
+
+def _target_from_args(args: argparse.Namespace) -> _Target:
+    templates = _templates(args)
+    group = _group_option(args)
+    records = [ScopeRecord.build(group[0], group[1], t, mode=getattr(args, "mode", "enforce"),
+                                 rule=getattr(args, "rule", "manual"), ttl_s=getattr(args, "ttl", None))
+               for t in templates] if group else []
     pod_ids = _pod_scope_ids(args)
     if args.node:
         scopes = [0]
@@ -209,14 +259,7 @@ def _keys_from_args(args: argparse.Namespace) -> list[DenyKey]:
     else:
         mount = cgroups.mount()
         scopes = [cgroups.cgroup_id(cgroups.resolve(p, mount)) for p in args.cgroup]
-    if args.listen and not args.port:
-        raise InvalidEntryError("--listen needs --port")
-    if not args.listen and not args.cidr and not args.port:
-        raise InvalidEntryError("give --cidr and/or --port (refusing to deny every destination)")
-    nets = args.cidr or ["::/0"]
-    ports = args.port or [0]
-    direction = "ingress" if args.listen else "egress"
-    return [DenyKey.build(s, direction, args.proto, p, n) for s in scopes for p in ports for n in nets]
+    return _Target(templates, [replace(t, scope=s) for s in scopes for t in templates], records)
 
 
 def _ttl_left(expires_ns: int, now: int) -> str:
@@ -234,13 +277,24 @@ def _ttl_left(expires_ns: int, now: int) -> str:
 
 LIST_COLUMNS = ("rule", "mode", "origin", "scope", "direction", "proto", "port", "cidr",
                 "ttl_left", "hits")
+RECORD_COLUMNS = ("rule", "mode", "scope", "direction", "proto", "port", "cidr", "ttl_left")
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def _records(n: int) -> str:
+    return f"{n} scope record{'' if n == 1 else 's'}"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print the entries."""
+    """Print the entries and the stored scope records."""
     with _open(args) as maps:
         entries = maps.entries()
         names = maps.rule_names()
+        with ScopeRecords(maps) as store:
+            records = store.records()
     try:
         index: cgroups.CgroupIndex | None = cgroups.CgroupIndex(cgroups.mount())
     except cgroups.CgroupError:
@@ -252,6 +306,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.rule and rule != args.rule:
             continue
         rows.append({
+            "type": "entry",
             "rule": rule, "mode": MODE_NAMES.get(val.mode, "?"), "origin": ORIGIN_NAMES.get(val.origin, "?"),
             "scope": scope_label(key.scope, index), "scope_cgroup_id": key.scope,
             "direction": DIRECTION_NAMES.get(key.direction, "?"),
@@ -260,52 +315,78 @@ def cmd_list(args: argparse.Namespace) -> int:
             "ttl_left_s": None if val.expires_ns == 0 else max(0.0, (val.expires_ns - now) / 1e9),
             "hits": val.hits,
         })
+    recs = [{
+        "type": "scope_record", "rule": r.rule, "mode": MODE_NAMES[r.mode], "origin": "manual",
+        "scope": f"{r.kind} {r.selector}", "scope_kind": r.kind, "selector": r.selector,
+        "direction": DIRECTION_NAMES[r.direction], "proto": PROTOCOL_NAMES[r.protocol],
+        "port": r.port or "any", "cidr": r.network, "ttl_left": _ttl_left(r.expires_ns, now),
+        "ttl_left_s": None if r.expires_ns == 0 else max(0.0, (r.expires_ns - now) / 1e9),
+    } for r in records if not args.rule or r.rule == args.rule]
     if args.json or not sys.stdout.isatty():
-        for r in rows:
+        for r in rows + recs:
             print(json.dumps(r))
         return 0
     out = terminal.console(sys.stdout, terminal.color_of(args))
     if not rows:
         out.print("(no deny entries)")
-        return 0
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for c in LIST_COLUMNS:
-        table.add_column(c.upper(), no_wrap=True, justify="right" if c == "hits" else "left")
-    for r in rows:
-        cells = [str(r[c]) for c in LIST_COLUMNS]
-        table.add_row(*cells, style="bold red" if r["mode"] == "enforce" else None)
-    out.print(table)
+    else:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for c in LIST_COLUMNS:
+            table.add_column(c.upper(), no_wrap=True, justify="right" if c == "hits" else "left")
+        for r in rows:
+            cells = [str(r[c]) for c in LIST_COLUMNS]
+            table.add_row(*cells, style="bold red" if r["mode"] == "enforce" else None)
+        out.print(table)
+    if recs:
+        out.print(f"\n{_records(len(recs))}: pods of these scopes that start later get the same "
+                  "entries while an agent runs")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for c in RECORD_COLUMNS:
+            table.add_column(c.upper(), no_wrap=True)
+        for r in recs:
+            table.add_row(*(str(r[c]) for c in RECORD_COLUMNS))
+        out.print(table)
     return 0
 
 
 def cmd_block(args: argparse.Namespace) -> int:
-    """Add manual entries."""
-    keys = _keys_from_args(args)
+    """Add manual entries (and, for a workload/namespace/selector, its scope records)."""
+    target = _target_from_args(args)
     with _open(args) as maps:
         safety = SafetyList(frozenset(maps.safety()))
-        protected = [k for k in keys if safety.covers(k)]
+        protected = [k for k in target.templates if safety.covers(k)]
         if protected:
             raise InvalidEntryError(
                 "on the safety list, never denied: " + ", ".join(k.network for k in protected))
-        manual_entries(maps, keys, mode=args.mode, ttl_s=args.ttl, rule=args.rule)
-    for k in keys:
+        with ScopeRecords(maps) as store:
+            store.put(target.records)
+        manual_entries(maps, target.keys, mode=args.mode, ttl_s=args.ttl, rule=args.rule)
+    for k in target.keys:
         print(f"blocked {k.describe()} ({args.mode})")
+    if target.records:
+        group = _group_option(args)
+        assert group is not None
+        now = "" if target.keys else "no pod matches now; "
+        print(f"recorded --{group[0]} {group[1]} ({_records(len(target.records))}): {now}pods that "
+              "start later are covered while an agent runs")
     return 0
 
 
 def cmd_unblock(args: argparse.Namespace) -> int:
-    """Remove entries with the given keys."""
-    keys = _keys_from_args(args)
+    """Remove entries with the given keys (and the scope records of the same options)."""
+    target = _target_from_args(args)
     removed = 0
     with _open(args) as maps:
-        for k in keys:
+        for k in target.keys:
             removed += maps.remove(k)
-    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
-    return 0 if removed else 1
+        with ScopeRecords(maps) as store:
+            records = store.remove(target.records)
+    print(f"removed {_entries(removed)}" + (f" and {_records(records)}" if target.records else ""))
+    return 0 if removed or records else 1
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    """Remove every entry (or those of one rule)."""
+    """Remove every entry and scope record (or those of one rule)."""
     with _open(args) as maps:
         if args.rule:
             names = maps.rule_names()
@@ -315,7 +396,9 @@ def cmd_flush(args: argparse.Namespace) -> int:
                     n += maps.remove(key)
         else:
             n = maps.flush()
-    print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
+        with ScopeRecords(maps) as store:
+            records = store.clear(args.rule)
+    print(f"removed {_entries(n)}" + (f" and {_records(records)}" if records else ""))
     return 0
 
 
@@ -323,6 +406,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Attachments, safety list and counters."""
     with _open(args) as maps:
         recs = maps.attach_records()
+        with ScopeRecords(maps) as store:
+            n_records = len(store.records())
         info = {
             "pin_path": str(args.pin_path),
             "attachments": [{"kind": "cgroup" if r.kind == KIND_CGROUP else "tc",
@@ -332,13 +417,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                             for r in recs.values()],
             "safety": [f"{s.network}" + (f" port {s.port}" if s.port else "") for s in sorted(maps.safety())],
             "entries": len(maps.entries()),
+            "scope_records": n_records,
             "counters": maps.counters(),
         }
     if args.json or not sys.stdout.isatty():
         print(json.dumps(info))
         return 0
     out = terminal.console(sys.stdout, terminal.color_of(args))
-    out.print(f"pinned under {info['pin_path']}: {info['entries']} entries")
+    out.print(f"pinned under {info['pin_path']}: {info['entries']} entries, "
+              f"{_records(info['scope_records'])}")
     table = Table(box=None, pad_edge=False, header_style="bold")
     for c in ("KIND", "HOOK", "TARGET", "PROG ID"):
         table.add_column(c, no_wrap=True)

@@ -10,6 +10,7 @@ from the matching event to the entry being in the map.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -230,9 +231,10 @@ class EnforcementManager:
 
     # ---- requests --------------------------------------------------------
 
-    def submit(self, req: Request) -> SubmitResult:
+    def submit(self, req: Request, origin: int | None = None) -> SubmitResult:
         """Install the entries of one enforcement request (never raises for bad requests:
-        they are counted and logged)."""
+        they are counted and logged). `origin` ORIGIN_MANUAL: an operator's block carried
+        on by the agent (its own mode, no mode override; an infinite TTL never expires)."""
         t0 = self._wall()
         self._counters["submitted"] += 1
         try:
@@ -241,11 +243,12 @@ class EnforcementManager:
             self._counters["rejected_invalid"] += 1
             log.warning("enforcement request rejected: %s", exc)
             return SubmitResult(rejected=str(exc), refused=("invalid",))
-        mode = MODES.get(self.mode_override or req.mode, MODE_AUDIT)
-        static = req.event is None
-        origin = ORIGIN_STATIC if static else ORIGIN_DETECTION
+        if origin is None:
+            origin = ORIGIN_STATIC if req.event is None else ORIGIN_DETECTION
+        manual = origin == ORIGIN_MANUAL
+        mode = MODES.get(req.mode if manual else self.mode_override or req.mode, MODE_AUDIT)
         now = self._clock()
-        expires = 0 if static else now + int(req.ttl_s * 1e9)
+        expires = 0 if origin == ORIGIN_STATIC or math.isinf(req.ttl_s) else now + int(req.ttl_s * 1e9)
         installed: list[DenyKey] = []
         refreshed: list[DenyKey] = []
         refused: list[str] = []

@@ -6,7 +6,9 @@ every container of the pod. A workload or namespace scope is the set of the pod 
 of its pods on this node *and of those that start later*: a request with such a scope
 is remembered until it expires, and `PodScopes.started()` turns every new pod that
 matches (seen by the pod watch or by its first process) into a request for that pod's
-cgroup, with the time the original entry has left.
+cgroup, with the time the original entry has left. Manual blocks of `netvigil enforce
+block --workload/--namespace/--selector` are such groups too (`remember()`, fed from the
+stored scope records by sensor.enforcement.scope_records).
 """
 from __future__ import annotations
 
@@ -116,6 +118,8 @@ class _Group:
     request: EnforcementRequest
     expires: float            # monotonic
     covered: set[str] = field(default_factory=set)   # pod uids with entries
+    key: str = ""             # a stored record's key ("" = a rule's request)
+    origin: int | None = None  # the entries' origin (None: the manager's default)
 
 
 class PodScopes:
@@ -123,8 +127,9 @@ class PodScopes:
 
     `note()` is fed with every pod the agent learns of (pod watch, first process; any
     thread); `resolve()` is called by the manager while it submits (under its lock);
-    `started()` is called from the enforcement agent's pod thread and returns the requests to submit for
-    pods that started after their group's entry was made.
+    `remember()`/`drop_group()` keep a stored manual block's group; `started()` is called
+    from the enforcement agent's pod thread and returns the requests to submit (with their
+    origin) for pods that started after their group's entry was made.
     """
 
     def __init__(self, mount: Path | None = None,
@@ -206,7 +211,7 @@ class PodScopes:
             group.covered.add(pod.uid)
         with self._lock:
             self._groups = [g for g in self._groups if g.expires > self._clock()
-                            and not (g.selector == selector and g.request.rule == req.rule
+                            and not (not g.key and g.selector == selector and g.request.rule == req.rule
                                      and g.request.cidrs == req.cidrs and g.request.ports == req.ports
                                      and g.request.target == req.target)]
             self._groups.append(group)
@@ -215,8 +220,27 @@ class PodScopes:
                      "later are covered", req.scope, selector.describe())
         return ids
 
-    def started(self) -> list[EnforcementRequest]:
-        """Requests for pods that appeared since their group's entry was made (pod thread)."""
+    def remember(self, key: str, selector: Selector, request: EnforcementRequest,
+                 origin: int | None = None) -> None:
+        """Keep a group under `key` (replacing one of that key) for `request.ttl_s` (inf:
+        forever); the pods it names now are covered by the next `started()` too."""
+        with self._lock:
+            now = self._clock()
+            self._groups = [g for g in self._groups if g.key != key and g.expires > now]
+            self._groups.append(_Group(selector, request, now + request.ttl_s, key=key, origin=origin))
+            for uid, pod in self._pods.items():
+                if selector.matches(pod):
+                    self._new.setdefault(uid, now + RETRY_S)
+        self.wakeup.set()
+
+    def drop_group(self, key: str) -> None:
+        """Forget the group kept under `key` (its entries stay until removed or expired)."""
+        with self._lock:
+            self._groups = [g for g in self._groups if g.key != key]
+
+    def started(self) -> list[tuple[EnforcementRequest, int | None]]:
+        """(request, origin) for pods that appeared since their group's entry was made, and
+        for the pods a newly remembered group names (pod thread)."""
         now = self._clock()
         with self._lock:
             self._groups = [g for g in self._groups if g.expires > now]
@@ -226,7 +250,7 @@ class PodScopes:
                 return []
             new = list(self._new.items())
             groups = list(self._groups)
-        out: list[EnforcementRequest] = []
+        out: list[tuple[EnforcementRequest, int | None]] = []
         for uid, give_up in new:
             pod = self._pods.get(uid)
             wanted = [g for g in groups if pod is not None and uid not in g.covered
@@ -243,7 +267,8 @@ class PodScopes:
                 continue
             for g in wanted:
                 g.covered.add(uid)
-                out.append(replace(g.request, cgroups=(str(path),), ttl_s=max(1.0, g.expires - now)))
+                out.append((replace(g.request, cgroups=(str(path),), ttl_s=max(1.0, g.expires - now)),
+                            g.origin))
             with self._lock:
                 self._new.pop(uid, None)
         return out

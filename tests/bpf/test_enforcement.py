@@ -428,6 +428,105 @@ def test_cli_block_list_unblock_flush_on_pinned_maps(enf: Ctx, capsys) -> None:
     assert rc == 2 and "no enforcement maps pinned" in err
 
 
+def test_scope_records_are_kept_in_a_pinned_map_next_to_the_entries(enf: Ctx) -> None:
+    from sensor.boottime import boot_ns
+    from sensor.enforcement.errors import InvalidEntryError
+    from sensor.enforcement.scope_records import MAX_JSON, ScopeRecord, ScopeRecords
+
+    store = ScopeRecords(enf.maps)
+    pin = Path(store.path)
+    assert store.records() == [] and not pin.exists()          # made on first write only
+    key = DenyKey.build(0, "egress", "tcp", TCP_PORT, NS_IP)
+    stamp = store.stamp()
+    rec = ScopeRecord.build("workload", "shop/Deployment/web", key, ttl_s=60)
+    try:
+        assert store.put([rec]) == 1 and pin.exists() and store.stamp() != stamp
+        with ScopeRecords(enf.maps) as other:                   # another process's view
+            assert other.records() == [rec]
+        again = ScopeRecord.build("workload", "shop/Deployment/web", key, mode="audit", rule="incident-7")
+        store.put([again])                                       # same scope and entry: replaced
+        assert store.records() == [again] and again.expires_ns == 0
+        labels = ScopeRecord.build("selector", "shop/tier=fe,app=web", key, ttl_s=60)
+        store.put([labels])
+        assert store.remove([ScopeRecord.build("selector", "shop/app=web,tier=fe", key)]) == 1  # label order
+        old = ScopeRecord.build("namespace", "shop", key, ttl_s=1, now_ns=boot_ns() - 2 * 10**9)
+        store.put([old])
+        assert store.records() == [again]                        # expired: skipped ...
+        assert len(list(store._open(create=False).keys())) == 1  # ... and swept
+        assert store.clear("other rule") == 0 and store.clear("incident-7") == 1 and store.records() == []
+        with pytest.raises(InvalidEntryError, match="too long to store"):
+            ScopeRecord.build("selector", "shop/" + ",".join(f"k{i}=v" for i in range(MAX_JSON // 5)), key)
+        with pytest.raises(InvalidEntryError, match="--workload"):
+            ScopeRecord.build("workload", "shop", key)
+    finally:
+        store.clear()
+        store.close()
+
+
+def test_agent_gives_a_stored_manual_block_to_pods_it_names(enf: Ctx, tmp_path) -> None:
+    """RecordSync (the agent's pod thread) turns a stored record into a group: a pod of it
+    gets a manual entry that the kernel enforces and that reconcile keeps; removing the
+    record stops covering new pods."""
+    from sensor.enforcement.keys import ORIGIN_MANUAL
+    from sensor.enforcement.pod_scopes import PodIdentity, PodScopes
+    from sensor.enforcement.scope_records import RecordSync, ScopeRecord, ScopeRecords
+
+    cgroup_of = {"uid-web": enf.cg.a, "uid-batch": enf.cg.b}      # the pods' cgroups
+    scopes = PodScopes(tmp_path, find_cgroup=lambda uid, _mount: cgroup_of.get(uid))
+    scopes.note(PodIdentity("uid-batch", "shop", "Deployment", "batch", "batch-1"))
+    sync = RecordSync(enf.maps, scopes)
+    assert sync.poll() and not sync.poll()                        # read once; again only on change
+    rec = ScopeRecord.build("workload", "shop/web", DenyKey.build(0, "egress", "tcp", TCP_PORT, NS_IP), ttl_s=60)
+    store = ScopeRecords(enf.maps)
+    try:
+        store.put([rec])
+        assert sync.poll() and scopes.groups() and scopes.started() == []   # no pod of it yet
+        scopes.note(PodIdentity("uid-web", "shop", "Deployment", "web", "web-1"))   # starts later
+        ((req, origin),) = scopes.started()
+        enf.manager.submit(req, origin=origin)
+        (val,) = [v for k, v in enf.maps.entries().items() if k.scope == enf.cg.a_id]
+        assert val.origin == ORIGIN_MANUAL and abs(val.expires_ns - rec.expires_ns) < 10**9
+        assert run_in(enf.cg.a, TCP_CLIENT, NS_IP, TCP_PORT) == EPERM
+        assert run_in(enf.cg.b, TCP_CLIENT, NS_IP, TCP_PORT) == "OK hi"
+        enf.manager.reconcile(known_rules=[])                      # manual entries stay
+        assert any(k.scope == enf.cg.a_id for k in enf.maps.entries())
+        store.clear()
+        assert sync.poll() and scopes.groups() == []
+    finally:
+        store.clear()
+        store.close()
+
+
+def test_cli_block_by_namespace_without_pods_stores_a_scope_record(enf: Ctx, capsys, tmp_path) -> None:
+    import json
+
+    base = str(enf.dp.layout.base)
+    where = ["--namespace", "shop", "--cidr", NS_IP, "--port", str(TCP_PORT), "--host-root", str(tmp_path)]
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "block", *where, "--ttl", "10m")
+    assert rc == 0 and "no pod matches now; pods that start later are covered while an agent runs" in out
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "list", "--json")
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert (row["type"], row["scope"], row["cidr"], row["port"], row["mode"], row["origin"]) == \
+        ("scope_record", "namespace shop", f"{NS_IP}/32", TCP_PORT, "enforce", "manual")
+    assert 590 < row["ttl_left_s"] <= 600
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "status", "--json")
+    assert json.loads(out)["scope_records"] == 1
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "unblock", *where)
+    assert rc == 0 and "removed 0 entries and 1 scope record" in out
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "unblock", *where)
+    assert rc == 1
+    _cli(capsys, "enforce", "--pin-path", base, "block", *where, "--rule", "incident-7")
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "flush", "--rule", "other")
+    assert "scope record" not in out
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "flush", "--rule", "incident-7")
+    assert rc == 0 and "and 1 scope record" in out
+    rc, out, err = _cli(capsys, "enforce", "--pin-path", base, "block", "--namespace", "shop",
+                        "--cidr", "127.0.0.1", "--host-root", str(tmp_path))
+    assert rc == 2 and "safety list" in err                      # refused before anything is stored
+    rc, out, _ = _cli(capsys, "enforce", "--pin-path", base, "list", "--json")
+    assert out == ""
+
+
 def test_second_agent_on_same_pins_adopts_cgroup_and_tc_programs(enf: Ctx, test_net) -> None:  # noqa: F811
     before = _attached_ids(enf.cg.parent)
     tc_before = subprocess.run(["tc", "filter", "show", "dev", test_net.host_if, "egress"],

@@ -1,7 +1,8 @@
 """Live, end to end: an `enforce:` rule scoped to a workload (or a namespace) denies a pod
 of it that starts after the rule fired, and leaves the others alone; `netvigil enforce
 block --pod/--namespace` (runtime bundles) and `--workload/--selector` (the real
-`kubernetes` client against the loopback API server) deny exactly the pods they name.
+`kubernetes` client against the loopback API server) deny exactly the pods they name, and
+a `--workload` block made before any pod of it runs denies the pods that start later.
 
 Real parts: the shared sensor, runc pods laid out as containerd's CRI lays them out
 under kubelet's cgroupfs path (with --cgroup-root = a test cgroup the enforcement
@@ -12,6 +13,7 @@ programs are attached to), a network namespace the test made (the pods' network:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,8 +30,10 @@ from sensor import cgroups
 from sensor.enforcement.agent import Enforcement
 from sensor.enforcement.config import EnforcementConfig
 from sensor.enforcement.datapath import remove_all
+from sensor.enforcement.keys import ORIGIN_MANUAL
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.pod_scopes import feed
+from sensor.enforcement.scope_records import MAP_NAME
 from sensor.k8s.enrich import K8sEnricher
 from sensor.k8s.pods import PodCache
 from sensor.k8s.runtime import RuntimeMetadata
@@ -249,11 +253,75 @@ def test_enforce_block_by_workload_and_selector_asks_the_api_server(live, node, 
         assert done.returncode == 0, done.stderr
         assert [_client(p, "app") for p in (*web, batch)] == ["OK", "OK", "ERR 1"]
 
-        missing = block("--workload", "shop/nope")
-        assert missing.returncode != 0 and "no running pod on this node matches" in missing.stderr
-        assert "Traceback" not in missing.stderr
+        missing = block("--workload", "shop/nope")    # no pod yet: stored for pods that start later
+        assert missing.returncode == 0 and "no pod matches now" in missing.stdout, missing.stderr
     down = block("--workload", "shop/web")               # the API server is gone
     assert down.returncode != 0 and "API server" in down.stderr and "Traceback" not in down.stderr
+
+
+QUIET_RULES = """
+- rule: Nothing here
+  desc: the pipeline runs, no rule enforces
+  condition: evt.type = connect and fd.sport = 1
+  output: "%fd.name"
+  priority: NOTICE
+"""
+
+
+def test_enforce_block_by_workload_covers_a_pod_that_starts_later(live, node, agent, tmp_path) -> None:
+    """`netvigil enforce block --workload` while the agent runs and no pod of the workload
+    is on the node: the block is stored; a pod of it that starts afterwards is denied, one
+    of another workload is not; `unblock` stops covering new pods; `cleanup` removes the store."""
+    host, ns = node
+    netvigil = str(Path(sys.executable).with_name("netvigil"))
+    layout = agent.datapath.layout
+    with FakeApiServer() as api, _wired(live, host, agent, QUIET_RULES, "quiet.yaml") as (pods, _pipeline, pump):
+        env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")), "NODE_NAME": "node-1",
+               "HOME": "/nonexistent"}
+
+        def enforce(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([netvigil, "enforce", "--pin-path", str(layout.base), *args],
+                                  capture_output=True, text=True, timeout=60, env=env)
+
+        where = ("--workload", "shop/Deployment/web", "--cidr", f"{REMOTE}/32", "--host-root", str(host.prefix))
+        done = enforce("block", *where, "--ttl", "5m")
+        assert done.returncode == 0, done.stderr
+        assert "no pod matches now; pods that start later are covered while an agent runs" in done.stdout
+        listed = [json.loads(line) for line in enforce("list", "--json").stdout.splitlines()]
+        assert [(r["type"], r["scope"]) for r in listed] == [("scope_record", "workload shop/Deployment/web")]
+
+        later = host.pod("web-5d8f9c-bbbbb", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+        pods.upsert(later.api_object())                # scheduled on this node after the block
+        later.make_cgroup()
+        later_id = cgroups.cgroup_id(later.cgroup_dir)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(k.scope == later_id for k in agent.manager.entries()):
+            pump(0.1)
+        (val,) = [v for k, v in agent.manager.entries().items() if k.scope == later_id]
+        assert val.origin == ORIGIN_MANUAL and val.expires_ns > 0
+        assert _client(later, "web", pump) == "ERR 1"        # EPERM from the connect4 hook
+        other = host.pod("batch-7c6b5-ccccc", "shop", owner=("ReplicaSet", "batch-7c6b5"), netns=ns)
+        pods.upsert(other.api_object())
+        other.make_cgroup()
+        pump(0.5)
+        assert _client(other, "batch", pump) == "OK"         # another workload of the namespace
+
+        gone = enforce("unblock", *where)
+        assert gone.returncode == 0 and "1 scope record" in gone.stdout, gone.stdout + gone.stderr
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and agent.pod_scopes.groups():
+            pump(0.1)
+        assert agent.pod_scopes.groups() == []
+        after = host.pod("web-5d8f9c-ddddd", "shop", owner=("ReplicaSet", "web-5d8f9c"), netns=ns)
+        pods.upsert(after.api_object())
+        after.make_cgroup()
+        pump(0.5)
+        assert _client(after, "web", pump) == "OK"           # unblocked: new pods are not covered
+
+        enforce("block", *where)
+        assert Path(layout.map_path(MAP_NAME)).exists()
+        assert enforce("cleanup").returncode == 0
+        assert not Path(layout.map_path(MAP_NAME)).exists()
 
 
 def test_namespace_scope_denies_a_pod_of_the_namespace_started_after_the_rule_fired(live, node, agent) -> None:
