@@ -424,7 +424,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     out = terminal.console(sys.stdout, terminal.color_of(args))
-    out.print(f"pinned under {info['pin_path']}: {info['entries']} entries, "
+    out.print(f"pinned under {info['pin_path']}: {_entries(info['entries'])}, "
               f"{_records(info['scope_records'])}")
     table = Table(box=None, pad_edge=False, header_style="bold")
     for c in ("KIND", "HOOK", "TARGET", "PROG ID"):

@@ -263,9 +263,15 @@ class RecordSync:
         if stamp == self._stamp and self._clock() < self._next:
             return False
         self._next = self._clock() + self._resync_s
+        self._stamp = stamp      # a store that cannot be read is retried on change or resync
         now = boot_ns()
-        want = {rec.key(): rec for rec in self.store.records(now)}
-        self.store.close()       # the pin may be removed (cleanup) and made again
+        try:
+            want = {rec.key(): rec for rec in self.store.records(now)}
+        except EnforcementError as exc:
+            log.warning("enforcement: cannot read the stored manual blocks: %s", exc)
+            return False
+        finally:
+            self.store.close()   # the pin may be removed (cleanup) and made again
         for key, rec in self._have.items():
             if want.get(key) != rec:
                 self.pod_scopes.drop_group(key.hex())
@@ -275,5 +281,4 @@ class RecordSync:
                 log.info("enforcement: covering pods that start later for the manual block %s",
                          rec.describe())
         self._have = want
-        self._stamp = stamp
         return True
