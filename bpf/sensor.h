@@ -49,6 +49,21 @@ struct nv_header {
     char comm[NV_COMM_LEN];
 };
 
+/* cgroup hook set: who listens on a TCP port of a network namespace (bpf map
+ * `listeners`, filled at listen() and seeded by the agent from /proc at start) */
+struct nv_listen_key {
+    u32 netns;          /* the network namespace's inode number (/proc/PID/ns/net) */
+    u16 port;
+    u16 pad;
+};
+
+struct nv_listener {
+    struct nv_header h; /* the process that listened: accepted connections are its */
+    s32 fd;
+    u32 pad;
+    u64 ino;            /* the listening socket's inode number (socket:[N]) */
+};
+
 /* what the sensor knows about an open socket, keyed by (tgid << 32 | fd) */
 struct nv_sock {
     u64 gen;            /* creation time: tells fd reuse apart */

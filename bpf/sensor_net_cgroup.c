@@ -17,7 +17,9 @@
  *             program, no route) is not reported.
  *   bind      cgroup/post_bind4/6: the bound address with its final port.
  *   listen    -> LISTEN, in listen(): reported, and the owner is remembered by
- *             (network namespace, port).
+ *             (network namespace inode, port) with the socket's inode; the agent seeds
+ *             the same map at start with the listeners already open (sensor/listeners.py),
+ *             so their accepts are reported too. A listener's close forgets it.
  *   accept    SYN_RECV -> ESTABLISHED of the new socket (softirq): reported for the
  *             owner remembered at listen for its (namespace, port). Rule: the process
  *             that called listen() on that port owns its accepted connections (a
@@ -92,20 +94,6 @@ struct nv_owner {
     s32 fd;
     u32 nonblock;
     struct nv_sock s;
-};
-
-/* who listens on a port of a network namespace */
-struct nv_listen_key {
-    u64 net;            /* struct net address, an opaque number */
-    u16 port;
-    u16 pad[3];
-};
-
-struct nv_listener {
-    struct nv_header h;
-    s32 fd;
-    u32 pad;
-    u64 sk;
 };
 
 struct nv_udp_key {
@@ -310,14 +298,29 @@ KFUNC_PROBE(packet_create, void *net, void *sock, int protocol, int kern)
         }                                                               \
     } while (0)
 
+/* (network namespace inode, port): what /proc shows too, so the agent can seed the
+ * listeners that predate it */
 static __always_inline int listen_key(u64 sk, u16 port, struct nv_listen_key *k)
 {
     u64 net = 0;
-    if (NV_KREAD(net, sk, NV_OFF_SKC_NET))
+    u32 inum = 0;
+    if (NV_KREAD(net, sk, NV_OFF_SKC_NET) || !net ||
+        NV_KREAD(inum, net, NV_OFF_NET_NS + NV_OFF_NS_COMMON_INUM))
         return -1;
-    k->net = net;
+    k->netns = inum;
     k->port = port;
     return 0;
+}
+
+/* the inode number of a socket's file (its socket:[N] in /proc/PID/fd), 0 when unknown */
+static __always_inline u64 sock_ino(u64 sk)
+{
+    u64 sock = 0, file = 0, inode = 0, ino = 0;
+    if (NV_KREAD(sock, sk, NV_OFF_SK_SOCKET) || !sock || NV_KREAD(file, sock, NV_OFF_SOCKET_FILE) || !file ||
+        NV_KREAD(inode, file, NV_OFF_FILE_F_INODE) || !inode)
+        return 0;
+    NV_KREAD(ino, inode, NV_OFF_INODE_I_INO);
+    return ino;
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
@@ -378,7 +381,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         struct nv_listener l = {};
         fill_header(&l.h, NV_NET, now);
         l.fd = nfd;
-        l.sk = sk;
+        l.ino = sock_ino(sk);
         listeners.update(&k, &l);
         return 0;
     }
@@ -388,7 +391,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         if (listen_key(sk, args->sport, &k))
             return 0;
         struct nv_listener *l = listeners.lookup(&k);
-        if (l && l->sk == sk)
+        if (l && l->ino && l->ino == sock_ino(sk))
             listeners.delete(&k);
         return 0;
     }

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rules.event import Event, stored
 from sensor.bpf_program import DEFAULT_HOOKS, DEFAULT_RINGBUF_PAGES, SensorProgram
-from sensor import cgroups
+from sensor import cgroups, listeners
 from sensor.boottime import boot_to_wall_offset_ns
 from sensor.container_identity import CgroupResolver, identity_from_proc
 from sensor.decoding import EventDecoder
@@ -107,6 +107,21 @@ class Sensor:
         self.program = SensorProgram(None, self.options.ringbuf_pages, hooks=self.options.hooks)
         # records go straight from the ring buffer to the decoder and on to the consumer
         self.program.set_sink(self.decoder.decode_at, self._on_event)
+        if self.program.hooks.hooks == "cgroup":
+            self.seed_listeners()
+
+    def seed_listeners(self) -> int:
+        """Cgroup hook set: tell the programs who owns the TCP listeners that were open
+        before they were attached (they learn owners at listen()); returns how many."""
+        assert self.program is not None, "start() first"
+        try:
+            found = listeners.listening_sockets(self.options.proc_root)
+        except OSError as exc:
+            log.warning("cannot list the listening sockets under %s (%s): accepts on servers "
+                        "started before the agent are reported once they listen again",
+                        self.options.proc_root, exc)
+            return 0
+        return listeners.seed(self.program.bpf[b"listeners"], found, self.table.by_pid)
 
     @property
     def on_event(self) -> EventConsumer:
