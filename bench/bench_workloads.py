@@ -1,7 +1,8 @@
 """Workload benchmark on third-party programs: what the agent costs the node's workloads.
 
-Three workloads, each in interleaved rounds (without the agent, with empty programs on
-the sensor's hooks = the hook floor, with `netvigil run`), medians over the rounds:
+Three workloads, each in interleaved rounds (without the agent; then for each network
+hook set, `sensor.hooks: syscalls` and `cgroup`, with empty programs on that set's hooks
+= its hook floor, and with `netvigil run` on it), medians over the rounds:
 
 - keep-alive HTTP: nginx serving a small static file to wrk on loopback, requests/s
   (nginx pinned to CPU 0, wrk to CPU 1);
@@ -19,6 +20,7 @@ The agent runs as deployed: the shipped rules, no enforcement datapath (its own
 benchmark), no recording, output to /dev/null.
 
 Run: .venv/bin/python bench/bench_workloads.py [--quick] [--only http|churn|exec] [--rounds N]
+     [--hooks syscalls|cgroup]
 (as root; needs nginx-light, wrk and gcc, which scripts/bootstrap.sh installs)
 """
 from __future__ import annotations
@@ -78,16 +80,23 @@ class AgentRound:
 
 
 @dataclass
+class HookSetRounds:
+    """One network hook set's rounds: its floor, the agent on it, what the agent did."""
+
+    floor: list[Rate] = field(default_factory=list)
+    agent: list[Rate] = field(default_factory=list)
+    agent_rounds: list[AgentRound] = field(default_factory=list)
+    work_done: list[float] = field(default_factory=list)  # requests (or builds) per agent round
+
+
+@dataclass
 class Workload:
     """Rates (work per second) of each condition, one entry per round."""
 
     name: str
     unit: str
     without: list[Rate] = field(default_factory=list)
-    floor: list[Rate] = field(default_factory=list)
-    agent: list[Rate] = field(default_factory=list)
-    agent_rounds: list[AgentRound] = field(default_factory=list)
-    work_done: list[float] = field(default_factory=list)  # requests (or builds) per agent round
+    hook_sets: dict[str, HookSetRounds] = field(default_factory=dict)
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -178,14 +187,18 @@ def build_rate(proj: Path) -> Rate:
 
 
 class Agent:
-    """`netvigil run` as deployed (shipped rules, no enforcement, no recording)."""
+    """`netvigil run` as deployed (shipped rules, no enforcement, no recording) on one
+    network hook set (`sensor.hooks`, through a config file of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: str, workdir: Path) -> None:
         self.proc: subprocess.Popen[str] | None = None
+        self.config = workdir / f"netvigil-{hooks}.yaml"
+        self.config.write_text(f"sensor:\n  hooks: {hooks}\n")
 
     def __enter__(self) -> Agent:
         self.proc = subprocess.Popen(
-            [PY, "-m", "sensor.cli", "run", "--json", "--no-record", "--no-enforce"],
+            [PY, "-m", "sensor.cli", "run", "--config", str(self.config), "--json", "--no-record",
+             "--no-enforce"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         for line in self.proc.stderr:  # wait until the programs are attached
@@ -214,52 +227,56 @@ class Agent:
             self.proc.wait()
 
 
-def measure(work: Workload, rounds: int, once: Callable[[], Rate],
+def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, once: Callable[[], Rate],
             amount: Callable[[float], float]) -> None:
-    """Interleaved rounds: without, hook floor, agent. `once()` returns a Rate;
-    `amount(wall rate)` turns it into the work done in the round (for per-1,000 figures)."""
+    """Interleaved rounds: without, then per hook set its floor and the agent on it.
+    `once()` returns a Rate; `amount(wall rate)` turns it into the work done in the round
+    (for per-1,000 figures)."""
     for _ in range(rounds):
         work.without.append(once())
-        floor = load_floor()
-        try:
-            work.floor.append(once())
-        finally:
-            floor.cleanup()
-        with Agent() as agent:
-            cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
-            rate = once()
-            cpu1, t1 = agent.cpu_seconds(), time.perf_counter()
-            events, lost = agent.stop()
-        work.agent.append(rate)
-        work.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
-        work.work_done.append(amount(rate[0]))
+        for hooks in hook_sets:
+            rounds_of = work.hook_sets.setdefault(hooks, HookSetRounds())
+            floor = load_floor(hooks)
+            try:
+                rounds_of.floor.append(once())
+            finally:
+                floor.cleanup()
+            with Agent(hooks, workdir) as agent:
+                cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
+                rate = once()
+                cpu1, t1 = agent.cpu_seconds(), time.perf_counter()
+                events, lost = agent.stop()
+            rounds_of.agent.append(rate)
+            rounds_of.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
+            rounds_of.work_done.append(amount(rate[0]))
 
 
 def report(work: Workload) -> None:
-    """Print one workload's figures."""
+    """Print one workload's figures, per hook set."""
     med = statistics.median
-    without, floor, agent = (med(r[0] for r in rates) for rates in (work.without, work.floor, work.agent))
-    cpu_without, cpu_floor, cpu_agent = (med(r[1] for r in rates)
-                                         for rates in (work.without, work.floor, work.agent))
-    events = med(r.events / r.seconds for r in work.agent_rounds)
-    cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in work.agent_rounds)
-    cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(work.agent_rounds, work.work_done))
-    lost = sum(r.lost for r in work.agent_rounds)
+    without, cpu_without = med(r[0] for r in work.without), med(r[1] for r in work.without)
     fmt = "{:,.1f}" if without >= 100 else "{:.3f}"
-    print(f"{work.name}: {fmt.format(without)} {work.unit} without, {fmt.format(floor)} hook floor,"
-          f" {fmt.format(agent)} with agent"
-          f" ({len(work.without)} rounds, medians)")
-    print(f"  per wall-clock second: with / without {agent / without:.3f}; with / floor {agent / floor:.3f};"
-          f" floor / without {floor / without:.3f}")
-    print(f"  per CPU-second of the workload: with / without {cpu_agent / cpu_without:.3f};"
-          f" with / floor {cpu_agent / cpu_floor:.3f}; floor / without {cpu_floor / cpu_without:.3f}")
-    per_request = (f" {cpu_per_k_work:.4f} CPU s per 1,000 requests,"
-                   if work.unit == "requests/s" else "")
-    print(f"  agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
-          f"{per_request} lost {lost}")
+    print(f"{work.name}: {fmt.format(without)} {work.unit} without ({len(work.without)} rounds, medians)")
+    for hooks, done in work.hook_sets.items():
+        floor, agent = (med(r[0] for r in rates) for rates in (done.floor, done.agent))
+        cpu_floor, cpu_agent = (med(r[1] for r in rates) for rates in (done.floor, done.agent))
+        events = med(r.events / r.seconds for r in done.agent_rounds)
+        cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in done.agent_rounds)
+        cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(done.agent_rounds, done.work_done))
+        lost = sum(r.lost for r in done.agent_rounds)
+        print(f"  sensor.hooks {hooks}: {fmt.format(floor)} hook floor, {fmt.format(agent)} with agent")
+        print(f"    per wall-clock second: with / without {agent / without:.3f}; with / floor {agent / floor:.3f};"
+              f" floor / without {floor / without:.3f}")
+        print(f"    per CPU-second of the workload: with / without {cpu_agent / cpu_without:.3f};"
+              f" with / floor {cpu_agent / cpu_floor:.3f}; floor / without {cpu_floor / cpu_without:.3f}")
+        per_request = (f" {cpu_per_k_work:.4f} CPU s per 1,000 requests,"
+                       if work.unit == "requests/s" else "")
+        print(f"    agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
+              f"{per_request} lost {lost}")
 
 
 PARTS = ("http", "churn", "exec")
+HOOK_SETS = ("syscalls", "cgroup")
 
 
 def main() -> None:
@@ -267,11 +284,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short run (smoke test of the benchmark)")
     ap.add_argument("--only", choices=PARTS, action="append", help="run only this workload (repeatable)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5, quick 1)")
+    ap.add_argument("--hooks", choices=HOOK_SETS, action="append",
+                    help="network hook set to measure (repeatable; default: syscalls and cgroup)")
     args = ap.parse_args()
     missing = [tool for tool in ("nginx", "wrk", "cc", "make", "taskset") if not shutil.which(tool)]
     if missing:
         sys.exit(f"bench_workloads: missing {', '.join(missing)} (run scripts/bootstrap.sh)")
     parts = args.only or list(PARTS)
+    hook_sets = args.hooks or list(HOOK_SETS)
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = 2.0 if args.quick else 5.0
     files = 60 if args.quick else 300
@@ -285,14 +305,14 @@ def main() -> None:
                         continue
                     label = "keep-alive HTTP" if not close else "connection churn (Connection: close)"
                     work = Workload(label, "requests/s")
-                    measure(work, rounds, lambda c=close: wrk_rate(port, pid, seconds, c),
+                    measure(work, rounds, hook_sets, workdir, lambda c=close: wrk_rate(port, pid, seconds, c),
                             lambda rate: rate * seconds)
                     report(work)
         if "exec" in parts:
             proj = make_project(workdir, files)
             build_rate(proj)  # warm the page cache
             work = Workload(f"exec storm (make -j2, {files} files)", "builds/s")
-            measure(work, rounds, lambda: build_rate(proj), lambda _rate: 1.0)
+            measure(work, rounds, hook_sets, workdir, lambda: build_rate(proj), lambda _rate: 1.0)
             report(work)
 
 

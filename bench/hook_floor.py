@@ -52,9 +52,9 @@ def empty_program_text(hooks: list[tuple[str, str, str | None]], cgroup: bool = 
 class Floor:
     """The loaded empty programs; `cleanup()` detaches them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: str | None = None) -> None:
         bpf_cls = load_bcc()
-        hooks = chosen_hooks()
+        hooks = hooks or chosen_hooks()
         cgroup = hooks == "cgroup"
         packet = cgroup and fentry_allowed(bpf_cls, PACKET_KFUNC)
         self.bpf = bpf_cls(text=empty_program_text(sensor_hooks(hooks=hooks), cgroup, packet).encode())
@@ -68,6 +68,7 @@ class Floor:
         self.bpf.cleanup()
 
 
-def load_floor() -> Floor:
-    """Load and attach the empty programs; the caller calls `.cleanup()` on the result."""
-    return Floor()
+def load_floor(hooks: str | None = None) -> Floor:
+    """Load and attach the empty programs of a hook set ("syscalls" or "cgroup"; default:
+    the one `netvigil run` picks); the caller calls `.cleanup()` on the result."""
+    return Floor(hooks)

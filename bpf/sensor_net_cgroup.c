@@ -18,7 +18,7 @@
  *   bind      cgroup/post_bind4/6: the bound address with its final port.
  *   listen    -> LISTEN, in listen(): reported, and the owner is remembered by
  *             (network namespace inode, port) with the socket's inode; the agent seeds
- *             the same map at start with the listeners already open (sensor/listeners.py),
+ *             the same map at start with the listeners already open (sensor/proc_sockets.py),
  *             so their accepts are reported too. A listener's close forgets it.
  *   accept    SYN_RECV -> ESTABLISHED of the new socket (softirq): reported for the
  *             owner remembered at listen for its (namespace, port). Rule: the process

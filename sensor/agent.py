@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rules.event import Event, stored
 from sensor.bpf_program import DEFAULT_HOOKS, DEFAULT_RINGBUF_PAGES, SensorProgram
-from sensor import cgroups, listeners
-from sensor.boottime import boot_to_wall_offset_ns
+from sensor import cgroups, proc_sockets
+from sensor.boottime import boot_ns, boot_to_wall_offset_ns
 from sensor.container_identity import CgroupResolver, identity_from_proc
 from sensor.decoding import EventDecoder
 from sensor.process_table import ProcessRecord, ProcessTable
@@ -65,6 +67,9 @@ class Sensor:
                                     self._container_of_pid, self._annotate)
         self.program: SensorProgram | None = None
         self.enricher: K8sEnricher | None = None
+        self._found: queue.SimpleQueue[proc_sockets.PacketSocket] = queue.SimpleQueue()
+        self._stop_scan = threading.Event()
+        self._scan_thread: threading.Thread | None = None
         if enricher is not None:
             self.attach_enricher(enricher)
 
@@ -109,19 +114,52 @@ class Sensor:
         self.program.set_sink(self.decoder.decode_at, self._on_event)
         if self.program.hooks.hooks == "cgroup":
             self.seed_listeners()
+            if not self.program.packet_hook:
+                self._start_packet_scan()
+
+    def _start_packet_scan(self) -> None:
+        """Cgroup hook set without fentry: AF_PACKET sockets come from a /proc scan."""
+        scanner = proc_sockets.PacketSocketScanner(self.options.proc_root)
+        scanner.scan()   # what is open already
+
+        def run() -> None:
+            while not self._stop_scan.wait(proc_sockets.SCAN_INTERVAL_S):
+                try:
+                    for sock in scanner.scan():
+                        self._found.put(sock)
+                except OSError as exc:   # /proc unreadable: say so, keep trying
+                    log.warning("AF_PACKET socket scan of %s failed: %s", self.options.proc_root, exc)
+        self._stop_scan.clear()
+        self._scan_thread = threading.Thread(target=run, daemon=True, name="netvigil-packet-scan")
+        self._scan_thread.start()
+
+    def _deliver_found(self) -> None:
+        """Hand the scanner's packet sockets to the decoder and the consumer (event thread)."""
+        while True:
+            try:
+                sock = self._found.get_nowait()
+            except queue.Empty:
+                return
+            record = self.table.by_pid(sock.pid)
+            if record is None:
+                continue   # gone already
+            raw = proc_sockets.packet_socket_record(sock, record, boot_ns())
+            event = self.decoder.decode_at(raw, 0, len(raw))
+            if event is not None:
+                self._on_event(event)
 
     def seed_listeners(self) -> int:
         """Cgroup hook set: tell the programs who owns the TCP listeners that were open
         before they were attached (they learn owners at listen()); returns how many."""
         assert self.program is not None, "start() first"
         try:
-            found = listeners.listening_sockets(self.options.proc_root)
+            found = proc_sockets.listening_sockets(self.options.proc_root)
         except OSError as exc:
             log.warning("cannot list the listening sockets under %s (%s): accepts on servers "
                         "started before the agent are reported once they listen again",
                         self.options.proc_root, exc)
             return 0
-        return listeners.seed(self.program.bpf[b"listeners"], found, self.table.by_pid)
+        return proc_sockets.seed(self.program.bpf[b"listeners"], found, self.table.by_pid)
 
     @property
     def on_event(self) -> EventConsumer:
@@ -152,11 +190,15 @@ class Sensor:
         """Deliver pending events (waiting up to timeout_ms for the first)."""
         assert self.program is not None, "start() first"
         self.program.poll(timeout_ms)
+        if self._scan_thread is not None:
+            self._deliver_found()
 
     def drain(self) -> None:
         """Deliver every event already buffered, without waiting."""
         assert self.program is not None, "start() first"
         self.program.consume()
+        if self._scan_thread is not None:
+            self._deliver_found()
 
     def stats(self) -> SensorStats:
         """Event, loss and process counters so far."""
@@ -169,6 +211,10 @@ class Sensor:
 
     def close(self) -> None:
         """Detach all programs (safe to call twice)."""
+        self._stop_scan.set()
+        if self._scan_thread is not None:
+            self._scan_thread.join(timeout=5)
+            self._scan_thread = None
         if self.program is not None:
             self.program.close()
 

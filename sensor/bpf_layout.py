@@ -98,7 +98,7 @@ EXEC_EVENT = RecordLayout("nv_exec_event", _H + _m(
 FORK_EVENT = RecordLayout("nv_fork_event", _H + _m("child_pid:I pad:I"))
 EXIT_EVENT = RecordLayout("nv_exit_event", _H + _m("code:i pad:I"))
 LISTEN_KEY = RecordLayout("nv_listen_key", _m("netns:I port:H pad:H"))
-"""Key of the cgroup hook set's `listeners` map (the agent seeds it: sensor/listeners.py)."""
+"""Key of the cgroup hook set's `listeners` map (the agent seeds it: sensor/proc_sockets.py)."""
 LISTENER = RecordLayout("nv_listener", _H + _m("fd:i pad:I ino:Q"))
 """Value of the `listeners` map: who listens, on which fd, the socket's inode."""
 LAYOUTS: tuple[RecordLayout, ...] = (NET_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, LISTEN_KEY, LISTENER)

@@ -43,8 +43,9 @@ NET_SOURCES = {
 SENSOR_SOURCES = CORE_SOURCES + NET_SOURCES["syscalls"]
 HOOK_SETS = ("auto", "cgroup", "syscalls")
 """sensor.hooks: auto (cgroup when the kernel allows it), cgroup, syscalls."""
-DEFAULT_HOOKS = "syscalls"
-"""The default hook set: the cgroup set is opt-in (docs/operations.md says what it misses)."""
+DEFAULT_HOOKS = "auto"
+"""The default hook set: cgroup where the kernel allows it (no syscall tracepoint, so the
+node's syscalls keep their fast path), else syscalls (docs/operations.md compares them)."""
 # syscall hooks for what sensor_process.c reads through BTF offsets, when those are unknown
 PROCESS_SYSCALL_FALLBACK = "sensor_process_syscalls.c"
 # kernel-internal members sensor_process.c reads, as -D name=offset (from the kernel's BTF)
@@ -337,6 +338,24 @@ class SensorProgram:
         self.offsets = kernel_offsets(self.uses_btf)
         self.hooks = choose_hooks(hooks, self.offsets, cgroups.find_mount())
         """The network hook set attached (HookChoice: "cgroup" or "syscalls", and why)."""
+        self._links: list[int] = []
+        try:
+            self._load(bpf_cls, src_dir, ringbuf_pages)
+        except BPFUnavailableError as exc:
+            if hooks != "auto" or self.hooks.hooks != "cgroup":
+                raise
+            # e.g. a container without the privilege cgroup programs need for probe reads
+            log.warning("network hooks: the cgroup set does not load here (%s); using syscall "
+                        "tracepoints", exc)
+            self.hooks = HookChoice("syscalls", f"the cgroup programs did not load ({exc}): "
+                                                "network events come from syscall tracepoints")
+            self._load(bpf_cls, src_dir, ringbuf_pages)
+        self._decode: RecordDecoder = copy_record
+        self._consume: ItemConsumer = on_record if on_record is not None else _ignore
+        self.closed = False
+
+    def _load(self, bpf_cls: type, src_dir: Path, ringbuf_pages: int) -> None:
+        """Compile, load and attach the programs of self.hooks; on failure nothing stays attached."""
         log.info("network hooks: %s (%s)", self.hooks.hooks, self.hooks.reason)
         text = sensor_program_text(src_dir, self.offsets, self.hooks.hooks)
         cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir, offsets=self.offsets,
@@ -344,11 +363,10 @@ class SensorProgram:
         self.packet_hook = self.hooks.hooks == "syscalls" or fentry_allowed(bpf_cls, PACKET_KFUNC)
         """Whether AF_PACKET socket creation is hooked (cgroup set: only through fentry)."""
         if not self.packet_hook:
-            log.info("the kernel refuses fentry programs: AF_PACKET sockets are not reported "
-                        "with sensor.hooks cgroup (sensor.hooks: syscalls reports them)")
+            log.info("the kernel refuses fentry programs: AF_PACKET sockets come from a /proc "
+                     "scan (sensor.hooks: syscalls sees them at socket())")
         elif self.hooks.hooks == "cgroup":
             cflags.append("-DNV_PACKET_KFUNC")
-        self._links: list[int] = []
         try:
             self.bpf = bpf_cls(text=text.encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception for compile/load failures
@@ -364,7 +382,7 @@ class SensorProgram:
             self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
             release_compiler_pages()
         except BaseException as exc:
-            reader = getattr(self, "reader", None)
+            reader = self.__dict__.pop("reader", None)
             if reader is not None:
                 reader.close()
             self._detach_links()
@@ -372,9 +390,6 @@ class SensorProgram:
             if isinstance(exc, RingBufferError):
                 raise BPFUnavailableError(f"{exc} (try `netvigil doctor`)") from exc
             raise
-        self._decode: RecordDecoder = copy_record
-        self._consume: ItemConsumer = on_record if on_record is not None else _ignore
-        self.closed = False
 
     def _detach_links(self) -> None:
         links, self._links = self._links, []

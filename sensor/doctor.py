@@ -129,7 +129,8 @@ def check_optional_hooks() -> Check:
     return Check("optional hooks", "ok",
                  "not used: kprobes " + ("present" if kprobes else "absent") +
                  " (netvigil needs tracepoints, cgroup sock_addr/sock programs and tc; fentry "
-                 "only for AF_PACKET sockets with sensor.hooks cgroup)")
+                 "only for AF_PACKET sockets with the cgroup hook set, which scans /proc for them "
+                 "without it)")
 
 
 def check_load() -> Check:
@@ -137,6 +138,7 @@ def check_load() -> Check:
     network hook set it chose."""
     from sensor.bpf_program import SensorProgram  # noqa: PLC0415
     from sensor.errors import SensorError  # noqa: PLC0415
+    from sensor.proc_sockets import SCAN_INTERVAL_S  # noqa: PLC0415
 
     started = time.monotonic()
     try:
@@ -145,12 +147,13 @@ def check_load() -> Check:
         return Check("BPF load", "fail", str(exc).splitlines()[0][:300], "fix the failures above first")
     program.close()
     hooks = program.hooks
-    packet = "" if program.packet_hook else "; AF_PACKET sockets not seen (the kernel refuses fentry)"
-    return Check("BPF load", "ok" if program.packet_hook else "warn",
+    packet = "" if program.packet_hook else (
+        f"; AF_PACKET sockets found by a /proc scan every {SCAN_INTERVAL_S:g} s (the kernel refuses "
+        "fentry; one opened and closed between two scans is missed: sensor.hooks syscalls sees "
+        "every socket() call, at the cost of the tracing slow path for every syscall)")
+    return Check("BPF load", "ok",
                  f"sensor programs compiled, verified and attached in {time.monotonic() - started:.1f} s, "
-                 f"then detached; network hooks: {hooks.hooks} ({hooks.reason}){packet}",
-                 "" if program.packet_hook else "sensor.hooks: syscalls to see AF_PACKET sockets "
-                 "(every syscall then takes the tracing slow path)")
+                 f"then detached; network hooks: {hooks.hooks} ({hooks.reason}){packet}")
 
 
 def check_kubernetes(env: dict[str, str] | None = None) -> Check:

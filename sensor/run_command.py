@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             enforcement.open_verdicts(lambda verdict: pipeline(sensor.enrich(verdict)))
         program = sensor.program
         hooks = f", network hooks {program.hooks.hooks}" + (
-            "" if program.packet_hook else " (AF_PACKET sockets not seen: see netvigil doctor)")
+            "" if program.packet_hook else " (AF_PACKET sockets by a /proc scan: see netvigil doctor)")
         logging_setup.notice(f"netvigil {__version__}: sensor running{hooks}"
                              f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
                              f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops")

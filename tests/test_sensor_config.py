@@ -18,7 +18,7 @@ def test_sections_are_read(tmp_path) -> None:
     f.write_text("rules:\n  paths: [/etc/netvigil/rules]\n  enforce_mode: enforce\n"
                  "record:\n  enabled: false\nalerts:\n  sinks: {}\nsensor:\n  hooks: cgroup\n")
     cfg = load_config(f)
-    assert cfg.hooks == "cgroup" and load_config(None).hooks == "syscalls"
+    assert cfg.hooks == "cgroup" and load_config(None).hooks == "auto"
     assert cfg.rules_paths == ["/etc/netvigil/rules"] and cfg.enforce_mode == "enforce"
     assert cfg.record_dir is None and cfg.alerts == {"sinks": {}}
 

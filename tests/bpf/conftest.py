@@ -1,7 +1,8 @@
 """Shared fixtures for tests that load real BPF programs.
 
-One sensor is loaded per test session (BCC compiles at load time) and shared; each
-test starts with an empty event list. These tests need root and a BPF-capable kernel:
+One sensor on the syscalls hook set is loaded per test session (BCC compiles at load
+time) and shared, and one on the cgroup hook set (the default where the kernel allows
+it) per module that asks for it; each test starts with an empty event list. These tests need root and a BPF-capable kernel:
 they fail, not skip, where BPF is missing.
 """
 from __future__ import annotations
@@ -49,7 +50,9 @@ class LiveSensor:
 
 @pytest.fixture(scope="session")
 def _loaded_sensor() -> Iterator[LiveSensor]:
-    live = LiveSensor()
+    # the syscalls hook set: the facts only it sees (a dup2 at the call, the accepting
+    # worker, failed binds) are tested on it; `live_cgroup` is the default set here
+    live = LiveSensor(SensorOptions(hooks="syscalls"))
     live.sensor.start()
     try:
         yield live
@@ -66,8 +69,8 @@ def live(_loaded_sensor: LiveSensor) -> LiveSensor:
 
 @pytest.fixture(scope="module")
 def live_cgroup() -> Iterator[LiveSensor]:
-    """A second sensor on the opt-in cgroup hook set (`sensor.hooks: cgroup`), for the
-    tests of that set; loaded per module that asks for it."""
+    """A second sensor on the cgroup hook set (`sensor.hooks: cgroup`, what `auto`, the
+    default, picks here), for the tests of that set; loaded per module that asks for it."""
     live = LiveSensor(SensorOptions(hooks="cgroup"))
     live.sensor.start()
     try:

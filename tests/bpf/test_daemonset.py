@@ -71,6 +71,9 @@ def test_daemonset_pod_runs_as_the_kubelet_would(kustomization: str, node: Daemo
         wait_ready(kubelet, port, startup["httpGet"]["path"],
                              startup["periodSeconds"] * startup["failureThreshold"])
         assert http_get(port, "/healthz")[0] == 200
+        # sensor.hooks auto: the cgroup set where it loads (privileged), else the syscalls set
+        hooks = "cgroup" if kustomization == "deploy/base" else "syscalls"
+        assert f"network hooks {hooks}" in kubelet.stderr, kubelet.stderr[-3000:]
         # NODE_NAME came from the downward API: the pod watch selects this node's pods
         pod_watches = node.api.requests_for("pods")
         assert pod_watches and {r.query.get("fieldSelector") for r in pod_watches} == {

@@ -1,10 +1,10 @@
-"""Finding the TCP listeners open before the agent (sensor/listeners.py) in a /proc tree."""
+"""Finding the TCP listeners open before the agent (sensor/proc_sockets.py) in a /proc tree."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from sensor.listeners import Listener, listening_inodes, listening_sockets
+from sensor.proc_sockets import Listener, listening_inodes, listening_sockets
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 
