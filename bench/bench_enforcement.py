@@ -110,12 +110,15 @@ def program_cost(cgs: list[Path], rounds: int, n: int) -> list[float] | None:
 
 def fill(maps: EnforcementMaps, mid: int, full: int, count: int, rid: int,
          mix: str) -> list[DenyKey]:
-    """`count` entries in 198.18.0.0/15 that the benchmark's loopback traffic never matches.
+    """`count` entries that the benchmark's loopback traffic never matches.
 
     realistic: 80% detection-style entries (tcp/udp, one /32, one port) in the client's
     cgroup scope, 20% static-style entries (any protocol, any port, /24) in its parent's.
     worst: every wildcard combination populated in both scopes (random protocol
     tcp/udp/any, port or any, /32 or /24), so every lookup combination runs.
+    near: the worst mix moved into 127.0.1.0-127.0.255.255, the /16 of the loopback
+    destination but never 127.0.0.1 itself: the net index cannot rule these scopes out,
+    so this shows what a miss costs when entries sit next to the destination.
     """
     rnd = random.Random(7)
     keys: set[DenyKey] = set()
@@ -128,7 +131,8 @@ def fill(maps: EnforcementMaps, mid: int, full: int, count: int, rid: int,
             else:
                 keys.add(DenyKey.build(mid, "egress", "any", 0, f"198.{a}.{b}.0/24"))
             continue
-        cidr = f"198.{a}.{b}.{c}/32" if rnd.random() < 0.8 else f"198.{a}.{b}.0/24"
+        net = f"127.0.{rnd.randrange(1, 256)}" if mix == "near" else f"198.{a}.{b}"
+        cidr = f"{net}.{c}/32" if rnd.random() < 0.8 else f"{net}.0/24"
         port = rnd.choice([0, 443, 8443, 53, rnd.randrange(1, 65536)])
         proto = rnd.choice(["tcp", "udp", "any"])
         keys.add(DenyKey.build((mid, full)[len(keys) % 2], "egress", proto, port, cidr))
@@ -172,7 +176,7 @@ def bench_rates(maps: EnforcementMaps, cgs: dict[str, Path], rounds: int, n: int
               "full": "programs, 10000 entries in scope"}
     print(f"connect/accept loop on loopback, {rounds} interleaved rounds x {n} connections "
           f"per cgroup, pinned to CPU {min(os.sched_getaffinity(0))}:")
-    for mix in ("realistic", "worst"):
+    for mix in ("realistic", "worst", "near"):
         maps.flush()
         fill(maps, cgroups.cgroup_id(cgs["mid"]), cgroups.cgroup_id(cgs["full"]), 10000, rid, mix)
         rates: dict[str, list[float]] = {k: [] for k in labels}

@@ -12,9 +12,12 @@
  *
  * Lookup strategy (one LPM lookup answers one (scope, proto, port) tuple):
  *   scopes:  node (0), the ancestors of the current cgroup (shallow to deep,
- *            at most NV_MAX_LEVELS levels), then the current cgroup. nv_scopes says which scopes have entries,
- *            and for which wildcard combinations, so absent scopes cost one
- *            hash lookup and absent combinations cost nothing.
+ *            at most NV_MAX_LEVELS levels), then the current cgroup. nv_nets
+ *            says, per scope, which wildcard combinations have entries whose
+ *            network overlaps the address's coarse net (IPv4 /16, IPv6 /32);
+ *            nv_scopes adds those of wide entries, read only when the node has
+ *            any (nv_meta[NV_META_WIDE]). So a scope without entries near the
+ *            address costs one hash lookup and absent combinations cost nothing.
  *   combos:  (proto, port), (proto, any), (any, port), (any, any).
  *   Port-specific combinations are skipped unless nv_ports says an entry
  *   names this (scope, dir, proto, port).
@@ -34,6 +37,12 @@
 #define NV_HTONS(x) ((u16)(x))
 #endif
 
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define NV_V4MAPPED_WORD 0xffff0000u   /* bytes 00 00 ff ff of ::ffff:0:0/96, as a u32 */
+#else
+#define NV_V4MAPPED_WORD 0x0000ffffu
+#endif
+
 #define NV_TC_OK 0
 #define NV_TC_SHOT 2
 
@@ -41,6 +50,8 @@ BPF_TABLE_PINNED("lpm_trie", struct nv_deny_key, struct nv_deny_val, nv_deny, 65
                  NV_PIN_MAPS "/deny", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", u64, struct nv_scope_val, nv_scopes, 16384, NV_PIN_MAPS "/scopes");
 BPF_TABLE_PINNED("hash", struct nv_port_key, u32, nv_ports, 65536, NV_PIN_MAPS "/ports");
+BPF_TABLE_PINNED("hash", struct nv_net_key, struct nv_net_val, nv_nets, 262144,
+                 NV_PIN_MAPS "/nets", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct nv_safe_key, u8, nv_safe, 4096,
                  NV_PIN_MAPS "/safe", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", u32, struct nv_rule_name, nv_rules, 8192, NV_PIN_MAPS "/rules");
@@ -75,12 +86,54 @@ static __always_inline void nv_count(u32 idx)
         *v += 1;
 }
 
-/* Look up every populated wildcard combination of one scope. */
-static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
-                                         const u8 *addr, u64 now, struct nv_match *m)
+/* The coarse net of an address for nv_nets (scope and dir are set per lookup). */
+static __always_inline void nv_net_of(const u8 *addr, struct nv_net_key *nk)
 {
-    struct nv_scope_val *sv = nv_scopes.lookup(&scope);
-    if (!sv)
+    u32 w[3];
+    __builtin_memcpy(w, addr, 12);
+    if (w[0] == 0 && w[1] == 0 && w[2] == NV_V4MAPPED_WORD) {
+        nk->family = 4;
+        nk->net[0] = addr[12];
+        nk->net[1] = addr[13];
+    } else {
+        nk->family = 6;
+        __builtin_memcpy(nk->net, addr, 4);
+    }
+}
+
+/* Whether the node has wide entries (nv_scopes is read only then). */
+static __always_inline u64 nv_wide_entries(void)
+{
+    u32 idx = NV_META_WIDE;
+    u64 *v = nv_meta.lookup(&idx);
+    return v ? *v : 0;
+}
+
+/* Bit c set when count[c] != 0 (counts stay below 2^31), without branches: the
+ * verifier then keeps one state per scope rather than one per combination. */
+static __always_inline u32 nv_nonzero4(const u32 *count)
+{
+    return ((0u - count[0]) >> 31) | (((0u - count[1]) >> 31) << 1) |
+           (((0u - count[2]) >> 31) << 2) | (((0u - count[3]) >> 31) << 3);
+}
+
+/* Look up every wildcard combination of one scope that may match. */
+static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
+                                         const u8 *addr, struct nv_net_key *nk, u64 wide,
+                                         u64 now, struct nv_match *m)
+{
+    u32 combos = 0;   /* bit c: combination c has entries that may match */
+    nk->scope = scope;
+    nk->dir = dir;
+    struct nv_net_val *nv = nv_nets.lookup(nk);
+    if (nv)
+        combos = nv_nonzero4(nv->count);
+    if (wide) {
+        struct nv_scope_val *sv = nv_scopes.lookup(&scope);
+        if (sv)
+            combos |= nv_nonzero4(&sv->count[dir == NV_DIR_INGRESS ? 4 : 0]);
+    }
+    if (!combos)
         return;
     struct nv_deny_key k = {};
     k.prefixlen = NV_DENY_FULL_BITS;
@@ -88,7 +141,6 @@ static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
     k.scope_hi = (u32)(scope >> 32);
     k.dir = dir;
     __builtin_memcpy(k.addr, addr, 16);
-    u32 base = dir == NV_DIR_INGRESS ? 4 : 0;
 
     struct nv_port_key pk = {};
     pk.scope = scope;
@@ -96,7 +148,7 @@ static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
     pk.port = port;
 
     for (int c = 0; c < 4; c++) {
-        if (sv->count[(base + c) & 7] == 0)
+        if (!(combos & (1u << c)))
             continue;
         k.proto = (c & 2) ? NV_PROTO_ANY : proto;
         k.port = (c & 1) ? 0 : port;
@@ -145,7 +197,10 @@ static __always_inline int nv_is_safe(const u8 *addr, u16 port)
 static __always_inline void nv_match_current(u8 dir, u8 proto, u16 port, const u8 *addr,
                                              u64 now, u64 cur, struct nv_match *m)
 {
-    nv_try_scope(0, dir, proto, port, addr, now, m);
+    struct nv_net_key nk = {};
+    nv_net_of(addr, &nk);
+    u64 wide = nv_wide_entries();
+    nv_try_scope(0, dir, proto, port, addr, &nk, wide, now, m);
 #pragma clang loop unroll(disable)
     for (int lvl = 1; lvl <= NV_MAX_LEVELS; lvl++) {
         if (m->mode == NV_MODE_ENFORCE)
@@ -153,17 +208,20 @@ static __always_inline void nv_match_current(u8 dir, u8 proto, u16 port, const u
         u64 a = bpf_get_current_ancestor_cgroup_id(lvl);
         if (a == 0 || a == cur)
             break;
-        nv_try_scope(a, dir, proto, port, addr, now, m);
+        nv_try_scope(a, dir, proto, port, addr, &nk, wide, now, m);
     }
     if (m->mode != NV_MODE_ENFORCE && cur)
-        nv_try_scope(cur, dir, proto, port, addr, now, m);
+        nv_try_scope(cur, dir, proto, port, addr, &nk, wide, now, m);
 }
 
 /* Same order for a packet: node, then (egress) the socket's cgroup ancestry. */
 static __always_inline void nv_match_skb(struct __sk_buff *skb, u64 cg, u8 dir, u8 proto,
                                          u16 port, const u8 *addr, u64 now, struct nv_match *m)
 {
-    nv_try_scope(0, dir, proto, port, addr, now, m);
+    struct nv_net_key nk = {};
+    nv_net_of(addr, &nk);
+    u64 wide = nv_wide_entries();
+    nv_try_scope(0, dir, proto, port, addr, &nk, wide, now, m);
     if (!cg)
         return;
 #pragma clang loop unroll(disable)
@@ -173,10 +231,10 @@ static __always_inline void nv_match_skb(struct __sk_buff *skb, u64 cg, u8 dir, 
         u64 a = bpf_skb_ancestor_cgroup_id(skb, lvl);
         if (a == 0 || a == cg)
             break;
-        nv_try_scope(a, dir, proto, port, addr, now, m);
+        nv_try_scope(a, dir, proto, port, addr, &nk, wide, now, m);
     }
     if (m->mode != NV_MODE_ENFORCE)
-        nv_try_scope(cg, dir, proto, port, addr, now, m);
+        nv_try_scope(cg, dir, proto, port, addr, &nk, wide, now, m);
 }
 
 static __always_inline void nv_emit(struct nv_match *m, u8 hook, u8 family, u8 proto,

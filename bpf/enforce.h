@@ -71,13 +71,38 @@ struct nv_deny_val {
     u64 hits;         /* decisions taken on this entry */
 };
 
-/* Per scope: how many live entries exist for each direction and wildcard
- * combination, index (dir == INGRESS ? 4 : 0) + ((proto_any << 1) | port_any).
- * Lets the datapath skip scopes and combinations with no entries, so a scope
- * without entries costs one hash lookup. */
+/* Per scope: how many *wide* entries (those the net index below does not
+ * cover) exist for each direction and wildcard combination, index
+ * (dir == INGRESS ? 4 : 0) + ((proto_any << 1) | port_any). Read only while
+ * nv_meta[NV_META_WIDE] (the node's count of wide entries) is not 0. */
 struct nv_scope_val {
     u32 count[8];
 };
+
+/* Net index: for each (scope, direction, coarse net) that some entry's network
+ * overlaps, how many such entries exist per wildcard combination
+ * ((proto_any << 1) | port_any). The coarse net of an address is its IPv4 /16
+ * (family 4, v4-mapped addresses included) or its IPv6 /32 (family 6), first
+ * bytes of `net` in network order, the rest 0. Entries wider than 2^8 coarse
+ * nets (IPv4 shorter than /8, IPv6 shorter than /24, or IPv6 networks that
+ * contain the v4-mapped range) are wide: counted in nv_scopes instead. One hash
+ * lookup per scope so answers "may any entry of this scope match here", and a
+ * scope whose entries are all elsewhere costs nothing more. */
+struct nv_net_key {
+    u64 scope;
+    u8 dir;
+    u8 family;       /* 4 or 6 */
+    u16 pad;
+    u8 net[4];
+};
+
+struct nv_net_val {
+    u32 count[4];
+};
+
+/* nv_meta indexes */
+#define NV_META_SOURCE_HASH 0
+#define NV_META_WIDE 1    /* live wide entries on the node (any scope) */
 
 /* Port index: which (scope, direction, protocol, port) tuples have entries
  * with a specific port. Checked (one hash lookup) before the LPM lookup of a

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sensor.enforcement.errors import InvalidEntryError
 from sensor.enforcement.keys import (
-    DIR_EGRESS, DIR_INGRESS, DenyKey, DenyValue, SafeKey, parse_network,
+    DIR_EGRESS, DIR_INGRESS, DenyKey, DenyValue, SafeKey, parse_network, unpack_net_key,
 )
 
 
@@ -80,3 +80,24 @@ def test_value_and_safe_key_layouts() -> None:
     assert len(raw) == 24 and struct.unpack_from("=I", raw)[0] == 32 + 128
     assert SafeKey.unpack(raw) == s
     assert struct.unpack_from("=I", SafeKey.build("::/0", 22).pack())[0] == 32
+
+
+@pytest.mark.parametrize("cidr,nets", [
+    ("1.2.3.4/32", ["1.2.0.0/16"]),
+    ("10.1.0.0/16", ["10.1.0.0/16"]),
+    ("10.16.0.0/12", [f"10.{b}.0.0/16" for b in range(16, 32)]),
+    ("2001:db8::/48", ["2001:db8::/32"]),
+    ("2001:db0::/28", [f"2001:db{h:x}::/32" for h in range(16)]),
+    ("::/96", ["::/32"]),             # IPv4-compatible range, not the v4-mapped one
+    ("0.0.0.0/7", None),              # wider than 256 coarse nets
+    ("2001::/16", None),
+    ("::/64", None),                  # holds ::ffff:0:0/96, so every IPv4 address
+])
+def test_net_index_keys_cover_the_network_or_mark_it_wide(cidr: str, nets: list[str] | None) -> None:
+    key = DenyKey.build(7, "ingress", "udp", 53, cidr)
+    got = key.net_index_keys()
+    if nets is None:
+        assert got is None
+        return
+    assert got is not None
+    assert [unpack_net_key(raw) for raw in got] == [(7, DIR_INGRESS, n) for n in nets]

@@ -27,7 +27,7 @@ from sensor import kernel_headers
 from sensor.bpf_program import bpf_source_dir
 from sensor.enforcement import bpfsys, tc
 from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError, InterfaceNotFoundError
-from sensor.enforcement.keys import AttachRecord
+from sensor.enforcement.keys import META_SOURCE_HASH, AttachRecord
 from sensor.enforcement.layout import CGROUP_PROGRAMS, HOOK_OF_ATTACH_TYPE, TC_PROGRAMS, PinLayout
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.verdicts import verdict_callback
@@ -42,7 +42,6 @@ TC_HANDLE = 1
 TC_FILTER_NAME = "netvigil"  # what `tc filter show` prints before direct-action
 KIND_CGROUP = 1
 KIND_TC = 2
-META_SOURCE_HASH = 0
 
 
 def source_hash(bpf_dir: Path = BPF_DIR) -> int:
@@ -168,6 +167,7 @@ class EnforcementDatapath:
         fresh = maps.meta_get(META_SOURCE_HASH) not in (0, want_hash)
         if fresh:
             log.info("enforcement programs changed since they were pinned: replacing them")
+            maps.rebuild_scopes()   # an index the new programs read may be new or changed
         old_ids: dict[str, int] = {}
         for func, (pin_name, _) in {**CGROUP_PROGRAMS, **TC_PROGRAMS}.items():
             pin = self.layout.prog_path(pin_name)

@@ -39,6 +39,8 @@ _DENY_VAL = struct.Struct("=IBBHQQQ")     # rule_id, mode, origin, reserved, exp
 _SAFE_KEY = struct.Struct("=I2sH16s")     # prefixlen, port(net), pad, addr
 _SCOPE_VAL = struct.Struct("=8I")
 _PORT_KEY = struct.Struct("=QBB2sI")     # scope, dir, proto, port(net), pad
+_NET_KEY = struct.Struct("=QBBH4s")      # scope, dir, family, pad, coarse net (first bytes)
+_NET_VAL = struct.Struct("=4I")
 _ATTACH_REC = struct.Struct("=IIII240s")
 RULE_NAME_SIZE = 128
 
@@ -46,6 +48,15 @@ DENY_KEY_SIZE = _DENY_KEY.size
 DENY_VAL_SIZE = _DENY_VAL.size
 SAFE_KEY_SIZE = _SAFE_KEY.size
 SCOPE_VAL_SIZE = _SCOPE_VAL.size
+
+META_SOURCE_HASH = 0   # nv_meta: source hash of the loaded programs
+META_WIDE = 1          # nv_meta: live wide entries on the node (see NetIndex)
+
+# The net index (nv_nets): coarse nets are IPv4 /16s and IPv6 /32s; an entry
+# spanning more than 2**NET_SPAN_BITS of them is wide (counted in nv_scopes).
+NET_V4_BITS = 16
+NET_V6_BITS = 32
+NET_SPAN_BITS = 8
 
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
@@ -132,6 +143,26 @@ class DenyKey:
         return _PORT_KEY.pack(self.scope, self.direction, self.protocol,
                               self.port.to_bytes(2, "big"), 0)
 
+    def net_index_keys(self) -> list[bytes] | None:
+        """nv_nets keys of every coarse net this entry's network overlaps, or None when
+        the entry is wide (looked up through nv_scopes instead)."""
+        net = parse_network(self.network)
+        if isinstance(net, ipaddress.IPv4Network):
+            family, coarse = 4, NET_V4_BITS
+        elif _V4_MAPPED.subnet_of(net):
+            return None   # an IPv6 network holding every v4-mapped address
+        else:
+            family, coarse = 6, NET_V6_BITS
+        if net.prefixlen >= coarse:
+            nets = [net.supernet(new_prefix=coarse)]
+        elif coarse - net.prefixlen <= NET_SPAN_BITS:
+            nets = list(net.subnets(new_prefix=coarse))
+        else:
+            return None
+        return [_NET_KEY.pack(self.scope, self.direction, family, 0,
+                              n.network_address.packed[:coarse // 8].ljust(4, b"\x00"))
+                for n in nets]
+
     def pack(self) -> bytes:
         """Kernel key bytes."""
         addr, bits = mapped(parse_network(self.network))
@@ -206,6 +237,26 @@ def pack_scope_counts(counts: list[int]) -> bytes:
 def unpack_scope_counts(raw: bytes) -> list[int]:
     """nv_scope_val counts."""
     return list(_SCOPE_VAL.unpack(raw[:_SCOPE_VAL.size]))
+
+
+def pack_net_counts(counts: list[int]) -> bytes:
+    """nv_net_val bytes."""
+    return _NET_VAL.pack(*counts)
+
+
+def unpack_net_counts(raw: bytes) -> list[int]:
+    """nv_net_val counts."""
+    return list(_NET_VAL.unpack(raw[:_NET_VAL.size]))
+
+
+def unpack_net_key(raw: bytes) -> tuple[int, int, str]:
+    """(scope, direction, coarse network text) of an nv_nets key."""
+    scope, direction, family, _, net = _NET_KEY.unpack(raw[:_NET_KEY.size])
+    if family == 4:
+        text = str(ipaddress.IPv4Network((net, NET_V4_BITS)))
+    else:
+        text = str(ipaddress.IPv6Network((net.ljust(16, b"\x00"), NET_V6_BITS)))
+    return scope, direction, text
 
 
 def pack_rule_name(name: str) -> bytes:

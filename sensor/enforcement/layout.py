@@ -6,7 +6,7 @@ from pathlib import Path
 
 DEFAULT_BASE = Path("/sys/fs/bpf/netvigil")
 
-MAP_NAMES = ("deny", "scopes", "ports", "safe", "rules", "attach", "meta", "stats", "verdicts")
+MAP_NAMES = ("deny", "scopes", "ports", "nets", "safe", "rules", "attach", "meta", "stats", "verdicts")
 
 # program function name -> (pin name, bpf_attach_type or None for tc)
 CGROUP_PROGRAMS = {

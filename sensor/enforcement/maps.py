@@ -29,7 +29,7 @@ class EnforcementMaps:
         self._ncpu = bpfsys.possible_cpus()
         opened: list[bpfsys.PinnedMap] = []
         try:
-            for name in ("deny", "scopes", "ports", "safe", "rules", "attach", "meta"):
+            for name in ("deny", "scopes", "ports", "nets", "safe", "rules", "attach", "meta"):
                 opened.append(bpfsys.PinnedMap.open(layout.map_path(name)))
             opened.append(bpfsys.PinnedMap.open(layout.map_path("stats"), value_size=8 * self._ncpu))
         except BPFSyscallError as exc:
@@ -38,8 +38,8 @@ class EnforcementMaps:
             raise EnforcementError(
                 f"pinned enforcement maps under {layout.base} are incomplete or from another "
                 f"netvigil version ({exc}): run `netvigil enforce cleanup`") from None
-        (self.deny, self.scopes, self.ports, self.safe, self.rules, self.attach, self.meta,
-         self.stats_map) = opened
+        (self.deny, self.scopes, self.ports, self.nets, self.safe, self.rules, self.attach,
+         self.meta, self.stats_map) = opened
         if self.deny.key_size != keys.DENY_KEY_SIZE or self.deny.value_size != keys.DENY_VAL_SIZE:
             raise EnforcementError(
                 f"pinned deny map under {layout.base} has another layout "
@@ -48,8 +48,8 @@ class EnforcementMaps:
 
     def close(self) -> None:
         """Close every fd (pins stay)."""
-        for m in (self.deny, self.scopes, self.ports, self.safe, self.rules, self.attach, self.meta,
-                  self.stats_map):
+        for m in (self.deny, self.scopes, self.ports, self.nets, self.safe, self.rules, self.attach,
+                  self.meta, self.stats_map):
             m.close()
 
     def __enter__(self) -> EnforcementMaps:
@@ -65,7 +65,7 @@ class EnforcementMaps:
         return {DenyKey.unpack(k): DenyValue.unpack(v) for k, v in self.deny.items()}
 
     def put(self, key: DenyKey, value: DenyValue) -> bool:
-        """Insert or replace an entry; True if it was new. Scope counts follow."""
+        """Insert or replace an entry; True if it was new. The indexes follow."""
         raw_key = key.pack()
         self._bump_scope(key, +1)   # before insert: the datapath must see it at once
         try:
@@ -90,13 +90,15 @@ class EnforcementMaps:
         n = 0
         for raw in list(self.deny.keys()):
             n += self.deny.delete(raw)
-        for raw in list(self.scopes.keys()):
-            self.scopes.delete(raw)
-        for raw in list(self.ports.keys()):
-            self.ports.delete(raw)
+        for index in (self.scopes, self.ports, self.nets):
+            for raw in list(index.keys()):
+                index.delete(raw)
+        self.meta_set(keys.META_WIDE, 0)
         return n
 
     def _bump_scope(self, key: DenyKey, delta: int) -> None:
+        """Count `key` in (delta +1) or out of (-1) the port index and the net index, or
+        for a wide entry the scope index and the node's wide count."""
         pkey = key.port_index_key()
         if pkey is not None:
             raw_n = self.ports.lookup(pkey)
@@ -105,6 +107,20 @@ class EnforcementMaps:
                 self.ports.update(pkey, struct.pack("=I", n))
             elif raw_n is not None:
                 self.ports.delete(pkey)
+        nkeys = key.net_index_keys()
+        if nkeys is not None:
+            for nkey in nkeys:
+                raw = self.nets.lookup(nkey)
+                counts = keys.unpack_net_counts(raw) if raw else [0] * 4
+                counts[key.combo & 3] = max(0, counts[key.combo & 3] + delta)
+                if any(counts):
+                    self.nets.update(nkey, keys.pack_net_counts(counts))
+                elif raw is not None:
+                    self.nets.delete(nkey)
+            return
+        # wide: the node's count goes up before and down after the scope's
+        if delta > 0:
+            self.meta_set(keys.META_WIDE, self.meta_get(keys.META_WIDE) + delta)
         skey = struct.pack("=Q", key.scope)
         raw = self.scopes.lookup(skey)
         counts = keys.unpack_scope_counts(raw) if raw else [0] * 8
@@ -113,31 +129,59 @@ class EnforcementMaps:
             self.scopes.update(skey, keys.pack_scope_counts(counts))
         elif raw is not None:
             self.scopes.delete(skey)
+        if delta < 0:
+            self.meta_set(keys.META_WIDE, max(0, self.meta_get(keys.META_WIDE) + delta))
 
     def rebuild_scopes(self, entries: Iterable[DenyKey] | None = None) -> None:
-        """Recompute the scope index from the deny map (repairs drift from concurrent writers)."""
+        """Recompute the port, net and scope indexes from the deny map (repairs drift from
+        concurrent writers, and fills indexes a newer netvigil added)."""
         wanted: dict[int, list[int]] = {}
         ports: Counter[bytes] = Counter()
+        nets: dict[bytes, list[int]] = {}
+        wide = 0
         for key in (entries if entries is not None else self.entries().keys()):
-            wanted.setdefault(key.scope, [0] * 8)[key.combo] += 1
             pkey = key.port_index_key()
             if pkey is not None:
                 ports[pkey] += 1
+            nkeys = key.net_index_keys()
+            if nkeys is None:
+                wide += 1
+                wanted.setdefault(key.scope, [0] * 8)[key.combo] += 1
+                continue
+            for nkey in nkeys:
+                nets.setdefault(nkey, [0] * 4)[key.combo & 3] += 1
+        # additions first, removals after: the datapath never misses a live entry
+        self.meta_set(keys.META_WIDE, max(wide, self.meta_get(keys.META_WIDE)))
         for pkey, n in ports.items():
             self.ports.update(pkey, struct.pack("=I", n))
+        for nkey, counts in nets.items():
+            self.nets.update(nkey, keys.pack_net_counts(counts))
+        for scope, counts in wanted.items():
+            self.scopes.update(struct.pack("=Q", scope), keys.pack_scope_counts(counts))
         for raw in list(self.ports.keys()):
             if raw not in ports:
                 self.ports.delete(raw)
-        for scope, counts in wanted.items():
-            self.scopes.update(struct.pack("=Q", scope), keys.pack_scope_counts(counts))
+        for raw in list(self.nets.keys()):
+            if raw not in nets:
+                self.nets.delete(raw)
         for raw in list(self.scopes.keys()):
             if struct.unpack("=Q", raw)[0] not in wanted:
                 self.scopes.delete(raw)
+        self.meta_set(keys.META_WIDE, wide)
 
     def scope_counts(self) -> dict[int, list[int]]:
-        """The scope index as stored in the kernel."""
+        """The scope index (wide entries per scope) as stored in the kernel."""
         return {struct.unpack("=Q", k)[0]: keys.unpack_scope_counts(v)
                 for k, v in self.scopes.items()}
+
+    def net_counts(self) -> dict[tuple[int, int, str], list[int]]:
+        """The net index as stored in the kernel: (scope, direction, coarse net) -> entries
+        per wildcard combination."""
+        return {keys.unpack_net_key(k): keys.unpack_net_counts(v) for k, v in self.nets.items()}
+
+    def wide_entries(self) -> int:
+        """The node's count of wide entries (the datapath reads the scope index only then)."""
+        return self.meta_get(keys.META_WIDE)
 
     # ---- rule names ------------------------------------------------------
 
