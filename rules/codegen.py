@@ -133,6 +133,9 @@ class CodeGen:
         # recording) each use of a read or sub-condition key.
         self._locals: dict[Any, str] = {}
         self._seen: list[Any] | None = None
+        # stored reads every call makes (see ``matcher``): plain locals set up front
+        self._hoisted: set[Any] = set()
+        self._first: dict[Any, Any] = {}  # recorded key -> the first stored read it makes
 
     def _fresh(self, prefix: str) -> str:
         self._n += 1
@@ -192,11 +195,19 @@ class CodeGen:
         """``text()``, or, for a read or sub-condition the matcher being generated uses
         more than once, its local: computed on first use (a raise leaves it unset, so
         the next use raises too, as unshared code would)."""
-        if self._seen is not None:
+        if self._seen is not None:  # recording the uses (the text is not kept)
             self._seen.append(key)
+            if key in self._first:  # its second use reads the local: nothing inside runs
+                return ""
+            start = len(self._seen)
+            out = text()
+            self._first[key] = key if self._hoistable(key) else self._first_read(start)
+            return out
         name = self._locals.get(key)
         if name is None:
             return text()
+        if key in self._hoisted:
+            return name
         return f"({name} if {name} is not _UNSET else ({name} := {text()}))"
 
     def _read(self, field: str) -> str:
@@ -209,6 +220,7 @@ class CodeGen:
 
     def _derived_read(self, field: str, spec: Any) -> str:
         v = self._fresh("_v")
+        stored = self._raw(field)  # generated in evaluation order: read first
         if spec.by_role:
             server, client = spec.by_role
             evt_type = self.known.get("evt.type", _UNKNOWN)
@@ -223,7 +235,7 @@ class CodeGen:
                        else self._raw(server))
         else:
             derived = f"{self.const(_reader(field))}(_g)"
-        return f"({v} if ({v} := {self._raw(field)}) is not None else {derived})"
+        return f"({v} if ({v} := {stored}) is not None else {derived})"
 
     def _getter(self, node: CCmp) -> str:
         if node.access == "direct":
@@ -233,7 +245,7 @@ class CodeGen:
         if node.access == "label":
             v, k = self._fresh("_v"), self.const(node.sources[1])
             return (f"({v}.get({k}) if ({v} := {self._raw(node.sources[0])}).__class__ is dict "
-                    f"else _lbl({v}, {k}))")
+                    f"else (None if {v} is None else _lbl({v}, {k})))")
         if node.access == "labels":
             return f"_lblitems({self._raw(node.sources[0])})"
         return self._read(node.sources[0])  # "any": the list itself
@@ -321,9 +333,13 @@ class CodeGen:
         self.known = dict(known or {})
         rules = [(i, self._ordered(node)) for i, node in rules]
         try:
-            self._seen = []
+            self._seen, self._first = [], {}
+            heads = set()
             for _, node in rules:
+                start = len(self._seen)
                 self.expr(node)
+                # the rule's first stored read: made on every call, by it or before it
+                heads.add(self._first_read(start))
             counts: dict[Any, int] = defaultdict(int)
             for key in self._seen:
                 counts[key] += 1
@@ -331,10 +347,44 @@ class CodeGen:
             for key, n in counts.items():
                 if n > 1:
                     self._locals[key] = self._fresh("_s")
-            exprs = [(i, self.expr(node)) for i, node in rules]
-            return self._match_fn(exprs, list(self._locals.values()))
+            # the lazy form: any mapping (a read may raise; then only the rules reaching
+            # it fail); compiled only if such a mapping comes
+            lazy = [(i, self.expr(node)) for i, node in rules]
+            lazy_fn = self._deferred(self._match_src(lazy, list(self._locals.values()), []))
+            # dict and Event: a stored read cannot raise, so those every call makes are
+            # read once up front, and are plain locals after
+            hoisted = sorted((k for k in heads if k in self._locals),
+                             key=lambda k: (k[0] != "raw", self._locals[k]))
+            reads = []
+            for k in hoisted:  # a derived read after the stored ones (and memos) it uses
+                reads.append((self._locals[k], f"_g({k[1]!r})" if k[0] == "raw" else
+                              self._derived_read(k[1], FIELDS_BY_NAME[k[1]])))
+                self._hoisted.add(k)
+            eager = [(i, self.expr(node)) for i, node in rules]
+            memos = [n for k, n in self._locals.items() if k not in self._hoisted]
+            return self._define(self._match_src(eager, memos, reads, lazy_fn), "_match")
         finally:
-            self.known, self._locals, self._seen = {}, {}, None
+            self.known, self._locals, self._seen, self._hoisted = {}, {}, None, set()
+            self._first = {}
+
+    def _hoistable(self, key: Any) -> bool:
+        """Whether the read ``key`` cannot raise on a dict or an Event: a stored field, or
+        a client/server field where the evt.type is known (no function, no hashing)."""
+        if key[0] == "raw":
+            return True
+        if key[0] != "read" or "evt.type" not in self.known:
+            return False
+        spec = FIELDS_BY_NAME.get(key[1])
+        return spec is not None and bool(spec.by_role)
+
+    def _first_read(self, start: int) -> Any:
+        """The first stored read (its key) the code recorded from ``start`` on makes, in
+        evaluation order (a shared read or sub-condition seen before: its own first)."""
+        for key in self._seen[start:]:  # type: ignore[index]
+            first = self._first.get(key)
+            if first is not None:
+                return first
+        return None
 
     def _ordered(self, node: CNode) -> CNode:
         """``node`` with its top-level ``and`` flattened, repeats dropped and cheap positive
@@ -353,17 +403,39 @@ class CodeGen:
         ordered = sorted(items.values(), key=lambda n: (isinstance(n, CNot), cost(n)))
         return CAnd(tuple(ordered)) if len(ordered) > 1 else ordered[0]
 
-    def _match_fn(self, exprs: Sequence[tuple[int, str]],
-                  memos: list[str]) -> Callable[[Mapping], list[int]]:
-        lines = ["def _match(e):", f"    {_GETTER}"]
+    def _match_src(self, exprs: Sequence[tuple[int, str]], memos: list[str],
+                   reads: Sequence[tuple[str, str]], lazy: Callable | None = None) -> str:
+        """Source of ``_match``: ``reads`` (local, expression: stored reads first) up front
+        for a dict or an Event, any other mapping handed to ``lazy``; then each rule's test
+        in order."""
+        if reads:
+            other = self.const(lazy)
+            lines = ["def _match(e):", "    if e.__class__ is _Event:", "        _g = e.stored_get",
+                     "    elif e.__class__ is dict:", "        _g = e.get",
+                     "    else:", f"        return {other}(e)"]
+        else:
+            lines = ["def _match(e):", f"    {_GETTER}"]
+        stored = [f"    {name} = {text}" for name, text in reads if text.startswith("_g(")]
+        lines += stored
         if memos:
             lines.append("    " + " = ".join(memos) + " = _UNSET")
+        lines += [f"    {name} = {text}" for name, text in reads[len(stored):]]
         lines.append("    _m = []")
         for index, expr in exprs:
             lines += ["    try:", f"        if {expr}:", f"            _m.append({int(index)})",
                       "    except _ERRS:", "        pass"]
         lines.append("    return _m")
-        return self._define("\n".join(lines) + "\n", "_match")
+        return "\n".join(lines) + "\n"
+
+    def _deferred(self, src: str) -> Callable[[Mapping], list[int]]:
+        """A function that compiles ``src`` (a ``_match``) when first called."""
+        compiled: list[Callable] = []
+
+        def call(e: Mapping) -> list[int]:
+            if not compiled:
+                compiled.append(self._define(src, "_match"))
+            return compiled[0](e)
+        return call
 
     def _define(self, src: str, name: str) -> Callable:
         code = compile(src, f"<netvigil-rules:{name}>", "exec")

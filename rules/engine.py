@@ -87,6 +87,8 @@ class RuleSet:
             fn = self._dispatch.get(t, self._default)
         except TypeError:
             fn = self._default
+        if fn is _no_match:  # no rule can match this type: no call at all
+            return []
         hits = fn(event)
         if not hits:
             return []
