@@ -16,8 +16,8 @@ from rules.fields import connection_name
 from sensor.recording import encoder as enc
 from sensor.recording import format as fmt
 from sensor.recording.errors import DecodeError
-from sensor.recording.prefilter import (MAX_REMEMBERED, REMEMBERED, MatchOracle, ShapeMemo,
-                                        compile_memo)
+from sensor.recording.prefilter import (MAX_REMEMBERED, NO_PROCESS, REMEMBERED, MatchOracle,
+                                        ShapeMemo, compile_memo)
 
 _SID_MASK = (1 << 13) - 1  # (ref << 13) | sid keys the per-process, per-shape caches
 
@@ -86,9 +86,9 @@ class SegmentDecoder:
         if exec_id is None:  # no process (or its record was lost): the shape decides
             if ref is not None:
                 self.orphans += 1
-            return (memo.key, sid, None, None, None, memo)
+            return (memo.key, NO_PROCESS, None, None, None, memo)
         base = resolve(exec_id) if resolve else {}  # kept: the fields as of now
-        st = (memo.key, memo.process_key(base), self.pids[ref], exec_id, base, memo)
+        st = (memo.key, memo.process_part(base), self.pids[ref], exec_id, base, memo)
         key = (ref << 13) | sid
         self.pstate[key] = st
         self.ref_keys.setdefault(ref, []).append(key)
@@ -102,7 +102,7 @@ class SegmentDecoder:
         if k is not None:
             if self.remembered >= MAX_REMEMBERED:  # bounded memory: start afresh
                 for m in self.memos.values():
-                    m.nohit.clear()
+                    m.forget()
                 self.remembered = 0
             memo.nohit.add(k)
             self.remembered += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from itertools import count
 from typing import Any, Protocol
 
 from rules.fields import FIELDS_BY_NAME, SERVER_SIDE_TYPES, stored_sources
@@ -26,6 +27,12 @@ MAX_REMEMBERED = 1 << 18
 
 REMEMBERED = object()
 """What a shape's key function returns for an event whose key is known to match nothing."""
+
+NO_PROCESS = object()
+"""The process part of the keys of events without a process record."""
+
+_PROCESS_IDS = count()
+"""Numbers standing for process key parts (never reused, so a stale one never collides)."""
 
 
 class MatchOracle(Protocol):
@@ -67,7 +74,7 @@ def freeze(value: Any) -> Any:
 class ShapeMemo:
     """Key functions and remembered no-match keys of one event shape."""
 
-    __slots__ = ("key", "process_key", "proc_fields", "delta", "nohit")
+    __slots__ = ("key", "process_key", "proc_fields", "delta", "nohit", "_ids")
 
     def __init__(self, key: Any, proc_fields: tuple[tuple[str, tuple | None], ...],
                  delta: int | None) -> None:
@@ -79,6 +86,26 @@ class ShapeMemo:
         constants) decides"""
         self.delta = delta              # index of the evt.num delta among the values
         self.nohit: set = set()
+        self._ids: dict[Any, int] = {}  # process key part -> its number
+
+    def process_part(self, fields: Mapping[str, Any]) -> Any:
+        """What stands for ``fields`` in this shape's keys: a number per distinct process
+        key part (hashed once per process, not once per event)."""
+        part = self.process_key(fields)
+        if part.__class__ is not tuple:  # unhashable fields: a key of the process's own
+            return part
+        ids = self._ids
+        n = ids.get(part)
+        if n is None:
+            if len(ids) >= MAX_REMEMBERED:  # bounded memory (numbers are never reused)
+                ids.clear()
+            n = ids[part] = next(_PROCESS_IDS)
+        return n
+
+    def forget(self) -> None:
+        """Drop the remembered no-match keys (and the process numbers)."""
+        self.nohit.clear()
+        self._ids.clear()
 
 
 def process_key_function(proc_fields: tuple[tuple[str, tuple | None], ...]
