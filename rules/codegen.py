@@ -208,6 +208,8 @@ class CodeGen:
             return text()
         if key in self._hoisted:
             return name
+        if key[0] == "sub":  # a bool once computed: None stands for "not yet"
+            return f"({name} if {name} is not None else ({name} := {text()}))"
         return f"({name} if {name} is not _UNSET else ({name} := {text()}))"
 
     def _read(self, field: str) -> str:
@@ -350,7 +352,7 @@ class CodeGen:
             # the lazy form: any mapping (a read may raise; then only the rules reaching
             # it fail); compiled only if such a mapping comes
             lazy = [(i, self.expr(node)) for i, node in rules]
-            lazy_fn = self._deferred(self._match_src(lazy, list(self._locals.values()), []))
+            lazy_fn = self._deferred(self._match_src(lazy, *self._memo_names(), []))
             # dict and Event: a stored read cannot raise, so those every call makes are
             # read once up front, and are plain locals after
             hoisted = sorted((k for k in heads if k in self._locals),
@@ -361,11 +363,17 @@ class CodeGen:
                               self._derived_read(k[1], FIELDS_BY_NAME[k[1]])))
                 self._hoisted.add(k)
             eager = [(i, self.expr(node)) for i, node in rules]
-            memos = [n for k, n in self._locals.items() if k not in self._hoisted]
-            return self._define(self._match_src(eager, memos, reads, lazy_fn), "_match")
+            return self._define(self._match_src(eager, *self._memo_names(), reads, lazy_fn),
+                                "_match")
         finally:
             self.known, self._locals, self._seen, self._hoisted = {}, {}, None, set()
             self._first = {}
+
+    def _memo_names(self) -> tuple[list[str], list[str]]:
+        """(locals of shared reads, locals of shared sub-conditions) set on first use."""
+        memos = [n for k, n in self._locals.items() if k not in self._hoisted]
+        subs = [self._locals[k] for k in self._locals if k[0] == "sub"]
+        return [n for n in memos if n not in subs], subs
 
     def _hoistable(self, key: Any) -> bool:
         """Whether the read ``key`` cannot raise on a dict or an Event: a stored field, or
@@ -403,7 +411,7 @@ class CodeGen:
         ordered = sorted(items.values(), key=lambda n: (isinstance(n, CNot), cost(n)))
         return CAnd(tuple(ordered)) if len(ordered) > 1 else ordered[0]
 
-    def _match_src(self, exprs: Sequence[tuple[int, str]], memos: list[str],
+    def _match_src(self, exprs: Sequence[tuple[int, str]], memos: list[str], subs: list[str],
                    reads: Sequence[tuple[str, str]], lazy: Callable | None = None) -> str:
         """Source of ``_match``: ``reads`` (local, expression: stored reads first) up front
         for a dict or an Event, any other mapping handed to ``lazy``; then each rule's test
@@ -417,8 +425,9 @@ class CodeGen:
             lines = ["def _match(e):", f"    {_GETTER}"]
         stored = [f"    {name} = {text}" for name, text in reads if text.startswith("_g(")]
         lines += stored
-        if memos:
-            lines.append("    " + " = ".join(memos) + " = _UNSET")
+        for names, unset in ((subs, "None"), (memos, "_UNSET")):
+            if names:
+                lines.append("    " + " = ".join(names) + " = " + unset)
         lines += [f"    {name} = {text}" for name, text in reads[len(stored):]]
         lines.append("    _m = []")
         for index, expr in exprs:

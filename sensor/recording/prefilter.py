@@ -211,7 +211,11 @@ def compile_memo(oracle: MatchOracle, state: Any, evt_type: str, fields: Mapping
         else:
             c = f"C{len(params)}"
             params[c], params[c + "s"] = tuple(sorted(use)), frozenset(use)
-            ranked = f"(bl({c}, {expr}) << 1 | ({expr} in {c}s))"
+            if len(use) == 1:  # the same number without a call: above it, and equal to it
+                params[c + "v"] = next(iter(use))
+                ranked = f"(({expr} > {c}v) << 1 | ({expr} == {c}v))"
+            else:
+                ranked = f"(bl({c}, {expr}) << 1 | ({expr} in {c}s))"
             parts.append(ranked if is_int else
                          f"({ranked} if {expr}.__class__ is int else rank({expr}, {c}))")
     names = list(params)
