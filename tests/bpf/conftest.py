@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -48,16 +49,24 @@ class LiveSensor:
         return lambda e: e.get("proc.pid") == pid and e.get("evt.type") == etype
 
 
+@contextmanager
+def loaded_sensor(hooks: str) -> Iterator[LiveSensor]:
+    """A sensor on one network hook set, started (programs attached) until the block ends."""
+    live = LiveSensor(SensorOptions(hooks=hooks))
+    live.sensor.start()
+    try:
+        live.clear()
+        yield live
+    finally:
+        live.sensor.close()
+
+
 @pytest.fixture(scope="session")
 def _loaded_sensor() -> Iterator[LiveSensor]:
     # the syscalls hook set: the facts only it sees (a dup2 at the call, the accepting
     # worker, failed binds) are tested on it; `live_cgroup` is the default set here
-    live = LiveSensor(SensorOptions(hooks="syscalls"))
-    live.sensor.start()
-    try:
+    with loaded_sensor("syscalls") as live:
         yield live
-    finally:
-        live.sensor.close()
 
 
 @pytest.fixture
@@ -71,13 +80,8 @@ def live(_loaded_sensor: LiveSensor) -> LiveSensor:
 def live_cgroup() -> Iterator[LiveSensor]:
     """A second sensor on the cgroup hook set (`sensor.hooks: cgroup`, what `auto`, the
     default, picks here), for the tests of that set; loaded per module that asks for it."""
-    live = LiveSensor(SensorOptions(hooks="cgroup"))
-    live.sensor.start()
-    try:
-        live.clear()
+    with loaded_sensor("cgroup") as live:
         yield live
-    finally:
-        live.sensor.close()
 
 
 @pytest.fixture(scope="session")

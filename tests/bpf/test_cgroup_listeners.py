@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import LiveSensor
-from sensor.agent import SensorOptions
+from conftest import LiveSensor, loaded_sensor
 
 PY = sys.executable
 NETNS = f"nvlsn{os.getpid()}"
@@ -93,12 +92,8 @@ def old_servers() -> Iterator[dict[str, Server]]:
 @pytest.fixture(scope="module")
 def sensor(old_servers: dict[str, Server]) -> Iterator[LiveSensor]:
     """A cgroup-set sensor loaded after the servers (so it never saw their listen())."""
-    live = LiveSensor(SensorOptions(hooks="cgroup"))
-    live.sensor.start()
-    try:
+    with loaded_sensor("cgroup") as live:
         yield live
-    finally:
-        live.sensor.close()
 
 
 def _accept_on(live: LiveSensor, port: int, client: tuple[str, int]) -> dict:
