@@ -84,15 +84,24 @@ def _socket_fds(fd_dir: str) -> Iterable[tuple[int, int]]:
             yield int(name), int(link[8:-1])
 
 
-def processes_by_netns(proc_root: str = "/proc") -> dict[int, list[int]]:
+def processes_by_netns(proc_root: str = "/proc", known: dict[int, int] | None = None) -> dict[int, list[int]]:
     """Network namespace inode -> its processes' pids, lowest first (a process that is
-    gone, or that we may not look into, is left out)."""
+    gone, or that we may not look into, is left out). With `known` (pid -> namespace,
+    updated in place), only processes not in it are looked up."""
     out: dict[int, list[int]] = {}
-    for pid in sorted(int(name) for name in os.listdir(proc_root) if name.isdigit()):
-        try:
-            out.setdefault(os.stat(f"{proc_root}/{pid}/ns/net").st_ino, []).append(pid)
-        except OSError:
-            continue
+    cache = known if known is not None else {}
+    alive = sorted(int(name) for name in os.listdir(proc_root) if name.isdigit())
+    if known is not None:
+        for gone in set(known) - set(alive):
+            del known[gone]
+    for pid in alive:
+        netns = cache.get(pid)
+        if netns is None:
+            try:
+                netns = cache[pid] = os.stat(f"{proc_root}/{pid}/ns/net").st_ino
+            except OSError:
+                continue
+        out.setdefault(netns, []).append(pid)
     return out
 
 
@@ -170,13 +179,22 @@ class PacketSocketScanner:
     between two scans is not seen.
     """
 
+    REFRESH_SCANS = 10
+    """Every this many scans each process's namespace is looked up again (in between,
+    only new processes': a process that moves to another namespace is seen late)."""
+
     def __init__(self, proc_root: str = "/proc") -> None:
         self.proc_root = proc_root
         self._seen: set[int] | None = None
+        self._netns_of: dict[int, int] = {}
+        self._scans = 0
 
     def scan(self) -> list[PacketSocket]:
         """The packet sockets that appeared since the previous scan."""
-        spaces = processes_by_netns(self.proc_root)
+        self._scans += 1
+        if self._scans % self.REFRESH_SCANS == 0:
+            self._netns_of.clear()
+        spaces = processes_by_netns(self.proc_root, self._netns_of)
         tables = {netns: _namespace_table(self.proc_root, pids, ("packet",), packet_inodes)
                   for netns, pids in spaces.items()}
         now_open = {inode for table in tables.values() for inode in table}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sensor.proc_sockets import Listener, listening_inodes, listening_sockets
+from sensor.proc_sockets import Listener, PacketSocket, PacketSocketScanner, listening_inodes, listening_sockets
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 
@@ -53,3 +53,28 @@ def test_a_process_that_vanishes_meanwhile_is_skipped(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     (proc / "12").mkdir(parents=True)     # no ns/, net/ or fd/: exited while we read
     assert listening_sockets(str(proc)) == []
+
+
+PACKET_HEADER = "sk               RefCnt Type Proto  Iface R Rmem   User   Inode\n"
+
+
+def _packet_row(inode: int, kind: int = 3) -> str:
+    return f"ffff8f0a4d2b6800 3      {kind}    0003   0     1 0      0      {inode}\n"
+
+
+def test_the_packet_scanner_reports_sockets_made_since_its_last_scan(tmp_path: Path) -> None:
+    netns = tmp_path / "ns"
+    netns.write_text("")
+    proc = tmp_path / "proc"
+    _proc(proc, 50, netns, {3: 700})
+    packet = proc / "50" / "net" / "packet"
+    packet.write_text(PACKET_HEADER + _packet_row(700))
+    scanner = PacketSocketScanner(str(proc))
+    assert scanner.scan() == []                       # open before the agent: not reported
+    _proc(proc, 61, netns, {4: 800})                  # a new process, whose socket is new
+    (proc / "61" / "fd" / "9").symlink_to("socket:[801]")
+    packet.write_text(PACKET_HEADER + _packet_row(700) + _packet_row(800) + _packet_row(801, 2))
+    assert sorted(scanner.scan(), key=lambda p: p.fd) == [PacketSocket(61, 4, 800, 3), PacketSocket(61, 9, 801, 2)]
+    assert scanner.scan() == []                       # each socket once
+    packet.write_text(PACKET_HEADER)                  # all closed
+    assert scanner.scan() == []
