@@ -103,6 +103,8 @@ struct nv_net_val {
 /* nv_meta indexes */
 #define NV_META_SOURCE_HASH 0
 #define NV_META_WIDE 1    /* live wide entries on the node (any scope) */
+/* 2: the stamp of the stored scope records (sensor/enforcement/scope_records.py; no
+ * program reads it) */
 
 /* Port index: which (scope, direction, protocol, port) tuples have entries
  * with a specific port. Checked (one hash lookup) before the LPM lookup of a

@@ -51,6 +51,7 @@ SCOPE_VAL_SIZE = _SCOPE_VAL.size
 
 META_SOURCE_HASH = 0   # nv_meta: source hash of the loaded programs
 META_WIDE = 1          # nv_meta: live wide entries on the node (see NetIndex)
+META_SCOPE_RECORDS = 2  # nv_meta: stamp changed whenever a stored scope record is (see scope_records)
 
 # The net index (nv_nets): coarse nets are IPv4 /16s and IPv6 /32s; an entry
 # spanning more than 2**NET_SPAN_BITS of them is wide (counted in nv_scopes).

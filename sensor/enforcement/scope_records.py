@@ -29,7 +29,8 @@ from sensor.boottime import boot_ns
 from sensor.enforcement import bpfsys
 from sensor.enforcement.errors import BPFSyscallError, EnforcementError, InvalidEntryError
 from sensor.enforcement.keys import (
-    DIR_INGRESS, DIRECTION_NAMES, MODE_NAMES, MODES, ORIGIN_MANUAL, PROTOCOL_NAMES, DenyKey,
+    DIR_INGRESS, DIRECTION_NAMES, META_SCOPE_RECORDS, MODE_NAMES, MODES, ORIGIN_MANUAL, PROTOCOL_NAMES,
+    DenyKey,
 )
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.pod_scopes import PodScopes, Selector, parse_selector
@@ -37,8 +38,6 @@ from sensor.enforcement.pod_scopes import PodScopes, Selector, parse_selector
 log = logging.getLogger(__name__)
 
 MAP_NAME = "scope_records"
-META_SCOPE_RECORDS = 1
-"""nv_meta index of the stamp that changes whenever a record is written or removed."""
 KEY_SIZE = 16               # sha256 prefix of the record's identity
 VALUE_SIZE = 2048           # u32 length + the record as JSON
 MAX_RECORDS = 1024

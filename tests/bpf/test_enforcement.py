@@ -431,16 +431,18 @@ def test_cli_block_list_unblock_flush_on_pinned_maps(enf: Ctx, capsys) -> None:
 def test_scope_records_are_kept_in_a_pinned_map_next_to_the_entries(enf: Ctx) -> None:
     from sensor.boottime import boot_ns
     from sensor.enforcement.errors import InvalidEntryError
+    from sensor.enforcement.keys import META_WIDE
     from sensor.enforcement.scope_records import MAX_JSON, ScopeRecord, ScopeRecords
 
     store = ScopeRecords(enf.maps)
     pin = Path(store.path)
     assert store.records() == [] and not pin.exists()          # made on first write only
     key = DenyKey.build(0, "egress", "tcp", TCP_PORT, NS_IP)
-    stamp = store.stamp()
+    stamp, wide = store.stamp(), enf.maps.meta_get(META_WIDE)
     rec = ScopeRecord.build("workload", "shop/Deployment/web", key, ttl_s=60)
     try:
         assert store.put([rec]) == 1 and pin.exists() and store.stamp() != stamp
+        assert enf.maps.meta_get(META_WIDE) == wide     # the stamp has a slot of its own
         with ScopeRecords(enf.maps) as other:                   # another process's view
             assert other.records() == [rec]
         again = ScopeRecord.build("workload", "shop/Deployment/web", key, mode="audit", rule="incident-7")
