@@ -117,8 +117,9 @@ def fill(maps: EnforcementMaps, mid: int, full: int, count: int, rid: int,
     worst: every wildcard combination populated in both scopes (random protocol
     tcp/udp/any, port or any, /32 or /24), so every lookup combination runs.
     near: the worst mix moved into 127.0.1.0-127.0.255.255, the /16 of the loopback
-    destination but never 127.0.0.1 itself: the net index cannot rule these scopes out,
-    so this shows what a miss costs when entries sit next to the destination.
+    destination but never its /24: the coarse net index cannot rule these scopes out,
+    the fine one (/24) must, so this shows what a miss costs when entries sit next to
+    the destination.
     """
     rnd = random.Random(7)
     keys: set[DenyKey] = set()

@@ -14,10 +14,12 @@
  *   scopes:  node (0), the ancestors of the current cgroup (shallow to deep,
  *            at most NV_MAX_LEVELS levels), then the current cgroup. nv_nets
  *            says, per scope, which wildcard combinations have entries whose
- *            network overlaps the address's coarse net (IPv4 /16, IPv6 /32);
- *            nv_scopes adds those of wide entries, read only when the node has
- *            any (nv_meta[NV_META_WIDE]). So a scope without entries near the
- *            address costs one hash lookup and absent combinations cost nothing.
+ *            network overlaps the address's coarse net (IPv4 /16, IPv6 /32),
+ *            and, only when that net holds long entries, its fine net (IPv4
+ *            /24, IPv6 /64); nv_scopes adds those of wide entries, read only
+ *            when the node has any (nv_meta[NV_META_WIDE]). So a scope without
+ *            entries near the address costs one or two hash lookups and absent
+ *            combinations cost nothing.
  *   combos:  (proto, port), (proto, any), (any, port), (any, any).
  *   Port-specific combinations are skipped unless nv_ports says an entry
  *   names this (scope, dir, proto, port).
@@ -86,18 +88,28 @@ static __always_inline void nv_count(u32 idx)
         *v += 1;
 }
 
-/* The coarse net of an address for nv_nets (scope and dir are set per lookup). */
-static __always_inline void nv_net_of(const u8 *addr, struct nv_net_key *nk)
+/* The coarse and fine nets of an address for nv_nets (scope and dir are set per
+ * lookup). */
+static __always_inline void nv_net_of(const u8 *addr, struct nv_net_key *nk,
+                                      struct nv_net_key *fk)
 {
     u32 w[3];
     __builtin_memcpy(w, addr, 12);
     if (w[0] == 0 && w[1] == 0 && w[2] == NV_V4MAPPED_WORD) {
         nk->family = 4;
+        nk->bits = NV_NET_V4_COARSE;
         nk->net[0] = addr[12];
         nk->net[1] = addr[13];
+        fk->family = 4;
+        fk->bits = NV_NET_V4_FINE;
+        __builtin_memcpy(fk->net, &addr[12], 3);
     } else {
         nk->family = 6;
+        nk->bits = NV_NET_V6_COARSE;
         __builtin_memcpy(nk->net, addr, 4);
+        fk->family = 6;
+        fk->bits = NV_NET_V6_FINE;
+        __builtin_memcpy(fk->net, addr, 8);
     }
 }
 
@@ -119,15 +131,25 @@ static __always_inline u32 nv_nonzero4(const u32 *count)
 
 /* Look up every wildcard combination of one scope that may match. */
 static __always_inline void nv_try_scope(u64 scope, u8 dir, u8 proto, u16 port,
-                                         const u8 *addr, struct nv_net_key *nk, u64 wide,
-                                         u64 now, struct nv_match *m)
+                                         const u8 *addr, struct nv_net_key *nk,
+                                         struct nv_net_key *fk, u64 wide, u64 now,
+                                         struct nv_match *m)
 {
     u32 combos = 0;   /* bit c: combination c has entries that may match */
     nk->scope = scope;
     nk->dir = dir;
+    fk->scope = scope;   /* written on every path: the verifier then prunes the paths alike */
+    fk->dir = dir;
     struct nv_net_val *nv = nv_nets.lookup(nk);
-    if (nv)
+    if (nv) {
         combos = nv_nonzero4(nv->count);
+        if (nv->finer) {
+            /* long entries in this coarse net: are any in the address's fine net? */
+            struct nv_net_val *fv = nv_nets.lookup(fk);
+            if (fv)
+                combos |= nv_nonzero4(fv->count);
+        }
+    }
     if (wide) {
         struct nv_scope_val *sv = nv_scopes.lookup(&scope);
         if (sv)
@@ -197,10 +219,10 @@ static __always_inline int nv_is_safe(const u8 *addr, u16 port)
 static __always_inline void nv_match_current(u8 dir, u8 proto, u16 port, const u8 *addr,
                                              u64 now, u64 cur, struct nv_match *m)
 {
-    struct nv_net_key nk = {};
-    nv_net_of(addr, &nk);
+    struct nv_net_key nk = {}, fk = {};
+    nv_net_of(addr, &nk, &fk);
     u64 wide = nv_wide_entries();
-    nv_try_scope(0, dir, proto, port, addr, &nk, wide, now, m);
+    nv_try_scope(0, dir, proto, port, addr, &nk, &fk, wide, now, m);
 #pragma clang loop unroll(disable)
     for (int lvl = 1; lvl <= NV_MAX_LEVELS; lvl++) {
         if (m->mode == NV_MODE_ENFORCE)
@@ -208,20 +230,20 @@ static __always_inline void nv_match_current(u8 dir, u8 proto, u16 port, const u
         u64 a = bpf_get_current_ancestor_cgroup_id(lvl);
         if (a == 0 || a == cur)
             break;
-        nv_try_scope(a, dir, proto, port, addr, &nk, wide, now, m);
+        nv_try_scope(a, dir, proto, port, addr, &nk, &fk, wide, now, m);
     }
     if (m->mode != NV_MODE_ENFORCE && cur)
-        nv_try_scope(cur, dir, proto, port, addr, &nk, wide, now, m);
+        nv_try_scope(cur, dir, proto, port, addr, &nk, &fk, wide, now, m);
 }
 
 /* Same order for a packet: node, then (egress) the socket's cgroup ancestry. */
 static __always_inline void nv_match_skb(struct __sk_buff *skb, u64 cg, u8 dir, u8 proto,
                                          u16 port, const u8 *addr, u64 now, struct nv_match *m)
 {
-    struct nv_net_key nk = {};
-    nv_net_of(addr, &nk);
+    struct nv_net_key nk = {}, fk = {};
+    nv_net_of(addr, &nk, &fk);
     u64 wide = nv_wide_entries();
-    nv_try_scope(0, dir, proto, port, addr, &nk, wide, now, m);
+    nv_try_scope(0, dir, proto, port, addr, &nk, &fk, wide, now, m);
     if (!cg)
         return;
 #pragma clang loop unroll(disable)
@@ -231,10 +253,10 @@ static __always_inline void nv_match_skb(struct __sk_buff *skb, u64 cg, u8 dir, 
         u64 a = bpf_skb_ancestor_cgroup_id(skb, lvl);
         if (a == 0 || a == cg)
             break;
-        nv_try_scope(a, dir, proto, port, addr, &nk, wide, now, m);
+        nv_try_scope(a, dir, proto, port, addr, &nk, &fk, wide, now, m);
     }
     if (m->mode != NV_MODE_ENFORCE)
-        nv_try_scope(cg, dir, proto, port, addr, &nk, wide, now, m);
+        nv_try_scope(cg, dir, proto, port, addr, &nk, &fk, wide, now, m);
 }
 
 static __always_inline void nv_emit(struct nv_match *m, u8 hook, u8 family, u8 proto,
@@ -344,7 +366,20 @@ static __always_inline int nv_tc(struct __sk_buff *skb, int egress)
     u32 l4;
     const u32 off = 14;
 
-    if (skb->protocol == NV_HTONS(0x0800)) {
+    /* IPv6 first: the verifier walks the fall-through first, and an IPv4 packet's
+     * addresses (zero bytes, then the v4-mapped prefix) are a special case of an IPv6
+     * one's (any bytes), so the IPv4 path is pruned against it rather than walked in
+     * full (tc egress: 268k verified instructions instead of 980k of the 1M limit). */
+    if (skb->protocol == NV_HTONS(0x86DD)) {
+        if (bpf_skb_load_bytes(skb, off + 6, &proto, 1) < 0)
+            return NV_TC_OK;
+        if (bpf_skb_load_bytes(skb, off + 8, src, 16) < 0)
+            return NV_TC_OK;
+        if (bpf_skb_load_bytes(skb, off + 24, dst, 16) < 0)
+            return NV_TC_OK;
+        l4 = off + 40;
+        family = 6;
+    } else if (skb->protocol == NV_HTONS(0x0800)) {
         u8 vihl = 0;
         u16 frag = 0;
         if (bpf_skb_load_bytes(skb, off, &vihl, 1) < 0)
@@ -368,15 +403,6 @@ static __always_inline int nv_tc(struct __sk_buff *skb, int egress)
             return NV_TC_OK;
         l4 = off + ihl;
         family = 4;
-    } else if (skb->protocol == NV_HTONS(0x86DD)) {
-        if (bpf_skb_load_bytes(skb, off + 6, &proto, 1) < 0)
-            return NV_TC_OK;
-        if (bpf_skb_load_bytes(skb, off + 8, src, 16) < 0)
-            return NV_TC_OK;
-        if (bpf_skb_load_bytes(skb, off + 24, dst, 16) < 0)
-            return NV_TC_OK;
-        l4 = off + 40;
-        family = 6;
     } else {
         return NV_TC_OK;
     }

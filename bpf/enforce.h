@@ -79,25 +79,39 @@ struct nv_scope_val {
     u32 count[8];
 };
 
-/* Net index: for each (scope, direction, coarse net) that some entry's network
- * overlaps, how many such entries exist per wildcard combination
- * ((proto_any << 1) | port_any). The coarse net of an address is its IPv4 /16
- * (family 4, v4-mapped addresses included) or its IPv6 /32 (family 6), first
- * bytes of `net` in network order, the rest 0. Entries wider than 2^8 coarse
- * nets (IPv4 shorter than /8, IPv6 shorter than /24, or IPv6 networks that
- * contain the v4-mapped range) are wide: counted in nv_scopes instead. One hash
- * lookup per scope so answers "may any entry of this scope match here", and a
- * scope whose entries are all elsewhere costs nothing more. */
+/* Net index: for each (scope, direction, net) that some entry's network overlaps,
+ * how many such entries exist per wildcard combination ((proto_any << 1) |
+ * port_any). Two levels of nets, keyed by `bits` (the net's prefix length):
+ *   coarse: the address's IPv4 /16 (family 4, v4-mapped addresses included) or
+ *           IPv6 /32 (family 6). Counts the entries shorter than the fine level
+ *           (IPv4 /8 to /23, IPv6 /24 to /63), and in `finer` how many longer
+ *           entries its fine nets hold.
+ *   fine:   the address's IPv4 /24 or IPv6 /64, consulted only when its coarse
+ *           net's `finer` is not 0. Counts the entries of /24 (IPv6 /64) or longer
+ *           inside it (`finer` 0).
+ * `net` holds the net's first bytes in network order, the rest 0. Entries wider
+ * than 2^8 coarse nets (IPv4 shorter than /8, IPv6 shorter than /24, or IPv6
+ * networks that contain the v4-mapped range) are wide: counted in nv_scopes
+ * instead. So a scope whose entries are all elsewhere costs one hash lookup, and
+ * one whose entries are near (same /16 or /32) but not in the address's /24 or
+ * /64 costs two. */
 struct nv_net_key {
     u64 scope;
     u8 dir;
     u8 family;       /* 4 or 6 */
-    u16 pad;
-    u8 net[4];
+    u8 bits;         /* 16 or 24 (family 4), 32 or 64 (family 6) */
+    u8 pad0;
+    u32 pad1;
+    u8 net[8];
 };
+#define NV_NET_V4_COARSE 16
+#define NV_NET_V4_FINE 24
+#define NV_NET_V6_COARSE 32
+#define NV_NET_V6_FINE 64
 
 struct nv_net_val {
     u32 count[4];
+    u32 finer;       /* coarse nets: entries counted in their fine nets */
 };
 
 /* nv_meta indexes */

@@ -82,22 +82,38 @@ def test_value_and_safe_key_layouts() -> None:
     assert struct.unpack_from("=I", SafeKey.build("::/0", 22).pack())[0] == 32
 
 
-@pytest.mark.parametrize("cidr,nets", [
-    ("1.2.3.4/32", ["1.2.0.0/16"]),
-    ("10.1.0.0/16", ["10.1.0.0/16"]),
-    ("10.16.0.0/12", [f"10.{b}.0.0/16" for b in range(16, 32)]),
-    ("2001:db8::/48", ["2001:db8::/32"]),
-    ("2001:db0::/28", [f"2001:db{h:x}::/32" for h in range(16)]),
-    ("::/96", ["::/32"]),             # IPv4-compatible range, not the v4-mapped one
+FINER = 4   # the nv_net_val field counting a coarse net's entries kept in its fine nets
+
+
+@pytest.mark.parametrize("cidr,slots", [
+    ("1.2.3.4/32", [("1.2.3.0/24", 0), ("1.2.0.0/16", FINER)]),
+    ("10.1.2.0/24", [("10.1.2.0/24", 0), ("10.1.0.0/16", FINER)]),
+    ("10.1.2.0/23", [("10.1.0.0/16", 0)]),   # shorter than a fine net: coarse only
+    ("10.1.0.0/16", [("10.1.0.0/16", 0)]),
+    ("10.16.0.0/12", [(f"10.{b}.0.0/16", 0) for b in range(16, 32)]),
+    ("2001:db8::/48", [("2001:db8::/32", 0)]),
+    ("2001:db8:1:2::/64", [("2001:db8:1:2::/64", 0), ("2001:db8::/32", FINER)]),
+    ("2001:db8:0:1::5/128", [("2001:db8:0:1::/64", 0), ("2001:db8::/32", FINER)]),
+    ("2001:db0::/28", [(f"2001:db{h:x}::/32", 0) for h in range(16)]),
+    ("::/96", [("::/64", 0), ("::/32", FINER)]),   # IPv4-compatible range, not v4-mapped
     ("0.0.0.0/7", None),              # wider than 256 coarse nets
     ("2001::/16", None),
     ("::/64", None),                  # holds ::ffff:0:0/96, so every IPv4 address
 ])
-def test_net_index_keys_cover_the_network_or_mark_it_wide(cidr: str, nets: list[str] | None) -> None:
+def test_net_index_slots_cover_the_network_or_mark_it_wide(
+        cidr: str, slots: list[tuple[str, int]] | None) -> None:
     key = DenyKey.build(7, "ingress", "udp", 53, cidr)
-    got = key.net_index_keys()
-    if nets is None:
+    got = key.net_index_slots()
+    if slots is None:
         assert got is None
         return
     assert got is not None
-    assert [unpack_net_key(raw) for raw in got] == [(7, DIR_INGRESS, n) for n in nets]
+    assert [(unpack_net_key(raw), field) for raw, field in got] == [
+        ((7, DIR_INGRESS, n), field) for n, field in slots]
+
+
+def test_net_index_slot_field_is_the_wildcard_combination() -> None:
+    got = DenyKey.build(7, "egress", "any", 0, "10.1.2.3").net_index_slots()
+    assert got is not None and [field for _, field in got] == [3, FINER]
+    got = DenyKey.build(7, "egress", "tcp", 0, "10.1.0.0/16").net_index_slots()
+    assert got is not None and [field for _, field in got] == [1]

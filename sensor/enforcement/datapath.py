@@ -27,7 +27,7 @@ from sensor import kernel_headers
 from sensor.bpf_program import bpf_source_dir
 from sensor.enforcement import bpfsys, tc
 from sensor.enforcement.errors import AttachError, BPFSyscallError, EnforcementError, InterfaceNotFoundError
-from sensor.enforcement.keys import META_SOURCE_HASH, AttachRecord
+from sensor.enforcement.keys import INDEX_LAYOUTS, META_SOURCE_HASH, AttachRecord
 from sensor.enforcement.layout import CGROUP_PROGRAMS, HOOK_OF_ATTACH_TYPE, TC_PROGRAMS, PinLayout
 from sensor.enforcement.maps import EnforcementMaps
 from sensor.enforcement.verdicts import verdict_callback
@@ -59,6 +59,26 @@ class InstallReport:
     attached: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
+
+
+def _drop_stale_indexes(layout: PinLayout) -> list[str]:
+    """Unpin the index maps (derived from the deny map) whose pinned layout is another
+    netvigil version's, so the object creates them anew; returns their names. Programs
+    still attached keep the old maps until they are replaced."""
+    dropped = []
+    for name, sizes in INDEX_LAYOUTS.items():
+        path = layout.map_path(name)
+        if not os.path.exists(path):
+            continue
+        m = bpfsys.PinnedMap.open(path)
+        try:
+            stale = (m.key_size, m.value_size) != sizes
+        finally:
+            m.close()
+        if stale:
+            os.unlink(path)
+            dropped.append(name)
+    return dropped
 
 
 def _open_dir(path: str) -> int:
@@ -123,12 +143,16 @@ class EnforcementDatapath:
         kernel_headers.use()
         os.makedirs(self.layout.maps_dir, exist_ok=True)
         os.makedirs(self.layout.progs_dir, exist_ok=True)
+        dropped = _drop_stale_indexes(self.layout)
         cflags = [f"-I{self.bpf_dir}", f'-DNV_PIN_MAPS="{self.layout.maps_dir}"', "-w"]
         try:
             self._bpf = BPF(src_file=str(self.bpf_dir / SOURCE).encode(), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile/load errors
             raise EnforcementError(f"cannot load {self.bpf_dir / SOURCE}: {exc}") from None
         self.maps = EnforcementMaps(self.layout)
+        if dropped:
+            log.info("enforcement index maps %s had another layout: rebuilt", ", ".join(dropped))
+            self.maps.rebuild_scopes()
         return self.maps
 
     def _load_prog(self, func: str, cgroup_attach_type: int | None) -> int:

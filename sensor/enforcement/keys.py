@@ -39,8 +39,8 @@ _DENY_VAL = struct.Struct("=IBBHQQQ")     # rule_id, mode, origin, reserved, exp
 _SAFE_KEY = struct.Struct("=I2sH16s")     # prefixlen, port(net), pad, addr
 _SCOPE_VAL = struct.Struct("=8I")
 _PORT_KEY = struct.Struct("=QBB2sI")     # scope, dir, proto, port(net), pad
-_NET_KEY = struct.Struct("=QBBH4s")      # scope, dir, family, pad, coarse net (first bytes)
-_NET_VAL = struct.Struct("=4I")
+_NET_KEY = struct.Struct("=QBBBBI8s")    # scope, dir, family, bits, pad, pad, net (first bytes)
+_NET_VAL = struct.Struct("=5I")          # entries per wildcard combination, finer
 _ATTACH_REC = struct.Struct("=IIII240s")
 RULE_NAME_SIZE = 128
 
@@ -48,16 +48,22 @@ DENY_KEY_SIZE = _DENY_KEY.size
 DENY_VAL_SIZE = _DENY_VAL.size
 SAFE_KEY_SIZE = _SAFE_KEY.size
 SCOPE_VAL_SIZE = _SCOPE_VAL.size
+# (key size, value size) of the maps derived from the deny map: a pin with another
+# layout is from another netvigil version and is rebuilt rather than reused
+INDEX_LAYOUTS = {"scopes": (8, _SCOPE_VAL.size), "ports": (_PORT_KEY.size, 4),
+                 "nets": (_NET_KEY.size, _NET_VAL.size)}
 
 META_SOURCE_HASH = 0   # nv_meta: source hash of the loaded programs
 META_WIDE = 1          # nv_meta: live wide entries on the node (see NetIndex)
 META_SCOPE_RECORDS = 2  # nv_meta: stamp changed whenever a stored scope record is (see scope_records)
 
-# The net index (nv_nets): coarse nets are IPv4 /16s and IPv6 /32s; an entry
-# spanning more than 2**NET_SPAN_BITS of them is wide (counted in nv_scopes).
-NET_V4_BITS = 16
-NET_V6_BITS = 32
+# The net index (nv_nets): coarse nets are IPv4 /16s and IPv6 /32s, fine nets IPv4
+# /24s and IPv6 /64s. An entry at least as long as a fine net is counted in its fine
+# net (and in its coarse net's `finer`), a shorter one in each coarse net it overlaps;
+# one spanning more than 2**NET_SPAN_BITS coarse nets is wide (counted in nv_scopes).
+NET_LEVELS = {4: (16, 24), 6: (32, 64)}   # family -> (coarse bits, fine bits)
 NET_SPAN_BITS = 8
+NET_FINER = 4          # index of `finer` in nv_net_val (after the four combinations)
 
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
@@ -144,25 +150,33 @@ class DenyKey:
         return _PORT_KEY.pack(self.scope, self.direction, self.protocol,
                               self.port.to_bytes(2, "big"), 0)
 
-    def net_index_keys(self) -> list[bytes] | None:
-        """nv_nets keys of every coarse net this entry's network overlaps, or None when
-        the entry is wide (looked up through nv_scopes instead)."""
+    def net_index_slots(self) -> list[tuple[bytes, int]] | None:
+        """Where this entry is counted in nv_nets: (key, index into nv_net_val) pairs, the
+        fine net before its coarse net's `finer` (the order an insert needs), or None
+        when the entry is wide (looked up through nv_scopes instead)."""
         net = parse_network(self.network)
         if isinstance(net, ipaddress.IPv4Network):
-            family, coarse = 4, NET_V4_BITS
+            family = 4
         elif _V4_MAPPED.subnet_of(net):
             return None   # an IPv6 network holding every v4-mapped address
         else:
-            family, coarse = 6, NET_V6_BITS
+            family = 6
+        coarse, fine = NET_LEVELS[family]
+        combo = self.combo & 3
+        if net.prefixlen >= fine:
+            return [(self._net_key(family, net.supernet(new_prefix=fine)), combo),
+                    (self._net_key(family, net.supernet(new_prefix=coarse)), NET_FINER)]
         if net.prefixlen >= coarse:
             nets = [net.supernet(new_prefix=coarse)]
         elif coarse - net.prefixlen <= NET_SPAN_BITS:
             nets = list(net.subnets(new_prefix=coarse))
         else:
             return None
-        return [_NET_KEY.pack(self.scope, self.direction, family, 0,
-                              n.network_address.packed[:coarse // 8].ljust(4, b"\x00"))
-                for n in nets]
+        return [(self._net_key(family, n), combo) for n in nets]
+
+    def _net_key(self, family: int, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+        return _NET_KEY.pack(self.scope, self.direction, family, net.prefixlen, 0, 0,
+                             net.network_address.packed[:net.prefixlen // 8].ljust(8, b"\x00"))
 
     def pack(self) -> bytes:
         """Kernel key bytes."""
@@ -241,22 +255,22 @@ def unpack_scope_counts(raw: bytes) -> list[int]:
 
 
 def pack_net_counts(counts: list[int]) -> bytes:
-    """nv_net_val bytes."""
+    """nv_net_val bytes (four combination counts, then finer)."""
     return _NET_VAL.pack(*counts)
 
 
 def unpack_net_counts(raw: bytes) -> list[int]:
-    """nv_net_val counts."""
+    """nv_net_val counts (four combination counts, then finer)."""
     return list(_NET_VAL.unpack(raw[:_NET_VAL.size]))
 
 
 def unpack_net_key(raw: bytes) -> tuple[int, int, str]:
-    """(scope, direction, coarse network text) of an nv_nets key."""
-    scope, direction, family, _, net = _NET_KEY.unpack(raw[:_NET_KEY.size])
+    """(scope, direction, network text: a coarse or fine net) of an nv_nets key."""
+    scope, direction, family, bits, _, _, net = _NET_KEY.unpack(raw[:_NET_KEY.size])
     if family == 4:
-        text = str(ipaddress.IPv4Network((net, NET_V4_BITS)))
+        text = str(ipaddress.IPv4Network((net[:4], bits)))
     else:
-        text = str(ipaddress.IPv6Network((net.ljust(16, b"\x00"), NET_V6_BITS)))
+        text = str(ipaddress.IPv6Network((net.ljust(16, b"\x00"), bits)))
     return scope, direction, text
 
 

@@ -44,6 +44,13 @@ class EnforcementMaps:
             raise EnforcementError(
                 f"pinned deny map under {layout.base} has another layout "
                 "(left by a different netvigil version): run `netvigil enforce cleanup`")
+        for name, sizes in keys.INDEX_LAYOUTS.items():
+            m = getattr(self, name)
+            if (m.key_size, m.value_size) != sizes:
+                raise EnforcementError(
+                    f"pinned {name} index under {layout.base} has another layout (left by a "
+                    "different netvigil version): restart the agent with this version, which "
+                    "rebuilds it")
         self._rule_ids: dict[str, int] = {}
 
     def close(self) -> None:
@@ -107,12 +114,12 @@ class EnforcementMaps:
                 self.ports.update(pkey, struct.pack("=I", n))
             elif raw_n is not None:
                 self.ports.delete(pkey)
-        nkeys = key.net_index_keys()
-        if nkeys is not None:
-            for nkey in nkeys:
+        slots = key.net_index_slots()
+        if slots is not None:
+            for nkey, field in slots:
                 raw = self.nets.lookup(nkey)
-                counts = keys.unpack_net_counts(raw) if raw else [0] * 4
-                counts[key.combo & 3] = max(0, counts[key.combo & 3] + delta)
+                counts = keys.unpack_net_counts(raw) if raw else [0] * 5
+                counts[field] = max(0, counts[field] + delta)
                 if any(counts):
                     self.nets.update(nkey, keys.pack_net_counts(counts))
                 elif raw is not None:
@@ -143,13 +150,13 @@ class EnforcementMaps:
             pkey = key.port_index_key()
             if pkey is not None:
                 ports[pkey] += 1
-            nkeys = key.net_index_keys()
-            if nkeys is None:
+            slots = key.net_index_slots()
+            if slots is None:
                 wide += 1
                 wanted.setdefault(key.scope, [0] * 8)[key.combo] += 1
                 continue
-            for nkey in nkeys:
-                nets.setdefault(nkey, [0] * 4)[key.combo & 3] += 1
+            for nkey, field in slots:
+                nets.setdefault(nkey, [0] * 5)[field] += 1
         # additions first, removals after: the datapath never misses a live entry
         self.meta_set(keys.META_WIDE, max(wide, self.meta_get(keys.META_WIDE)))
         for pkey, n in ports.items():
@@ -175,8 +182,8 @@ class EnforcementMaps:
                 for k, v in self.scopes.items()}
 
     def net_counts(self) -> dict[tuple[int, int, str], list[int]]:
-        """The net index as stored in the kernel: (scope, direction, coarse net) -> entries
-        per wildcard combination."""
+        """The net index as stored in the kernel: (scope, direction, coarse or fine net) ->
+        entries per wildcard combination, then (coarse nets) the entries in its fine nets."""
         return {keys.unpack_net_key(k): keys.unpack_net_counts(v) for k, v in self.nets.items()}
 
     def wide_entries(self) -> int:
