@@ -2,7 +2,9 @@
 
 Three workloads, each in interleaved rounds (without the agent; then for each network
 hook set, `sensor.hooks: syscalls` and `cgroup`, with empty programs on that set's hooks
-= its hook floor, and with `netvigil run` on it), medians over the rounds:
+= its hook floor, and with `netvigil run` on it; every other round in reverse order, as
+this VM's speed drifts for seconds at a time), rates as medians over the rounds and
+ratios as medians of each round's own ratio:
 
 - keep-alive HTTP: nginx serving a small static file to wrk on loopback, requests/s
   (nginx pinned to CPU 0, wrk to CPU 1);
@@ -232,43 +234,61 @@ def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, on
     """Interleaved rounds: without, then per hook set its floor and the agent on it.
     `once()` returns a Rate; `amount(wall rate)` turns it into the work done in the round
     (for per-1,000 figures)."""
-    for _ in range(rounds):
+    def without() -> None:
         work.without.append(once())
-        for hooks in hook_sets:
-            rounds_of = work.hook_sets.setdefault(hooks, HookSetRounds())
-            floor = load_floor(hooks)
-            try:
-                rounds_of.floor.append(once())
-            finally:
-                floor.cleanup()
-            with Agent(hooks, workdir) as agent:
-                cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
-                rate = once()
-                cpu1, t1 = agent.cpu_seconds(), time.perf_counter()
-                events, lost = agent.stop()
-            rounds_of.agent.append(rate)
-            rounds_of.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
-            rounds_of.work_done.append(amount(rate[0]))
+
+    def floor_of(hooks: str) -> None:
+        floor = load_floor(hooks)
+        try:
+            work.hook_sets[hooks].floor.append(once())
+        finally:
+            floor.cleanup()
+
+    def agent_on(hooks: str) -> None:
+        done = work.hook_sets[hooks]
+        with Agent(hooks, workdir) as agent:
+            cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
+            rate = once()
+            cpu1, t1 = agent.cpu_seconds(), time.perf_counter()
+            events, lost = agent.stop()
+        done.agent.append(rate)
+        done.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
+        done.work_done.append(amount(rate[0]))
+
+    for hooks in hook_sets:
+        work.hook_sets.setdefault(hooks, HookSetRounds())
+    steps: list[Callable[[], None]] = [without]
+    for hooks in hook_sets:
+        steps += [lambda h=hooks: floor_of(h), lambda h=hooks: agent_on(h)]
+    for i in range(rounds):
+        # the VM's speed drifts for seconds at a time: every other round runs backwards,
+        # and the figures are medians of each round's own ratios
+        for step in (steps if i % 2 == 0 else steps[::-1]):
+            step()
 
 
 def report(work: Workload) -> None:
     """Print one workload's figures, per hook set."""
     med = statistics.median
-    without, cpu_without = med(r[0] for r in work.without), med(r[1] for r in work.without)
+    without = med(r[0] for r in work.without)
     fmt = "{:,.1f}" if without >= 100 else "{:.3f}"
     print(f"{work.name}: {fmt.format(without)} {work.unit} without ({len(work.without)} rounds, medians)")
+    def ratio(a: list[Rate], b: list[Rate], part: int) -> float:
+        """The median over rounds of each round's a / b."""
+        return med(x[part] / y[part] for x, y in zip(a, b))
+
     for hooks, done in work.hook_sets.items():
         floor, agent = (med(r[0] for r in rates) for rates in (done.floor, done.agent))
-        cpu_floor, cpu_agent = (med(r[1] for r in rates) for rates in (done.floor, done.agent))
         events = med(r.events / r.seconds for r in done.agent_rounds)
         cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in done.agent_rounds)
         cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(done.agent_rounds, done.work_done))
         lost = sum(r.lost for r in done.agent_rounds)
-        print(f"  sensor.hooks {hooks}: {fmt.format(floor)} hook floor, {fmt.format(agent)} with agent")
-        print(f"    per wall-clock second: with / without {agent / without:.3f}; with / floor {agent / floor:.3f};"
-              f" floor / without {floor / without:.3f}")
-        print(f"    per CPU-second of the workload: with / without {cpu_agent / cpu_without:.3f};"
-              f" with / floor {cpu_agent / cpu_floor:.3f}; floor / without {cpu_floor / cpu_without:.3f}")
+        print(f"  sensor.hooks {hooks}: {fmt.format(floor)} hook floor, {fmt.format(agent)} with agent"
+              " (ratios: medians of each round's)")
+        for label, part in (("per wall-clock second", 0), ("per CPU-second of the workload", 1)):
+            print(f"    {label}: with / without {ratio(done.agent, work.without, part):.3f};"
+                  f" with / floor {ratio(done.agent, done.floor, part):.3f};"
+                  f" floor / without {ratio(done.floor, work.without, part):.3f}")
         per_request = (f" {cpu_per_k_work:.4f} CPU s per 1,000 requests,"
                        if work.unit == "requests/s" else "")
         print(f"    agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
