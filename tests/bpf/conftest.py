@@ -2,8 +2,8 @@
 
 One sensor on the syscalls hook set is loaded per test session (BCC compiles at load
 time) and shared, and one on the cgroup hook set (the default where the kernel allows
-it) per module that asks for it; each test starts with an empty event list. These tests need root and a BPF-capable kernel:
-they fail, not skip, where BPF is missing.
+it) per module that asks for it; each test starts with an empty event list. These tests
+need root and a BPF-capable kernel: they fail, not skip, where BPF is missing.
 """
 from __future__ import annotations
 
