@@ -19,7 +19,8 @@ from typing import Any
 from rules.event import Event
 from sensor.bpf_layout import EXEC_EVENT, EXIT_EVENT, FORK_EVENT, KINDS, NET_EVENT, NET_OPS
 from sensor.container_identity import HOST, CgroupResolver
-from sensor.procfs import socket_local_address, user_name
+from sensor.proc_sockets import socket_local_address
+from sensor.procfs import user_name
 from sensor.process_table import ProcessRecord, ProcessTable, make_exec_id
 
 # the records of bpf/sensor.h (sensor/bpf_layout.py declares them; a test checks the header)

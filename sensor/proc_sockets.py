@@ -1,4 +1,4 @@
-"""Sockets the cgroup hook set's programs did not see, found in /proc.
+"""Sockets found in /proc, for what the BPF programs cannot see themselves.
 
 - Listeners open before the agent: that hook set learns who owns a port at `listen()`
   (bpf/sensor_net_cgroup.c, map `listeners`, keyed by network namespace inode and port),
@@ -9,6 +9,8 @@
   tracepoint sees a packet socket being made, so `PacketSocketScanner` reads every
   network namespace's packet socket table periodically and reports each new one for the
   process that holds it.
+- A socket's local address (`socket_local_address`), for a listen() whose port the
+  kernel picked (the decoder's slow path).
 
 Written here rather than with psutil: `psutil.net_connections()` reads only the caller's
 own network namespace (/proc/net/tcp), and pods each have their own.
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,12 +47,24 @@ class Listener:
     fd: int
 
 
+def socket_inode(link: str) -> int | None:
+    """N of an fd link `socket:[N]` (/proc/PID/fd), None for anything else."""
+    return int(link[8:-1]) if link.startswith("socket:[") and link[8:-1].isdigit() else None
+
+
+def _tcp_rows(table_text: str) -> Iterator[list[str]]:
+    """The columns of each row of a /proc/net/tcp or tcp6 table (header skipped)."""
+    for line in table_text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 10:
+            yield cols
+
+
 def listening_inodes(table_text: str) -> dict[int, int]:
     """Socket inode -> local port of the LISTEN rows of a /proc/net/tcp or tcp6 table."""
     out: dict[int, int] = {}
-    for line in table_text.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) < 10 or cols[3] != TCP_LISTEN:
+    for cols in _tcp_rows(table_text):
+        if cols[3] != TCP_LISTEN:
             continue
         try:
             port = int(cols[1].rsplit(":", 1)[1], 16)
@@ -59,6 +74,25 @@ def listening_inodes(table_text: str) -> dict[int, int]:
         if inode:
             out[inode] = port
     return out
+
+
+def socket_local_address(pid: int, fd: int, proc_root: str = "/proc") -> tuple[str, int] | None:
+    """Local (ip, port) of a process's TCP socket, read from /proc/PID/net (slow path only)."""
+    try:
+        inode = socket_inode(os.readlink(f"{proc_root}/{pid}/fd/{fd}"))
+    except OSError:
+        return None
+    if inode is None:
+        return None
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for cols in _tcp_rows(_read(f"{proc_root}/{pid}/net/{name}")):
+            if cols[9] == str(inode):
+                hex_ip, hex_port = cols[1].split(":")
+                raw = bytes.fromhex(hex_ip)
+                # /proc/net stores each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                return socket.inet_ntop(family, raw), int(hex_port, 16)
+    return None
 
 
 def _read(path: str) -> str:
@@ -77,11 +111,11 @@ def _socket_fds(fd_dir: str) -> Iterable[tuple[int, int]]:
         return
     for name in sorted(names, key=lambda n: int(n) if n.isdigit() else -1):
         try:
-            link = os.readlink(f"{fd_dir}/{name}")
+            inode = socket_inode(os.readlink(f"{fd_dir}/{name}"))
         except OSError:
             continue
-        if link.startswith("socket:[") and name.isdigit():
-            yield int(name), int(link[8:-1])
+        if inode is not None and name.isdigit():
+            yield int(name), inode
 
 
 def processes_by_netns(proc_root: str = "/proc", known: dict[int, int] | None = None) -> dict[int, list[int]]:
@@ -220,6 +254,13 @@ class ListenerMap(Protocol):
     def __setitem__(self, key: Any, leaf: Any) -> None: ...
 
 
+def _header(pid: int, record: ProcessRecord, now_ns: int) -> tuple[Any, ...]:
+    """The members of an nv_header (bpf_layout.HEADER) for process `pid`, as the programs
+    fill it (fill_header), from what the process table knows of it."""
+    comm = record.name.encode("utf-8", "replace")[:15]
+    return now_ns, record.cgroup_id, KINDS["NV_NET"], pid, pid, record.uid, record.gid, 0, comm
+
+
 def seed(table: ListenerMap, listeners: Iterable[Listener],
          record_of: Callable[[int], ProcessRecord | None], now_ns: int = 0) -> int:
     """Add each listener whose (namespace, port) the map does not hold yet, owned by the
@@ -233,10 +274,8 @@ def seed(table: ListenerMap, listeners: Iterable[Listener],
         key = table.Key.from_buffer_copy(LISTEN_KEY.struct.pack(item.netns, item.port, 0))
         if key in table:
             continue
-        comm = record.name.encode("utf-8", "replace")[:15]
         leaf = table.Leaf.from_buffer_copy(LISTENER.struct.pack(
-            now_ns, record.cgroup_id, KINDS["NV_NET"], item.pid, item.pid, record.uid, record.gid, 0,
-            comm, item.fd, 0, item.inode))
+            *_header(item.pid, record, now_ns), item.fd, 0, item.inode))
         table[key] = leaf
         added += 1
     log.debug("seeded %d listeners that predate the agent", added)
@@ -246,8 +285,6 @@ def seed(table: ListenerMap, listeners: Iterable[Listener],
 def packet_socket_record(sock: PacketSocket, record: ProcessRecord, now_ns: int) -> bytes:
     """The nv_net_event the programs emit for an AF_PACKET `socket()` (as sensor_sockets.c
     does), for a socket the scanner found: it goes through the same decoder."""
-    comm = record.name.encode("utf-8", "replace")[:15]
     return NET_EVENT.struct.pack(
-        now_ns, record.cgroup_id, KINDS["NV_NET"], sock.pid, sock.pid, record.uid, record.gid, 0, comm,
-        sock.fd, sock.fd, NET_OPS["socket"], (AF_PACKET << 16) | sock.type,
+        *_header(sock.pid, record, now_ns), sock.fd, sock.fd, NET_OPS["socket"], (AF_PACKET << 16) | sock.type,
         now_ns, AF_PACKET, sock.type, 0, 0, bytes(16), bytes(16))

@@ -148,31 +148,3 @@ def process_usage(pid: int | None = None) -> ProcessUsage:
     with proc.oneshot():
         cpu = proc.cpu_times()
         return ProcessUsage(cpu.user, cpu.system, proc.memory_info().rss, proc.num_threads())
-
-
-def socket_local_address(pid: int, fd: int, proc_root: str = "/proc") -> tuple[str, int] | None:
-    """Local (ip, port) of a process's TCP socket, read from /proc/net (slow path only)."""
-    import socket as _socket  # noqa: PLC0415
-
-    try:
-        target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
-    except OSError:
-        return None
-    if not target.startswith("socket:["):
-        return None
-    inode = target[8:-1]
-    for name, family in (("tcp", _socket.AF_INET), ("tcp6", _socket.AF_INET6)):
-        try:
-            with open(f"{proc_root}/{pid}/net/{name}", encoding="ascii") as fh:
-                next(fh, None)
-                for line in fh:
-                    cols = line.split()
-                    if len(cols) > 9 and cols[9] == inode:
-                        hex_ip, hex_port = cols[1].split(":")
-                        raw = bytes.fromhex(hex_ip)
-                        # /proc/net stores each 32-bit word in host (little-endian) order
-                        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                        return _socket.inet_ntop(family, raw), int(hex_port, 16)
-        except OSError:
-            continue
-    return None
