@@ -23,13 +23,19 @@ def _pod(tmp: Path, ns: str, workload: str, *, qos: str = "burstable") -> tuple[
     return PodIdentity(uid, ns, "Deployment", workload, f"{workload}-x"), path
 
 
-def test_workload_scope_covers_its_pods_now_and_those_that_start_later(tmp_path: Path) -> None:
+def _web_and_batch(tmp: Path) -> tuple[list[float], PodScopes, Path]:
+    """A node with a pod of shop/web and one of shop/batch, on a clock the test moves;
+    (clock, scopes, the web pod's cgroup)."""
     clock = [0.0]
-    scopes = PodScopes(tmp_path, clock=lambda: clock[0])
-    a, a_dir = _pod(tmp_path, "shop", "web")
-    other, _ = _pod(tmp_path, "shop", "batch")
-    scopes.note(a)
-    scopes.note(other)
+    scopes = PodScopes(tmp, clock=lambda: clock[0])
+    web, web_dir = _pod(tmp, "shop", "web")
+    scopes.note(web)
+    scopes.note(_pod(tmp, "shop", "batch")[0])
+    return clock, scopes, web_dir
+
+
+def test_workload_scope_covers_its_pods_now_and_those_that_start_later(tmp_path: Path) -> None:
+    clock, scopes, a_dir = _web_and_batch(tmp_path)
     event = {"k8s.ns.name": "shop", "k8s.workload.kind": "Deployment", "k8s.workload.name": "web"}
     assert scopes.resolve(_request("workload", event)) == [a_dir.stat().st_ino]
     assert scopes.started() == []                       # nothing new since
@@ -84,12 +90,7 @@ def test_command_line_selectors() -> None:
 def test_a_remembered_group_covers_its_pods_now_and_later_until_dropped(tmp_path: Path) -> None:
     """A stored manual block (a kept group with an origin): the pods it names now and those
     that start later are handed out once each with that origin; a dropped group no more."""
-    clock = [0.0]
-    scopes = PodScopes(tmp_path, clock=lambda: clock[0])
-    now, now_dir = _pod(tmp_path, "shop", "web")
-    other, _ = _pod(tmp_path, "shop", "batch")
-    scopes.note(now)
-    scopes.note(other)
+    clock, scopes, now_dir = _web_and_batch(tmp_path)
     assert scopes.started() == []                      # no group yet: nothing to cover
     request = _request("workload", {}, ttl=float("inf"))
     scopes.remember("rec-1", parse_selector("workload", "shop/web"), request, ORIGIN_MANUAL)
