@@ -335,7 +335,7 @@ class CodeGen:
         self.known = dict(known or {})
         rules = [(i, self._ordered(node)) for i, node in rules]
         try:
-            self._seen, self._first = [], {}
+            self._seen = []
             heads = set()
             for _, node in rules:
                 start = len(self._seen)
@@ -349,14 +349,17 @@ class CodeGen:
             for key, n in counts.items():
                 if n > 1:
                     self._locals[key] = self._fresh("_s")
-            # the lazy form: any mapping (a read may raise; then only the rules reaching
-            # it fail); compiled only if such a mapping comes
-            lazy = [(i, self.expr(node)) for i, node in rules]
-            lazy_fn = self._deferred(self._match_src(lazy, *self._memo_names(), []))
             # dict and Event: a stored read cannot raise, so those every call makes are
             # read once up front, and are plain locals after
             hoisted = sorted((k for k in heads if k in self._locals),
                              key=lambda k: (k[0] != "raw", self._locals[k]))
+            # the lazy form: any mapping (a read may raise; then only the rules reaching
+            # it fail); with nothing to read up front it is the only form
+            lazy = [(i, self.expr(node)) for i, node in rules]
+            lazy_src = self._match_src(lazy, *self._memo_names(), [])
+            if not hoisted:
+                return self._define(lazy_src, "_match")
+            lazy_fn = self._deferred(lazy_src)   # compiled only if such a mapping comes
             reads = []
             for k in hoisted:  # a derived read after the stored ones (and memos) it uses
                 reads.append((self._locals[k], f"_g({k[1]!r})" if k[0] == "raw" else
@@ -371,9 +374,9 @@ class CodeGen:
 
     def _memo_names(self) -> tuple[list[str], list[str]]:
         """(locals of shared reads, locals of shared sub-conditions) set on first use."""
-        memos = [n for k, n in self._locals.items() if k not in self._hoisted]
-        subs = [self._locals[k] for k in self._locals if k[0] == "sub"]
-        return [n for n in memos if n not in subs], subs
+        items = self._locals.items()
+        return ([n for k, n in items if k[0] != "sub" and k not in self._hoisted],
+                [n for k, n in items if k[0] == "sub"])
 
     def _hoistable(self, key: Any) -> bool:
         """Whether the read ``key`` cannot raise on a dict or an Event: a stored field, or
@@ -423,12 +426,10 @@ class CodeGen:
                      "    else:", f"        return {other}(e)"]
         else:
             lines = ["def _match(e):", f"    {_GETTER}"]
-        stored = [f"    {name} = {text}" for name, text in reads if text.startswith("_g(")]
-        lines += stored
         for names, unset in ((subs, "None"), (memos, "_UNSET")):
             if names:
                 lines.append("    " + " = ".join(names) + " = " + unset)
-        lines += [f"    {name} = {text}" for name, text in reads[len(stored):]]
+        lines += [f"    {name} = {text}" for name, text in reads]   # derived ones use the memos
         lines.append("    _m = []")
         for index, expr in exprs:
             lines += ["    try:", f"        if {expr}:", f"            _m.append({int(index)})",

@@ -68,7 +68,10 @@ def _rulesets() -> list[Any]:
     return sets
 
 
-@pytest.mark.parametrize("ruleset", _rulesets(), ids=["shipped", "falco-corpus"][:len(_rulesets())])
+RULESETS = _rulesets()
+
+
+@pytest.mark.parametrize("ruleset", RULESETS, ids=["shipped", "falco-corpus"][:len(RULESETS)])
 def test_engine_fires_what_each_rule_alone_accepts(ruleset) -> None:
     active = [r for r in ruleset.rules if r.enabled]
     events = list(_perturbed(list(_events())))
