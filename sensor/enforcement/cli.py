@@ -262,10 +262,15 @@ def _target_from_args(args: argparse.Namespace) -> _Target:
     return _Target(templates, [replace(t, scope=s) for s in scopes for t in templates], records)
 
 
+def _ttl_left_s(expires_ns: int, now: int) -> float | None:
+    """Seconds an entry or record has left (None: never expires; 0: expired)."""
+    return None if expires_ns == 0 else max(0.0, (expires_ns - now) / 1e9)
+
+
 def _ttl_left(expires_ns: int, now: int) -> str:
-    if expires_ns == 0:
+    left = _ttl_left_s(expires_ns, now)
+    if left is None:
         return "never"
-    left = (expires_ns - now) / 1e9
     if left <= 0:
         return "expired"
     if left >= 3600:
@@ -312,7 +317,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             "direction": DIRECTION_NAMES.get(key.direction, "?"),
             "proto": PROTOCOL_NAMES.get(key.protocol, "?"), "port": key.port or "any",
             "cidr": key.network, "ttl_left": _ttl_left(val.expires_ns, now),
-            "ttl_left_s": None if val.expires_ns == 0 else max(0.0, (val.expires_ns - now) / 1e9),
+            "ttl_left_s": _ttl_left_s(val.expires_ns, now),
             "hits": val.hits,
         })
     recs = [{
@@ -320,7 +325,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "scope": f"{r.kind} {r.selector}", "scope_kind": r.kind, "selector": r.selector,
         "direction": DIRECTION_NAMES[r.direction], "proto": PROTOCOL_NAMES[r.protocol],
         "port": r.port or "any", "cidr": r.network, "ttl_left": _ttl_left(r.expires_ns, now),
-        "ttl_left_s": None if r.expires_ns == 0 else max(0.0, (r.expires_ns - now) / 1e9),
+        "ttl_left_s": _ttl_left_s(r.expires_ns, now),
     } for r in records if not args.rule or r.rule == args.rule]
     if args.json or not sys.stdout.isatty():
         for r in rows + recs:
@@ -364,10 +369,9 @@ def cmd_block(args: argparse.Namespace) -> int:
     for k in target.keys:
         print(f"blocked {k.describe()} ({args.mode})")
     if target.records:
-        group = _group_option(args)
-        assert group is not None
+        first = target.records[0]
         now = "" if target.keys else "no pod matches now; "
-        print(f"recorded --{group[0]} {group[1]} ({_records(len(target.records))}): {now}pods that "
+        print(f"recorded --{first.kind} {first.selector} ({_records(len(target.records))}): {now}pods that "
               "start later are covered while an agent runs")
     return 0
 

@@ -54,7 +54,7 @@ INDEX_LAYOUTS = {"scopes": (8, _SCOPE_VAL.size), "ports": (_PORT_KEY.size, 4),
                  "nets": (_NET_KEY.size, _NET_VAL.size)}
 
 META_SOURCE_HASH = 0   # nv_meta: source hash of the loaded programs
-META_WIDE = 1          # nv_meta: live wide entries on the node (see NetIndex)
+META_WIDE = 1          # nv_meta: live wide entries on the node (see DenyKey.net_index_slots)
 META_SCOPE_RECORDS = 2  # nv_meta: stamp changed whenever a stored scope record is (see scope_records)
 
 # The net index (nv_nets): coarse nets are IPv4 /16s and IPv6 /32s, fine nets IPv4

@@ -6,8 +6,6 @@ from pathlib import Path
 
 DEFAULT_BASE = Path("/sys/fs/bpf/netvigil")
 
-MAP_NAMES = ("deny", "scopes", "ports", "nets", "safe", "rules", "attach", "meta", "stats", "verdicts")
-
 # program function name -> (pin name, bpf_attach_type or None for tc)
 CGROUP_PROGRAMS = {
     "nv_connect4": ("connect4", 10),

@@ -73,16 +73,22 @@ class EnforcementMaps:
 
     def put(self, key: DenyKey, value: DenyValue) -> bool:
         """Insert or replace an entry; True if it was new. The indexes follow."""
-        raw_key = key.pack()
+        raw_key, raw_value = key.pack(), value.pack()
+        try:   # a refresh (the usual case for a detection): the indexes count it already
+            self.deny.update(raw_key, raw_value, bpfsys.BPF_EXIST)
+            return False
+        except BPFSyscallError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
         self._bump_scope(key, +1)   # before insert: the datapath must see it at once
         try:
-            self.deny.update(raw_key, value.pack(), bpfsys.BPF_NOEXIST)
+            self.deny.update(raw_key, raw_value, bpfsys.BPF_NOEXIST)
             return True
         except BPFSyscallError as exc:
             self._bump_scope(key, -1)
             if exc.errno != errno.EEXIST:
                 raise
-        self.deny.update(raw_key, value.pack(), bpfsys.BPF_EXIST)
+        self.deny.update(raw_key, raw_value, bpfsys.BPF_EXIST)   # made meanwhile by another writer
         return False
 
     def remove(self, key: DenyKey) -> bool:
@@ -157,23 +163,16 @@ class EnforcementMaps:
                 continue
             for nkey, field in slots:
                 nets.setdefault(nkey, [0] * 5)[field] += 1
-        # additions first, removals after: the datapath never misses a live entry
+        # additions first, removals after: the datapath never misses a live entry; keys
+        # whose counts are right already are not written again
         self.meta_set(keys.META_WIDE, max(wide, self.meta_get(keys.META_WIDE)))
-        for pkey, n in ports.items():
-            self.ports.update(pkey, struct.pack("=I", n))
-        for nkey, counts in nets.items():
-            self.nets.update(nkey, keys.pack_net_counts(counts))
-        for scope, counts in wanted.items():
-            self.scopes.update(struct.pack("=Q", scope), keys.pack_scope_counts(counts))
-        for raw in list(self.ports.keys()):
-            if raw not in ports:
-                self.ports.delete(raw)
-        for raw in list(self.nets.keys()):
-            if raw not in nets:
-                self.nets.delete(raw)
-        for raw in list(self.scopes.keys()):
-            if struct.unpack("=Q", raw)[0] not in wanted:
-                self.scopes.delete(raw)
+        stale = [(self.ports, _write_changed(self.ports, {k: struct.pack("=I", n) for k, n in ports.items()})),
+                 (self.nets, _write_changed(self.nets, {k: keys.pack_net_counts(c) for k, c in nets.items()})),
+                 (self.scopes, _write_changed(self.scopes, {struct.pack("=Q", scope): keys.pack_scope_counts(c)
+                                                            for scope, c in wanted.items()}))]
+        for table, raws in stale:
+            for raw in raws:
+                table.delete(raw)
         self.meta_set(keys.META_WIDE, wide)
 
     def scope_counts(self) -> dict[int, list[int]]:
@@ -275,3 +274,13 @@ class EnforcementMaps:
             else:
                 out[name] = 0
         return dict(out)
+
+
+def _write_changed(table: bpfsys.PinnedMap, wanted: dict[bytes, bytes]) -> list[bytes]:
+    """Write each key of `wanted` whose stored value differs; the keys the table holds that
+    `wanted` has not (for the caller to delete once every table has its additions)."""
+    current = dict(table.items())
+    for raw, value in wanted.items():
+        if current.get(raw) != value:
+            table.update(raw, value)
+    return [raw for raw in current if raw not in wanted]

@@ -118,7 +118,7 @@ class _Group:
     request: EnforcementRequest
     expires: float            # monotonic
     covered: set[str] = field(default_factory=set)   # pod uids with entries
-    key: str = ""             # a stored record's key ("" = a rule's request)
+    key: str = ""             # a stored record's key, or "rule:" and what the request names
     origin: int | None = None  # the entries' origin (None: the manager's default)
 
 
@@ -199,7 +199,8 @@ class PodScopes:
                 raise InvalidEntryError(f"rule {req.rule!r}: scope {req.scope} needs an event")
             selector = selector_of(req.scope, req.event)
         ids: list[int] = []
-        group = _Group(selector, req, self._clock() + req.ttl_s)
+        key = "rule:" + repr((selector, req.rule, req.cidrs, req.ports, req.target))
+        group = _Group(selector, req, self._clock() + req.ttl_s, key=key)
         for pod in self.pods(selector):
             path = self.cgroup_of(pod.uid)
             if path is None:
@@ -210,10 +211,7 @@ class PodScopes:
                 continue
             group.covered.add(pod.uid)
         with self._lock:
-            self._groups = [g for g in self._groups if g.expires > self._clock()
-                            and not (not g.key and g.selector == selector and g.request.rule == req.rule
-                                     and g.request.cidrs == req.cidrs and g.request.ports == req.ports
-                                     and g.request.target == req.target)]
+            self._groups = [g for g in self._groups if g.key != key and g.expires > self._clock()]
             self._groups.append(group)
         if not ids:
             log.info("enforcement: %s scope %s has no pod with a cgroup yet; pods that start "
