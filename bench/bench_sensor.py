@@ -13,7 +13,7 @@
 - agent memory (RSS steady, and peak during start) and time from start to first event
   of `netvigil run` (targets: steady <= 150 MB, start <= 5 s).
 
-Run: .venv/bin/python bench/bench_sensor.py [--quick] [--only workload|pipeline|agent]   (as root)
+Run: .venv/bin/python bench/bench_sensor.py [--quick] [--only workload|pipeline|agent] [--fold SECONDS]   (as root)
 """
 from __future__ import annotations
 
@@ -89,13 +89,14 @@ def hook_floor(seconds: float, rounds: int) -> float:
     return _ratios(without, with_)[3]
 
 
-def workload_overhead(seconds: float, rounds: int) -> tuple[float, float, float, float]:
+def workload_overhead(seconds: float, rounds: int, fold_s: float = 0.0) -> tuple[float, float, float, float]:
     """(wall rate without, wall rate with, wall ratio, CPU-second ratio): alternating
-    rounds, medians. The sensor is detached (not merely idle) for the rounds without it."""
+    rounds, medians. The sensor (folding repeats every `fold_s` when not 0) is detached
+    (not merely idle) for the rounds without it."""
     without, with_sensor = [], []
     for _ in range(rounds):
         without.append(loop_rate(seconds))
-        sensor = Sensor(lambda _e: None)
+        sensor = Sensor(lambda _e: None, SensorOptions(fold_repeats_s=fold_s))
         sensor.start()
         stop = threading.Event()
 
@@ -244,6 +245,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short run (smoke test of the benchmark)")
     ap.add_argument("--only", choices=PARTS, action="append",
                     help="run only this part (repeatable; default: all)")
+    ap.add_argument("--fold", type=float, metavar="SECONDS", default=1.0,
+                    help="workload: also measure the sensor with sensor.fold_repeats of SECONDS "
+                         "(default 1; 0: not)")
     args = ap.parse_args()
     parts = set(args.only or PARTS)
     seconds, rounds, burst, footprint = (1.0, 1, 50_000, 6.0) if args.quick else (3.0, 3, 400_000, 12.0)
@@ -252,6 +256,10 @@ def main() -> None:
         base, sensed, ratio, cpu_ratio = workload_overhead(seconds, rounds)
         print(f"workload overhead: connect/accept/close loop {base:,.0f}/s without, {sensed:,.0f}/s with sensor"
               f" -> ratio {ratio:.3f} per wall-clock second, {cpu_ratio:.3f} per CPU-second (target >= 0.97)")
+        if args.fold:
+            base, sensed, ratio, cpu_ratio = workload_overhead(seconds, rounds, args.fold)
+            print(f"  with sensor.fold_repeats {args.fold:g}s: {base:,.0f}/s without, {sensed:,.0f}/s with sensor"
+                  f" -> ratio {ratio:.3f} per wall-clock second, {cpu_ratio:.3f} per CPU-second")
         print(f"  hook floor: empty programs on the same tracepoints -> ratio {hook_floor(seconds, rounds):.3f}"
               " per CPU-second (the most any sensor on these tracepoints can reach here)")
     if "pipeline" in parts:

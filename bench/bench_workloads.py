@@ -22,7 +22,8 @@ The agent runs as deployed: the shipped rules, no enforcement datapath (its own
 benchmark), no recording, output to /dev/null.
 
 Run: .venv/bin/python bench/bench_workloads.py [--quick] [--only http|churn|exec] [--rounds N]
-     [--hooks syscalls|cgroup]
+     [--hooks syscalls|cgroup] [--fold PERIOD]
+(each hook set is also measured with `sensor.fold_repeats: 1s`, or --fold PERIOD; --fold 0: not)
 (as root; needs nginx-light, wrk and gcc, which scripts/bootstrap.sh installs)
 """
 from __future__ import annotations
@@ -82,13 +83,22 @@ class AgentRound:
 
 
 @dataclass
+class AgentRounds:
+    """The rounds of one agent configuration: workload rates, what the agent did."""
+
+    rates: list[Rate] = field(default_factory=list)
+    rounds: list[AgentRound] = field(default_factory=list)
+    work_done: list[float] = field(default_factory=list)  # requests (or builds) per round
+
+
+@dataclass
 class HookSetRounds:
-    """One network hook set's rounds: its floor, the agent on it, what the agent did."""
+    """One network hook set's rounds: its floor, the agent on it (and, with --fold, the
+    agent folding repeats), what the agent did."""
 
     floor: list[Rate] = field(default_factory=list)
-    agent: list[Rate] = field(default_factory=list)
-    agent_rounds: list[AgentRound] = field(default_factory=list)
-    work_done: list[float] = field(default_factory=list)  # requests (or builds) per agent round
+    agent: AgentRounds = field(default_factory=AgentRounds)
+    folded: AgentRounds = field(default_factory=AgentRounds)
 
 
 @dataclass
@@ -99,6 +109,7 @@ class Workload:
     unit: str
     without: list[Rate] = field(default_factory=list)
     hook_sets: dict[str, HookSetRounds] = field(default_factory=dict)
+    fold: str | None = None   # the fold period of the folding agent's rounds (--fold)
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -192,10 +203,10 @@ class Agent:
     """`netvigil run` as deployed (shipped rules, no enforcement, no recording) on one
     network hook set (`sensor.hooks`, through a config file of its own)."""
 
-    def __init__(self, hooks: str, workdir: Path) -> None:
+    def __init__(self, hooks: str, workdir: Path, fold: str | None = None) -> None:
         self.proc: subprocess.Popen[str] | None = None
-        self.config = workdir / f"netvigil-{hooks}.yaml"
-        self.config.write_text(f"sensor:\n  hooks: {hooks}\n")
+        self.config = workdir / f"netvigil-{hooks}{'-fold' if fold else ''}.yaml"
+        self.config.write_text(f"sensor:\n  hooks: {hooks}\n" + (f"  fold_repeats: {fold}\n" if fold else ""))
 
     def __enter__(self) -> Agent:
         self.proc = subprocess.Popen(
@@ -230,10 +241,10 @@ class Agent:
 
 
 def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, once: Callable[[], Rate],
-            amount: Callable[[float], float]) -> None:
-    """Interleaved rounds: without, then per hook set its floor and the agent on it.
-    `once()` returns a Rate; `amount(wall rate)` turns it into the work done in the round
-    (for per-1,000 figures)."""
+            amount: Callable[[float], float], fold: str | None = None) -> None:
+    """Interleaved rounds: without, then per hook set its floor and the agent on it (and
+    with `fold`, the agent with sensor.fold_repeats: FOLD). `once()` returns a Rate;
+    `amount(wall rate)` turns it into the work done in the round (per-1,000 figures)."""
     def without() -> None:
         work.without.append(once())
 
@@ -244,15 +255,15 @@ def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, on
         finally:
             floor.cleanup()
 
-    def agent_on(hooks: str) -> None:
-        done = work.hook_sets[hooks]
-        with Agent(hooks, workdir) as agent:
+    def agent_on(hooks: str, folding: str | None = None) -> None:
+        done = work.hook_sets[hooks].folded if folding else work.hook_sets[hooks].agent
+        with Agent(hooks, workdir, folding) as agent:
             cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
             rate = once()
             cpu1, t1 = agent.cpu_seconds(), time.perf_counter()
             events, lost = agent.stop()
-        done.agent.append(rate)
-        done.agent_rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
+        done.rates.append(rate)
+        done.rounds.append(AgentRound(events, lost, cpu1 - cpu0, t1 - t0))
         done.work_done.append(amount(rate[0]))
 
     for hooks in hook_sets:
@@ -260,6 +271,8 @@ def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, on
     steps: list[Callable[[], None]] = [without]
     for hooks in hook_sets:
         steps += [lambda h=hooks: floor_of(h), lambda h=hooks: agent_on(h)]
+        if fold:
+            steps.append(lambda h=hooks: agent_on(h, fold))
     for i in range(rounds):
         # the VM's speed drifts for seconds at a time: every other round runs backwards,
         # and the figures are medians of each round's own ratios
@@ -277,22 +290,29 @@ def report(work: Workload) -> None:
         """The median over rounds of each round's a / b."""
         return med(x[part] / y[part] for x, y in zip(a, b))
 
-    for hooks, done in work.hook_sets.items():
-        floor, agent = (med(r[0] for r in rates) for rates in (done.floor, done.agent))
-        events = med(r.events / r.seconds for r in done.agent_rounds)
-        cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in done.agent_rounds)
-        cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(done.agent_rounds, done.work_done))
-        lost = sum(r.lost for r in done.agent_rounds)
-        print(f"  sensor.hooks {hooks}: {fmt.format(floor)} hook floor, {fmt.format(agent)} with agent"
-              " (ratios: medians of each round's)")
+    def agent_lines(agent: AgentRounds, floor: list[Rate], indent: str) -> None:
+        events = med(r.events / r.seconds for r in agent.rounds)
+        cpu_per_k = med(1000 * r.cpu_s / max(r.events, 1) for r in agent.rounds)
+        cpu_per_k_work = med(1000 * r.cpu_s / max(w, 1) for r, w in zip(agent.rounds, agent.work_done))
+        lost = sum(r.lost for r in agent.rounds)
         for label, part in (("per wall-clock second", 0), ("per CPU-second of the workload", 1)):
-            print(f"    {label}: with / without {ratio(done.agent, work.without, part):.3f};"
-                  f" with / floor {ratio(done.agent, done.floor, part):.3f};"
-                  f" floor / without {ratio(done.floor, work.without, part):.3f}")
+            print(f"{indent}{label}: with / without {ratio(agent.rates, work.without, part):.3f};"
+                  f" with / floor {ratio(agent.rates, floor, part):.3f};"
+                  f" floor / without {ratio(floor, work.without, part):.3f}")
         per_request = (f" {cpu_per_k_work:.4f} CPU s per 1,000 requests,"
                        if work.unit == "requests/s" else "")
-        print(f"    agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
+        print(f"{indent}agent: {events:,.0f} events/s handled, {cpu_per_k:.4f} CPU s per 1,000 events,"
               f"{per_request} lost {lost}")
+
+    for hooks, done in work.hook_sets.items():
+        floor, agent = (med(r[0] for r in rates) for rates in (done.floor, done.agent.rates))
+        print(f"  sensor.hooks {hooks}: {fmt.format(floor)} hook floor, {fmt.format(agent)} with agent"
+              " (ratios: medians of each round's)")
+        agent_lines(done.agent, done.floor, "    ")
+        if done.folded.rates:
+            folded = med(r[0] for r in done.folded.rates)
+            print(f"    with sensor.fold_repeats {work.fold}: {fmt.format(folded)}")
+            agent_lines(done.folded, done.floor, "      ")
 
 
 PARTS = ("http", "churn", "exec")
@@ -306,7 +326,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5, quick 1)")
     ap.add_argument("--hooks", choices=HOOK_SETS, action="append",
                     help="network hook set to measure (repeatable; default: syscalls and cgroup)")
+    ap.add_argument("--fold", metavar="PERIOD", default="1s",
+                    help="also measure the agent with sensor.fold_repeats: PERIOD (default 1s; 0: not)")
     args = ap.parse_args()
+    if args.fold in ("0", "0s"):
+        args.fold = None
     missing = [tool for tool in ("nginx", "wrk", "cc", "make", "taskset") if not shutil.which(tool)]
     if missing:
         sys.exit(f"bench_workloads: missing {', '.join(missing)} (run scripts/bootstrap.sh)")
@@ -324,15 +348,15 @@ def main() -> None:
                     if name not in parts:
                         continue
                     label = "keep-alive HTTP" if not close else "connection churn (Connection: close)"
-                    work = Workload(label, "requests/s")
+                    work = Workload(label, "requests/s", fold=args.fold)
                     measure(work, rounds, hook_sets, workdir, lambda c=close: wrk_rate(port, pid, seconds, c),
-                            lambda rate: rate * seconds)
+                            lambda rate: rate * seconds, args.fold)
                     report(work)
         if "exec" in parts:
             proj = make_project(workdir, files)
             build_rate(proj)  # warm the page cache
-            work = Workload(f"exec storm (make -j2, {files} files)", "builds/s")
-            measure(work, rounds, hook_sets, workdir, lambda: build_rate(proj), lambda _rate: 1.0)
+            work = Workload(f"exec storm (make -j2, {files} files)", "builds/s", fold=args.fold)
+            measure(work, rounds, hook_sets, workdir, lambda: build_rate(proj), lambda _rate: 1.0, args.fold)
             report(work)
 
 

@@ -15,7 +15,7 @@
  * Task storage needs BTF (for bpf_get_current_task_btf; the task pointer is only handed
  * to the task storage helper, never dereferenced); -DNV_NO_BTF falls back to a hash by
  * thread id. Build-time knobs (-D): NV_RINGBUF_PAGES (ring buffer size in pages),
- * NV_WAKEUP_NS, NV_NO_BTF.
+ * NV_WAKEUP_NS, NV_NO_BTF, NV_FOLD_ENTRIES (repeat folding on, and the size of its map).
  *
  * The program is one text: this file (constants, shared maps, the per-thread syscall
  * scratch, record emission) followed by one file per hook family, sensor_process.c, then
@@ -150,8 +150,101 @@ static __always_inline u16 read_sockaddr(u64 uptr, u8 *addr, u16 *port)
     return 0;
 }
 
+/* ------------------------------------------------------------ repeat folding
+ *
+ * With -DNV_FOLD_ENTRIES (sensor.fold_repeats), a network event like one already sent in
+ * the agent's current fold period is counted in `folds` instead of sent: same process,
+ * operation, result, family and type, remote address and the port that names the service
+ * (the remote one; the local one on the server side, whose remote port is the client's
+ * ephemeral one). The agent empties `folds` once a period (one lookup-and-delete batch)
+ * and reports each count as one summary event. A key that finds the map full is not
+ * folded: its events are all sent, so a repeat is never dropped uncounted. dup and
+ * AF_PACKET socket events are never folded.
+ */
+struct nv_fold_key {
+    u32 tgid;
+    u32 op;
+    s32 ret;            /* 0 for any success (accept's and dup's result is the new fd) */
+    u16 family;
+    u16 type;
+    u16 port;
+    u16 pad;
+    u8 addr[16];
+};
+
+struct nv_fold {
+    u64 count;          /* repeats counted since the agent last emptied the map */
+    u64 last;           /* boot time of the latest one */
+    struct nv_net_event ev;     /* the event that was sent: what the summary describes */
+};
+
+#ifdef NV_FOLD_ENTRIES
+BPF_HASH(folds, struct nv_fold_key, struct nv_fold, NV_FOLD_ENTRIES);
+BPF_PERCPU_ARRAY(fold_scratch, struct nv_fold, 1);
+#endif
+
+static __always_inline int foldable(u32 op)
+{
+    return op != NV_OP_DUP2 && op != NV_OP_DUP3 && op != NV_OP_SOCKET;
+}
+
+static __always_inline void fold_key(struct nv_fold_key *k, u32 tgid, s32 ret, u32 op, const struct nv_sock *s)
+{
+    k->tgid = tgid;
+    k->op = op;
+    k->ret = ret < 0 ? ret : 0;
+    k->family = s->family;
+    k->type = s->type;
+    if (op == NV_OP_LISTEN || op == NV_OP_BIND) {
+        k->port = s->lport;
+        __builtin_memcpy(k->addr, s->laddr, 16);
+    } else {
+        k->port = (op == NV_OP_ACCEPT || op == NV_OP_ACCEPT4) ? s->lport : s->rport;
+        __builtin_memcpy(k->addr, s->raddr, 16);
+    }
+}
+
+/* 1 when the event is a repeat in this fold period: counted, not to be sent */
+static __always_inline int fold_repeat(u32 tgid, s32 ret, u32 op, const struct nv_sock *s, u64 now,
+                                       struct nv_fold_key *k)
+{
+#ifdef NV_FOLD_ENTRIES
+    if (!foldable(op))
+        return 0;
+    fold_key(k, tgid, ret, op, s);
+    struct nv_fold *f = folds.lookup(k);
+    if (!f)
+        return 0;
+    __sync_fetch_and_add(&f->count, 1);
+    f->last = now;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* `e` is being sent (k from fold_repeat): later ones like it are counted, not sent */
+static __always_inline void fold_sent(struct nv_fold_key *k, const struct nv_net_event *e)
+{
+#ifdef NV_FOLD_ENTRIES
+    if (!foldable(e->op))
+        return;
+    int zero = 0;
+    struct nv_fold *f = fold_scratch.lookup(&zero);
+    if (!f)
+        return;
+    f->count = 0;
+    f->last = e->h.ts_boot_ns;
+    __builtin_memcpy(&f->ev, e, sizeof(f->ev));
+    folds.insert(k, f);     /* fails when full: this key's events are all sent */
+#endif
+}
+
 static __always_inline void emit_net(struct nv_inflight *f, s32 ret, s32 fd, u32 op, u64 now)
 {
+    struct nv_fold_key k = {};
+    if (fold_repeat((u32)(bpf_get_current_pid_tgid() >> 32), ret, op, &f->s, now, &k))
+        return;
     struct nv_net_event *e = events.ringbuf_reserve(sizeof(struct nv_net_event));
     if (!e) {
         count_lost();
@@ -163,6 +256,7 @@ static __always_inline void emit_net(struct nv_inflight *f, s32 ret, s32 fd, u32
     e->op = op;
     e->aux = f->aux;
     __builtin_memcpy(&e->s, &f->s, sizeof(e->s));
+    fold_sent(&k, e);
     events.ringbuf_submit(e, wakeup_flag(now));
 }
 

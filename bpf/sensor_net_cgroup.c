@@ -113,6 +113,9 @@ BPF_TABLE("lru_hash", struct nv_udp_key, u8, udp_seen, 65536);
 static __always_inline void emit_sock(const struct nv_header *h, s32 ret, s32 fd, u32 op, u32 aux,
                                       const struct nv_sock *s, u64 now)
 {
+    struct nv_fold_key k = {};
+    if (fold_repeat(h ? h->tgid : (u32)(bpf_get_current_pid_tgid() >> 32), ret, op, s, now, &k))
+        return;
     struct nv_net_event *e = events.ringbuf_reserve(sizeof(struct nv_net_event));
     if (!e) {
         count_lost();
@@ -129,6 +132,7 @@ static __always_inline void emit_sock(const struct nv_header *h, s32 ret, s32 fd
     e->op = op;
     e->aux = aux;
     __builtin_memcpy(&e->s, s, sizeof(e->s));
+    fold_sent(&k, e);
     events.ringbuf_submit(e, wakeup_flag(now));
 }
 

@@ -78,12 +78,15 @@ static __always_inline void report_to_owner(u64 skaddr, s32 result, u16 lport)
     __builtin_memcpy(&o, found, sizeof(o));
     if (conns.delete(&skaddr) != 0)
         return;
+    u64 now = bpf_ktime_get_boot_ns();
+    struct nv_fold_key k = {};
+    if (fold_repeat(o.h.tgid, result, NV_OP_CONNECT_RESULT, &o.s, now, &k))
+        return;
     struct nv_net_event *e = events.ringbuf_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return;
     }
-    u64 now = bpf_ktime_get_boot_ns();
     __builtin_memcpy(&e->h, &o.h, sizeof(e->h));
     e->h.ts_boot_ns = now;
     e->ret = result;
@@ -92,6 +95,7 @@ static __always_inline void report_to_owner(u64 skaddr, s32 result, u16 lport)
     e->aux = 0;
     __builtin_memcpy(&e->s, &o.s, sizeof(e->s));
     e->s.lport = lport;
+    fold_sent(&k, e);
     events.ringbuf_submit(e, wakeup_flag(now));
 }
 

@@ -39,6 +39,8 @@ PEER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in NETWORK_EVENT_TYPES if t no
 
 ALL = EVENT_TYPES
 _SYSCALLS = tuple(t for t in EVENT_TYPES if t != "netvigil_verdict")
+#: Event types the kernel folds into summaries under sensor.fold_repeats.
+_FOLDED = tuple(t for t in NETWORK_EVENT_TYPES if t not in ("dup", "dup2", "dup3", "netvigil_verdict"))
 
 #: How a derivation reads the event: ``Mapping.get`` of the stored fields.
 Getter = Callable[[str], Any]
@@ -157,6 +159,10 @@ FIELDS: tuple[FieldSpec, ...] = (
     _F("evt.arg.backlog", "int", "Backlog passed to listen().", ("listen",)),
     _F("evt.arg.newfd", "int", "The stdio fd (0, 1 or 2) a socket was duplicated onto.",
        ("dup2", "dup3")),
+    _F("evt.repeats", "int", "On a summary event only (sensor.fold_repeats): how many more "
+       "events like this one (same process, type, result, remote address and service port) "
+       "the kernel counted in the fold period instead of sending; evt.time is the last one's. "
+       "Absent on every other event.", _FOLDED),
     _F("thread.tid", "int", "Thread id of the caller."),
     # --- process ---------------------------------------------------------------------
     _F("proc.exec_id", "str", "Host-unique id of the process image (boot id + pid + start)."),

@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rules.event import Event, stored
-from sensor.bpf_program import DEFAULT_HOOKS, DEFAULT_RINGBUF_PAGES, SensorProgram
+from sensor.bpf_program import DEFAULT_HOOKS, DEFAULT_RINGBUF_PAGES, FOLD_ENTRIES, SensorProgram
 from sensor import cgroups, proc_sockets
 from sensor.boottime import boot_ns, boot_to_wall_offset_ns
 from sensor.container_identity import CgroupResolver, identity_from_proc
@@ -32,6 +33,10 @@ class SensorOptions:
     hooks: str = DEFAULT_HOOKS  # network hook set (bpf_program.HOOK_SETS)
     proc_root: str = "/proc"
     exited_retention_s: float = 30.0
+    fold_repeats_s: float = 0.0
+    """sensor.fold_repeats: the fold period (0: every network event is sent)."""
+    fold_entries: int = FOLD_ENTRIES
+    """Keys one fold period counts repeats for; events of further keys are sent."""
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SensorStats:
     lost: int = 0
     decode_errors: int = 0
     processes: int = 0
+    repeats_folded: int = 0   # network events counted in the kernel, reported in summaries
 
 
 class Sensor:
@@ -70,6 +76,9 @@ class Sensor:
         self._found: queue.SimpleQueue[proc_sockets.PacketSocket] = queue.SimpleQueue()
         self._stop_scan = threading.Event()
         self._scan_thread: threading.Thread | None = None
+        self._next_fold_collect = 0.0
+        self.repeats_folded = 0
+        """Network events counted in the kernel instead of sent, reported in summaries."""
         if enricher is not None:
             self.attach_enricher(enricher)
 
@@ -109,7 +118,10 @@ class Sensor:
             self._annotate(record)
             self.table.add(record)
         log.debug("seeded %d processes", len(self.table))
-        self.program = SensorProgram(None, self.options.ringbuf_pages, hooks=self.options.hooks)
+        fold_entries = self.options.fold_entries if self.options.fold_repeats_s > 0 else 0
+        self.program = SensorProgram(None, self.options.ringbuf_pages, hooks=self.options.hooks,
+                                     fold_entries=fold_entries)
+        self._next_fold_collect = time.monotonic() + self.options.fold_repeats_s
         # records go straight from the ring buffer to the decoder and on to the consumer
         self.program.set_sink(self.decoder.decode_at, self._on_event)
         if self.program.hooks.hooks == "cgroup":
@@ -192,6 +204,8 @@ class Sensor:
         self.program.poll(timeout_ms)
         if self._scan_thread is not None:
             self._deliver_found()
+        if self.program.fold_entries and time.monotonic() >= self._next_fold_collect:
+            self.deliver_repeats()
 
     def drain(self) -> None:
         """Deliver every event already buffered, without waiting."""
@@ -200,6 +214,23 @@ class Sensor:
         if self._scan_thread is not None:
             self._deliver_found()
 
+    def deliver_repeats(self) -> int:
+        """End the fold period: one summary event per key whose repeats the kernel counted
+        (the event it sent, with `evt.repeats` and the last one's time); returns how many."""
+        assert self.program is not None, "start() first"
+        self._next_fold_collect = time.monotonic() + self.options.fold_repeats_s
+        folded = self.program.collect_repeats()
+        self.program.consume()   # the events the summaries follow come first
+        for repeats in folded:
+            event = self.decoder.decode_at(repeats.record, 0, len(repeats.record))
+            if event is None:
+                continue
+            event["evt.repeats"] = repeats.count
+            event["evt.time"] = repeats.last_boot_ns + self.boot_offset_ns
+            self.repeats_folded += repeats.count
+            self._on_event(event)
+        return len(folded)
+
     def stats(self) -> SensorStats:
         """Event, loss and process counters so far."""
         return SensorStats(
@@ -207,6 +238,7 @@ class Sensor:
             lost=self.program.lost_events() if self.program else 0,
             decode_errors=self.decoder.decode_errors,
             processes=self.table.live_count,
+            repeats_folded=self.repeats_folded,
         )
 
     def close(self) -> None:
@@ -216,6 +248,8 @@ class Sensor:
             self._scan_thread.join(timeout=5)
             self._scan_thread = None
         if self.program is not None:
+            if not self.program.closed and self.program.fold_entries:
+                self.deliver_repeats()   # the last period's counts
             self.program.close()
 
     def __enter__(self) -> Sensor:

@@ -40,6 +40,7 @@ def agent_status(parts: AgentParts) -> dict[str, Any]:
                            "ring_buffer_bytes": reader.size if reader is not None else 0,
                            "ring_buffer_pending": reader.pending_bytes() if reader is not None and attached else 0}
         out["events"] = {"total": st.events, "lost": st.lost, "decode_errors": st.decode_errors,
+                         "repeats_folded": st.repeats_folded,
                          "by_type": {str(k): v for k, v in sorted(by_type.items(), key=lambda kv: str(kv[0]))}}
         out["processes"] = st.processes
     ruleset = parts.ruleset

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from sensor import cgroups, kernel_headers
 from sensor.btf import BtfError, KernelBtf
@@ -16,6 +17,7 @@ from sensor.ring_reader import ItemConsumer, RecordDecoder, RingBufferError, Rin
 log = logging.getLogger(__name__)
 RecordCallback = Callable[[bytes], None]
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB with 4 KiB pages
+FOLD_ENTRIES = 8192  # keys one fold period can count repeats for (~1.5 MiB); more are sent unfolded
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 
 
@@ -226,10 +228,14 @@ def sensor_program_text(src_dir: Path | None = None, offsets: dict[str, int] | N
 
 
 def sensor_cflags(ringbuf_pages: int, *, use_btf: bool, src_dir: Path | None = None,
-                  offsets: dict[str, int] | None = None, net_offsets: dict[str, int] | None = None) -> list[str]:
+                  offsets: dict[str, int] | None = None, net_offsets: dict[str, int] | None = None,
+                  fold_entries: int = 0) -> list[str]:
     """Compiler flags for the sensor program (header directory, ring size, BTF fallback,
-    kernel offsets; with `net_offsets`, the cgroup hook set's and the stdio scan at exec)."""
+    kernel offsets; with `net_offsets`, the cgroup hook set's and the stdio scan at exec;
+    with `fold_entries`, repeat folding and the size of its map)."""
     cflags = [f"-I{src_dir or bpf_source_dir()}", f"-DNV_RINGBUF_PAGES={ringbuf_pages}", "-Wno-macro-redefined"]
+    if fold_entries:
+        cflags.append(f"-DNV_FOLD_ENTRIES={fold_entries}")
     every = {**(offsets or {}), **(net_offsets or {})}
     cflags += [f"-D{name}={value}" for name, value in sorted(every.items())]
     if net_offsets:
@@ -329,7 +335,7 @@ class SensorProgram:
 
     def __init__(self, on_record: RecordCallback | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, *, use_btf: bool | None = None,
-                 hooks: str = DEFAULT_HOOKS) -> None:
+                 hooks: str = DEFAULT_HOOKS, fold_entries: int = 0) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bpf_cls = load_bcc()
@@ -339,6 +345,8 @@ class SensorProgram:
         self.hooks = choose_hooks(hooks, self.offsets, cgroups.find_mount())
         """The network hook set attached (HookChoice: "cgroup" or "syscalls", and why)."""
         self._links: list[int] = []
+        self.fold_entries = fold_entries
+        """Size of the repeat-folding map (0: every event is sent; see collect_repeats)."""
         try:
             self._load(bpf_cls, src_dir, ringbuf_pages)
         except BPFUnavailableError as exc:
@@ -359,7 +367,7 @@ class SensorProgram:
         log.info("network hooks: %s (%s)", self.hooks.hooks, self.hooks.reason)
         text = sensor_program_text(src_dir, self.offsets, self.hooks.hooks)
         cflags = sensor_cflags(ringbuf_pages, use_btf=self.uses_btf, src_dir=src_dir, offsets=self.offsets,
-                               net_offsets=self.hooks.offsets)
+                               net_offsets=self.hooks.offsets, fold_entries=self.fold_entries)
         self.packet_hook = self.hooks.hooks == "syscalls" or fentry_allowed(bpf_cls, PACKET_KFUNC)
         """Whether AF_PACKET socket creation is hooked (cgroup set: only through fentry)."""
         if not self.packet_hook:
@@ -379,6 +387,7 @@ class SensorProgram:
             table = self.bpf[b"events"]
             self.reader = RingReader.open_map(table.map_fd, int(table.max_entries))
             self._lost = self.bpf[b"lost"]
+            self._folds = self.bpf[b"folds"] if self.fold_entries else None
             self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
             release_compiler_pages()
         except BaseException as exc:
@@ -413,6 +422,18 @@ class SensorProgram:
         """Deliver every record already in the ring buffer, without waiting."""
         return self.reader.drain(self._decode, self._consume)
 
+    def collect_repeats(self) -> list[FoldedRepeats]:
+        """Empty the repeat-folding map: each key that counted repeats since the last call,
+        as (the record that was sent, how many like it were counted, boot ns of the last)."""
+        if self._folds is None:
+            return []
+        try:
+            items = list(self._folds.items_lookup_and_delete_batch())
+        except Exception as exc:  # BCC raises bare Exception; the counts stay for the next call
+            log.warning("cannot collect the folded repeats (tried again next period): %s", exc)
+            return []
+        return [FoldedRepeats(bytes(v.ev), int(v.count), int(v.last)) for _k, v in items if v.count]
+
     def lost_events(self) -> int:
         """Records the kernel could not put in the ring buffer (summed over CPUs)."""
         return sum(int(getattr(v, "value", v)) for v in self._lost[ctypes.c_int(0)])
@@ -426,6 +447,14 @@ class SensorProgram:
             finally:
                 self._detach_links()
                 self.bpf.cleanup()
+
+
+class FoldedRepeats(NamedTuple):
+    """Network events the kernel counted instead of sending, like `record` (the one it sent)."""
+
+    record: bytes
+    count: int
+    last_boot_ns: int
 
 
 def copy_record(buffer: memoryview, offset: int, length: int) -> bytes:

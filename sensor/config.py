@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.checker import did_you_mean
+from rules.units import duration_in
 from rules.userfile import InputFileError, LocatedDict, key_position, load_yaml
 from sensor.endpoint_config import (
     ApiConfig, HttpConfig, LogConfig, ReloadConfig, parse_api_config, parse_http_config,
@@ -30,7 +31,8 @@ from sensor.recording.config import RecordConfig, parse_record_config
 
 KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce", "kubernetes", "http", "api",
                   "log", "reload")
-SENSOR_KEYS = ("ringbuf_pages", "hooks")
+SENSOR_KEYS = ("ringbuf_pages", "hooks", "fold_repeats")
+FOLD_PERIOD_RANGE_S = (0.1, 60.0)  # sensor.fold_repeats, when not 0
 RULES_KEYS = ("paths", "skip_unsupported", "enforce_mode")
 DEFAULT_CONFIG = Path("/etc/netvigil/netvigil.yaml")
 CONFIG_ENV = "NETVIGIL_CONFIG"
@@ -48,6 +50,7 @@ class AgentConfig:
     enforce_mode: str | None = None
     ringbuf_pages: int = 2048
     hooks: str = DEFAULT_HOOKS
+    fold_repeats_s: float = 0.0
     record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +144,8 @@ def load_config(path: str | Path | None = None) -> AgentConfig:
         if cfg.hooks not in HOOK_SETS:
             raise ConfigError(f"{_where(source, sensor, 'hooks', 'sensor.hooks')}: expected one of "
                               f"{', '.join(HOOK_SETS)}, got {cfg.hooks!r}")
+    if "fold_repeats" in sensor:
+        cfg.fold_repeats_s = _fold_period(sensor, source)
     cfg.rules_paths = _paths(rules, source)
     if "skip_unsupported" in rules:
         value = rules["skip_unsupported"]
@@ -172,6 +177,16 @@ def _ringbuf_pages(sensor: Mapping[str, Any], source: str) -> int:
                           f"expected a power of two from 1 to {RINGBUF_PAGES_MAX} (pages of "
                           f"4 KiB per ring), got {value!r}")
     return value
+
+
+def _fold_period(sensor: Mapping[str, Any], source: str) -> float:
+    where = _where(source, sensor, "fold_repeats", "sensor.fold_repeats")
+    period = duration_in(sensor["fold_repeats"], where, ConfigError, allow_zero=True)
+    low, high = FOLD_PERIOD_RANGE_S
+    if period and not low <= period <= high:
+        raise ConfigError(f"{where}: expected 0 (off) or a period from {low:g}s to {high:g}s, "
+                          f"got {sensor['fold_repeats']!r}")
+    return period
 
 
 def _paths(rules: Mapping[str, Any], source: str) -> list[str]:

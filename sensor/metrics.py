@@ -96,6 +96,9 @@ class AgentCollector(Collector):
                                   "Events the kernel could not put in the ring buffer", value=st.lost)
         yield CounterMetricFamily("netvigil_decode_errors_total", "Ring buffer records that did not decode",
                                   value=st.decode_errors)
+        yield CounterMetricFamily("netvigil_events_folded_total", "Network events counted in the kernel "
+                                  "instead of sent (sensor.fold_repeats), reported in summary events",
+                                  value=st.repeats_folded)
         yield GaugeMetricFamily("netvigil_processes", "Live processes in the process table", value=st.processes)
         reader = getattr(sensor.program, "reader", None)
         if reader is not None and not getattr(sensor.program, "closed", False):

@@ -143,6 +143,8 @@ def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
     st = sensor.stats()
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
             f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
+    if sensor.options.fold_repeats_s:
+        line += f" repeats_folded={st.repeats_folded}"
     if enforcement is not None:
         q = enforcement.queue.stats()
         line += f" enforce_queued={q['submitted']} enforce_dropped={q['dropped']}"
@@ -222,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
                             on_event=chain_consumers(printer, view and view.on_event, hub.publish),
                             k8s=enricher, enforcement=enforcement,
                             on_alert=chain_consumers(view and view.on_alert, hub.alert))
-        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages, hooks=cfg.hooks), enricher)
+        sensor = Sensor(pipeline, SensorOptions(ringbuf_pages=cfg.ringbuf_pages, hooks=cfg.hooks,
+                                                   fold_repeats_s=cfg.fold_repeats_s), enricher)
         if enforcement is not None:
             from sensor.enforcement.pod_scopes import feed  # noqa: PLC0415
 
@@ -252,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
             enforcement.open_verdicts(lambda verdict: pipeline(sensor.enrich(verdict)))
         program = sensor.program
         hooks = f", network hooks {program.hooks.hooks}" + (
-            "" if program.packet_hook else " (AF_PACKET sockets by a /proc scan: see netvigil doctor)")
+            "" if program.packet_hook else " (AF_PACKET sockets by a /proc scan: see netvigil doctor)") + (
+            f", repeats folded every {cfg.fold_repeats_s:g}s" if cfg.fold_repeats_s else "")
         logging_setup.notice(f"netvigil {__version__}: sensor running{hooks}"
                              f"{'' if ruleset is None else f', {len(ruleset.rules)} rules'}"
                              f"{'' if not record_dir else f', recording to {record_dir}'}; Ctrl-C stops")

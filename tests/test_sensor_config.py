@@ -23,6 +23,14 @@ def test_sections_are_read(tmp_path) -> None:
     assert cfg.record_dir is None and cfg.alerts == {"sinks": {}}
 
 
+@pytest.mark.parametrize("value, seconds", [("1s", 1.0), ("250ms", 0.25), (0, 0.0), ("0s", 0.0), (60, 60.0)])
+def test_fold_repeats_is_a_period_or_off(tmp_path, value, seconds: float) -> None:
+    f = tmp_path / "nv.yaml"
+    f.write_text(f"sensor:\n  fold_repeats: {value}\n")
+    assert load_config(f).fold_repeats_s == seconds
+    assert load_config(None).fold_repeats_s == 0.0
+
+
 @pytest.mark.parametrize("text, message", [
     ("rules: [\n", ":2:1: invalid YAML"),
     ("- a\n- b\n", "top level must be a mapping"),
@@ -30,6 +38,9 @@ def test_sections_are_read(tmp_path) -> None:
     ("rules:\n  enforce_mode: block\n", "enforce_mode must be 'audit' or 'enforce'"),
     ("record: 3\n", "section 'record' must be a mapping"),
     ("sensor:\n  hooks: kprobes\n", ":2:3: sensor.hooks: expected one of auto, cgroup, syscalls, got 'kprobes'"),
+    ("sensor:\n  fold_repeats: often\n", ":2:3: sensor.fold_repeats: expected a duration like"),
+    ("sensor:\n  fold_repeats: 10ms\n", ":2:3: sensor.fold_repeats: expected 0 (off) or a period from 0.1s to 60s, got '10ms'"),
+    ("sensor:\n  fold_repeats: 2m\n", "sensor.fold_repeats: expected 0 (off) or a period from 0.1s to 60s"),
 ])
 def test_broken_config_names_file_and_problem(tmp_path, text: str, message: str) -> None:
     f = tmp_path / "bad.yaml"

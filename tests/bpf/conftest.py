@@ -50,9 +50,10 @@ class LiveSensor:
 
 
 @contextmanager
-def loaded_sensor(hooks: str) -> Iterator[LiveSensor]:
-    """A sensor on one network hook set, started (programs attached) until the block ends."""
-    live = LiveSensor(SensorOptions(hooks=hooks))
+def loaded_sensor(hooks: str, **options: Any) -> Iterator[LiveSensor]:
+    """A sensor on one network hook set (and other SensorOptions), started (programs
+    attached) until the block ends."""
+    live = LiveSensor(SensorOptions(hooks=hooks, **options))
     live.sensor.start()
     try:
         live.clear()
