@@ -143,7 +143,7 @@ def _status(sensor: Sensor, pipeline: Pipeline, router: Any | None,
     st = sensor.stats()
     line = (f"events={st.events} lost={st.lost} processes={st.processes} "
             f"alerts={pipeline.alerts} decode_errors={st.decode_errors}")
-    if sensor.options.fold_repeats_s:
+    if st.repeats_folded:
         line += f" repeats_folded={st.repeats_folded}"
     if enforcement is not None:
         q = enforcement.queue.stats()
