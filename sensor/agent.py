@@ -13,7 +13,7 @@ from rules.event import Event, stored
 from sensor.bpf_program import DEFAULT_HOOKS, DEFAULT_RINGBUF_PAGES, FOLD_ENTRIES, SensorProgram
 from sensor import cgroups, proc_sockets
 from sensor.boottime import boot_ns, boot_to_wall_offset_ns
-from sensor.container_identity import CgroupResolver, identity_from_proc
+from sensor.container_identity import CgroupResolver, ProcIdentity
 from sensor.decoding import EventDecoder
 from sensor.process_table import ProcessRecord, ProcessTable
 from sensor.procfs import ProcReader, read_boot_id
@@ -64,13 +64,14 @@ class Sensor:
         self.boot_id = read_boot_id()
         self.boot_offset_ns = boot_to_wall_offset_ns()
         mount = cgroups.find_mount()
-        self.cgroups = CgroupResolver(mount)
+        self.cgroups = CgroupResolver(mount, hybrid=bool(cgroups.v1_hierarchies()))
         self.reader = ProcReader(self.boot_id, self.boot_offset_ns, self.options.proc_root,
                                  cgroups.pid_cgroup_id_reader(mount, self.options.proc_root))
         self.table = ProcessTable(self._load,
                                   exited_retention_ns=int(self.options.exited_retention_s * 1e9))
         self.decoder = EventDecoder(self.table, self.boot_id, self.boot_offset_ns, self.cgroups,
                                     self._container_of_pid, self._annotate)
+        self._proc_identity = ProcIdentity(self.options.proc_root)
         self.program: SensorProgram | None = None
         self.enricher: K8sEnricher | None = None
         self._found: queue.SimpleQueue[proc_sockets.PacketSocket] = queue.SimpleQueue()
@@ -110,7 +111,7 @@ class Sensor:
         self.decoder.invalidate_pid(record.pid)
 
     def _container_of_pid(self, pid: int) -> str:
-        return identity_from_proc(pid, self.options.proc_root).container_id
+        return self._proc_identity(pid).container_id
 
     def start(self) -> None:
         """Seed the process table from running processes, then load and attach the programs."""

@@ -59,6 +59,18 @@ def cgroup_id(path: str | Path) -> int:
         raise CgroupError(f"cannot stat cgroup {path}: {exc}") from None
 
 
+def v1_hierarchies(self_cgroup: str = "/proc/self/cgroup") -> list[str]:
+    """The kernel's cgroup v1 hierarchies (controllers or `name=`), empty on a cgroup2-only
+    host: every process is in every hierarchy, so the lines of one /proc/PID/cgroup other
+    than cgroup2's `0::` list them all (the agent's own file works in any mount namespace)."""
+    try:
+        with open(self_cgroup, encoding="utf-8") as fh:
+            return [parts[1] for parts in (line.split(":", 2) for line in fh)
+                    if len(parts) == 3 and parts[0] != "0"]
+    except OSError:
+        return []
+
+
 def _v2_path(pid: int, proc_root: str) -> str | None:
     """The cgroup2 line (`0::PATH`) of /proc/PID/cgroup; None when unreadable or absent."""
     try:

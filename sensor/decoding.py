@@ -150,8 +150,11 @@ class EventDecoder:
         self._peers.clear()
 
     def _container(self, cgroup_id: int, pid: int) -> tuple[str, str | None]:
+        """(container id, pod uid) of an exec: from its cgroup2 id; from /proc when the id is
+        unknown, or names no container on a host with v1 hierarchies too."""
         ident = self.cgroups.identity(cgroup_id)
-        if ident is not None and (ident.container_id != HOST or self._container_of_pid is None):
+        if ident is not None and (ident.container_id != HOST or self._container_of_pid is None
+                                  or not self.cgroups.hybrid):
             return ident.container_id, ident.pod_uid
         if self._container_of_pid is not None:
             return self._container_of_pid(pid), ident.pod_uid if ident else None

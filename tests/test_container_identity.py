@@ -48,3 +48,27 @@ def test_resolver_maps_directory_inodes_to_paths_and_rescans_on_miss(tmp_path) -
     ident = resolver.identity(leaf.stat().st_ino)
     assert ident is not None and ident.container_id == CID[:12] and ident.pod_uid == POD
     assert resolver.path(leaf.stat().st_ino) == f"/kubepods/pod{POD}/{CID}"
+
+
+def test_proc_identity_reads_the_file_each_time_and_caches_the_parse(tmp_path) -> None:
+    from sensor.container_identity import ProcIdentity
+
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "cgroup").write_text("4:memory:/\n0::/\n")
+    ident = ProcIdentity(str(tmp_path))
+    assert ident(42).container_id == "host"
+    # the process moved into a container's v1 cgroup (runc does this before exec)
+    (tmp_path / "42" / "cgroup").write_text(f"4:memory:/docker/{CID}\n0::/\n")
+    assert ident(42).container_id == CID[:12]
+    assert ident(43).container_id == "host"  # vanished process
+
+
+def test_v1_hierarchies_are_listed_from_a_cgroup_file(tmp_path) -> None:
+    from sensor.cgroups import v1_hierarchies
+
+    hybrid = tmp_path / "hybrid"
+    hybrid.write_text("9:name=systemd:/\n4:memory:/x\n0::/\n")
+    pure = tmp_path / "pure"
+    pure.write_text("0::/user.slice\n")
+    assert v1_hierarchies(str(hybrid)) == ["name=systemd", "memory"]
+    assert v1_hierarchies(str(pure)) == []

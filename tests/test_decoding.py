@@ -175,3 +175,23 @@ def test_verdict_events_store_ends_and_derive_the_rest() -> None:
     assert "fd.sip" not in dict.keys(ev)  # stored once, as the remote end
     assert (ev["fd.sip"], ev["fd.sport"], ev["fd.name"]) == \
         ("203.0.113.9", 443, "0.0.0.0:0->203.0.113.9:443")
+
+
+def test_exec_on_a_cgroup2_only_host_takes_the_container_from_the_cgroup_path(tmp_path) -> None:
+    cid = "4f5ddbbdd6a4e1a6e1b2b0c65a5b26ad1e24e1d4e1a6e1b2b0c65a5b26ad1e2a"
+    (tmp_path / "system.slice").mkdir()
+    asked: list[int] = []
+
+    def from_proc(pid: int) -> str:
+        asked.append(pid)
+        return cid[:12]
+
+    for hybrid, expected in ((False, "host"), (True, cid[:12])):
+        resolver = CgroupResolver(str(tmp_path), hybrid=hybrid)
+        table = ProcessTable(None)
+        dec = EventDecoder(table, "b", BOOT_OFFSET, resolver, from_proc)
+        raw = bytearray(exec_record(77, "/bin/true", ["true"]))
+        raw[8:16] = (tmp_path / "system.slice").stat().st_ino.to_bytes(8, "little")
+        ev = decode(dec, bytes(raw))
+        assert ev["container.id"] == expected
+    assert asked == [77]   # /proc asked only on the hybrid host
