@@ -144,9 +144,15 @@ class SegmentDecoder:
                             t = last_t
                         else:
                             t = None
-                        # the common case first: a memoized shape of a process seen before
+                        # the common case first: a memoized shape of a process seen before,
+                        # its event known to match nothing (tested without unpacking st)
                         st = pstate.get((ref << 13) | sid) if ref is not None else None
-                        if st is None:
+                        if st is not None:
+                            k = st[0](vals, t, st[1], st[2])  # advances last_num
+                            if k is REMEMBERED:
+                                n_pre += 1
+                                continue
+                        else:
                             if skip and sid in skip:
                                 delta = skip[sid]
                                 if delta is not None:
@@ -156,12 +162,12 @@ class SegmentDecoder:
                             memo = memos.get(sid) if memos else None
                             if memo is not None:
                                 st = self._pstate(memo, ref, sid, resolve)
-                        if st is not None:
-                            key_of, pk, pid, exec_id, base, memo = st
-                            k = key_of(vals, t, pk, pid)  # advances last_num
-                            if k is REMEMBERED:  # known to match nothing
-                                n_pre += 1
-                                continue
+                                k = st[0](vals, t, st[1], st[2])  # advances last_num
+                                if k is REMEMBERED:  # known to match nothing
+                                    n_pre += 1
+                                    continue
+                        if st is not None:  # a memoized shape, its event's key not known
+                            _, _, pid, exec_id, base, memo = st
                             if memo.delta is not None:
                                 self.last_num -= vals[memo.delta]  # the build advances it
                             if exec_id is None:
