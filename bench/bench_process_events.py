@@ -35,16 +35,14 @@ from rules import DEFAULT_RULES_DIR  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from sensor import cgroups  # noqa: E402
 from sensor.agent import Sensor  # noqa: E402
-from sensor.bpf_layout import EXEC_EVENT, EXIT_EVENT, FORK_EVENT, KINDS  # noqa: E402
+from sensor.bpf_layout import KINDS  # noqa: E402
+from sensor.decoding import EXEC_FIXED as EXEC, EXIT, FORK  # noqa: E402
 from sensor.event_hub import EventHub  # noqa: E402
 from sensor.k8s.enrich import K8sEnricher  # noqa: E402
 from sensor.k8s.runtime import RuntimeMetadata  # noqa: E402
 from sensor.k8s.config import K8sConfig  # noqa: E402
 from sensor.pipeline import Pipeline  # noqa: E402
 
-EXEC = EXEC_EVENT.reader(*(m.path for m in EXEC_EVENT.members if m.path != "args"))
-FORK = FORK_EVENT.struct
-EXIT = EXIT_EVENT.struct
 ARGV = ["/usr/lib/gcc/x86_64-linux-gnu/12/cc1", "-quiet", "-imultiarch", "x86_64-linux-gnu", "u17.c",
         "-quiet", "-dumpdir", "u17.", "-dumpbase", "u17.c", "-dumpbase-ext", ".c", "-mtune=generic",
         "-march=x86-64", "-O0", "-fasynchronous-unwind-tables", "-o", "/tmp/ccXyZ.s"]

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import psutil  # noqa: E402
 from hook_floor import load_floor  # noqa: E402
 
+from rules.units import duration_ns  # noqa: E402
 from sensor.procfs import process_usage  # noqa: E402
 
 PY = sys.executable
@@ -329,7 +330,7 @@ def main() -> None:
     ap.add_argument("--fold", metavar="PERIOD", default="1s",
                     help="also measure the agent with sensor.fold_repeats: PERIOD (default 1s; 0: not)")
     args = ap.parse_args()
-    if args.fold in ("0", "0s"):
+    if not duration_ns(args.fold, allow_zero=True):
         args.fold = None
     missing = [tool for tool in ("nginx", "wrk", "cc", "make", "taskset") if not shutil.which(tool)]
     if missing:

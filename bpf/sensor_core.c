@@ -183,11 +183,6 @@ BPF_HASH(folds, struct nv_fold_key, struct nv_fold, NV_FOLD_ENTRIES);
 BPF_PERCPU_ARRAY(fold_scratch, struct nv_fold, 1);
 #endif
 
-static __always_inline int foldable(u32 op)
-{
-    return op != NV_OP_DUP2 && op != NV_OP_DUP3 && op != NV_OP_SOCKET;
-}
-
 static __always_inline void fold_key(struct nv_fold_key *k, u32 tgid, s32 ret, u32 op, const struct nv_sock *s)
 {
     k->tgid = tgid;
@@ -209,8 +204,8 @@ static __always_inline int fold_repeat(u32 tgid, s32 ret, u32 op, const struct n
                                        struct nv_fold_key *k)
 {
 #ifdef NV_FOLD_ENTRIES
-    if (!foldable(op))
-        return 0;
+    if (op == NV_OP_DUP2 || op == NV_OP_DUP3 || op == NV_OP_SOCKET)
+        return 0;   /* never folded (k stays zero) */
     fold_key(k, tgid, ret, op, s);
     struct nv_fold *f = folds.lookup(k);
     if (!f)
@@ -223,11 +218,12 @@ static __always_inline int fold_repeat(u32 tgid, s32 ret, u32 op, const struct n
 #endif
 }
 
-/* `e` is being sent (k from fold_repeat): later ones like it are counted, not sent */
+/* `e` is being sent (k from fold_repeat, left zero for an event that never folds):
+ * later ones like it are counted, not sent */
 static __always_inline void fold_sent(struct nv_fold_key *k, const struct nv_net_event *e)
 {
 #ifdef NV_FOLD_ENTRIES
-    if (!foldable(e->op))
+    if (!k->op)
         return;
     int zero = 0;
     struct nv_fold *f = fold_scratch.lookup(&zero);

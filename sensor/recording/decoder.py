@@ -144,15 +144,9 @@ class SegmentDecoder:
                             t = last_t
                         else:
                             t = None
-                        # the common case first: a memoized shape of a process seen before,
-                        # its event known to match nothing (tested without unpacking st)
+                        # the common case first: a memoized shape of a process seen before
                         st = pstate.get((ref << 13) | sid) if ref is not None else None
-                        if st is not None:
-                            k = st[0](vals, t, st[1], st[2])  # advances last_num
-                            if k is REMEMBERED:
-                                n_pre += 1
-                                continue
-                        else:
+                        if st is None:
                             if skip and sid in skip:
                                 delta = skip[sid]
                                 if delta is not None:
@@ -162,11 +156,12 @@ class SegmentDecoder:
                             memo = memos.get(sid) if memos else None
                             if memo is not None:
                                 st = self._pstate(memo, ref, sid, resolve)
-                                k = st[0](vals, t, st[1], st[2])  # advances last_num
-                                if k is REMEMBERED:  # known to match nothing
-                                    n_pre += 1
-                                    continue
-                        if st is not None:  # a memoized shape, its event's key not known
+                        if st is not None:
+                            # its key, tested without unpacking st (advances last_num)
+                            k = st[0](vals, t, st[1], st[2])
+                            if k is REMEMBERED:  # known to match nothing
+                                n_pre += 1
+                                continue
                             _, _, pid, exec_id, base, memo = st
                             if memo.delta is not None:
                                 self.last_num -= vals[memo.delta]  # the build advances it
