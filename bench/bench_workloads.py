@@ -23,7 +23,8 @@ benchmark), no recording, output to /dev/null.
 
 Run: .venv/bin/python bench/bench_workloads.py [--quick] [--only http|churn|exec] [--rounds N]
      [--hooks syscalls|cgroup] [--fold PERIOD]
-(each hook set is also measured with `sensor.fold_repeats: 1s`, or --fold PERIOD; --fold 0: not)
+(the agent runs with its default sensor.fold_repeats (1s); each hook set is also measured
+with `sensor.fold_repeats: 0`, every event sent, or --fold PERIOD; --fold none: not)
 (as root; needs nginx-light, wrk and gcc, which scripts/bootstrap.sh installs)
 """
 from __future__ import annotations
@@ -94,8 +95,8 @@ class AgentRounds:
 
 @dataclass
 class HookSetRounds:
-    """One network hook set's rounds: its floor, the agent on it (and, with --fold, the
-    agent folding repeats), what the agent did."""
+    """One network hook set's rounds: its floor, the agent on it as deployed (and, with
+    --fold, the agent with that fold period), what the agent did."""
 
     floor: list[Rate] = field(default_factory=list)
     agent: AgentRounds = field(default_factory=AgentRounds)
@@ -110,7 +111,7 @@ class Workload:
     unit: str
     without: list[Rate] = field(default_factory=list)
     hook_sets: dict[str, HookSetRounds] = field(default_factory=dict)
-    fold: str | None = None   # the fold period of the folding agent's rounds (--fold)
+    fold: str | None = None   # sensor.fold_repeats of the variant agent's rounds (--fold)
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -205,9 +206,11 @@ class Agent:
     network hook set (`sensor.hooks`, through a config file of its own)."""
 
     def __init__(self, hooks: str, workdir: Path, fold: str | None = None) -> None:
+        """`fold`: sensor.fold_repeats (None: the agent's default)."""
         self.proc: subprocess.Popen[str] | None = None
-        self.config = workdir / f"netvigil-{hooks}{'-fold' if fold else ''}.yaml"
-        self.config.write_text(f"sensor:\n  hooks: {hooks}\n" + (f"  fold_repeats: {fold}\n" if fold else ""))
+        self.config = workdir / f"netvigil-{hooks}{'' if fold is None else '-fold'}.yaml"
+        self.config.write_text(f"sensor:\n  hooks: {hooks}\n"
+                               + ("" if fold is None else f"  fold_repeats: {fold}\n"))
 
     def __enter__(self) -> Agent:
         self.proc = subprocess.Popen(
@@ -257,7 +260,7 @@ def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, on
             floor.cleanup()
 
     def agent_on(hooks: str, folding: str | None = None) -> None:
-        done = work.hook_sets[hooks].folded if folding else work.hook_sets[hooks].agent
+        done = work.hook_sets[hooks].agent if folding is None else work.hook_sets[hooks].folded
         with Agent(hooks, workdir, folding) as agent:
             cpu0, t0 = agent.cpu_seconds(), time.perf_counter()
             rate = once()
@@ -272,7 +275,7 @@ def measure(work: Workload, rounds: int, hook_sets: list[str], workdir: Path, on
     steps: list[Callable[[], None]] = [without]
     for hooks in hook_sets:
         steps += [lambda h=hooks: floor_of(h), lambda h=hooks: agent_on(h)]
-        if fold:
+        if fold is not None:
             steps.append(lambda h=hooks: agent_on(h, fold))
     for i in range(rounds):
         # the VM's speed drifts for seconds at a time: every other round runs backwards,
@@ -312,7 +315,8 @@ def report(work: Workload) -> None:
         agent_lines(done.agent, done.floor, "    ")
         if done.folded.rates:
             folded = med(r[0] for r in done.folded.rates)
-            print(f"    with sensor.fold_repeats {work.fold}: {fmt.format(folded)}")
+            every = " (every event sent)" if not duration_ns(work.fold or "0", allow_zero=True) else ""
+            print(f"    with sensor.fold_repeats {work.fold}{every}: {fmt.format(folded)}")
             agent_lines(done.folded, done.floor, "      ")
 
 
@@ -327,11 +331,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5, quick 1)")
     ap.add_argument("--hooks", choices=HOOK_SETS, action="append",
                     help="network hook set to measure (repeatable; default: syscalls and cgroup)")
-    ap.add_argument("--fold", metavar="PERIOD", default="1s",
-                    help="also measure the agent with sensor.fold_repeats: PERIOD (default 1s; 0: not)")
+    ap.add_argument("--fold", metavar="PERIOD", default="0",
+                    help="also measure the agent with sensor.fold_repeats: PERIOD (default 0: every "
+                         "event sent, against the agent's default 1s; none: not)")
     args = ap.parse_args()
-    if not duration_ns(args.fold, allow_zero=True):
+    if args.fold == "none":
         args.fold = None
+    else:
+        duration_ns(args.fold, allow_zero=True)   # a bad period stops here, not in a round
     missing = [tool for tool in ("nginx", "wrk", "cc", "make", "taskset") if not shutil.which(tool)]
     if missing:
         sys.exit(f"bench_workloads: missing {', '.join(missing)} (run scripts/bootstrap.sh)")

@@ -33,6 +33,9 @@ KNOWN_SECTIONS = ("sensor", "rules", "alerts", "record", "enforce", "kubernetes"
                   "log", "reload")
 SENSOR_KEYS = ("ringbuf_pages", "hooks", "fold_repeats")
 FOLD_PERIOD_RANGE_S = (0.1, 60.0)  # sensor.fold_repeats, when not 0
+DEFAULT_FOLD_REPEATS_S = 1.0
+"""sensor.fold_repeats by default: repeats of a network event folded into one summary per
+second (as Cilium's monitor aggregation is on by default); 0 sends every event."""
 RULES_KEYS = ("paths", "skip_unsupported", "enforce_mode")
 DEFAULT_CONFIG = Path("/etc/netvigil/netvigil.yaml")
 CONFIG_ENV = "NETVIGIL_CONFIG"
@@ -50,7 +53,7 @@ class AgentConfig:
     enforce_mode: str | None = None
     ringbuf_pages: int = 2048
     hooks: str = DEFAULT_HOOKS
-    fold_repeats_s: float = 0.0
+    fold_repeats_s: float = DEFAULT_FOLD_REPEATS_S
     record: RecordConfig = field(default_factory=RecordConfig)
     alerts: dict[str, Any] = field(default_factory=dict)
     enforce: dict[str, Any] = field(default_factory=dict)

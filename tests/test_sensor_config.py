@@ -28,7 +28,7 @@ def test_fold_repeats_is_a_period_or_off(tmp_path, value, seconds: float) -> Non
     f = tmp_path / "nv.yaml"
     f.write_text(f"sensor:\n  fold_repeats: {value}\n")
     assert load_config(f).fold_repeats_s == seconds
-    assert load_config(None).fold_repeats_s == 0.0
+    assert load_config(None).fold_repeats_s == 1.0   # on by default
 
 
 @pytest.mark.parametrize("text, message", [

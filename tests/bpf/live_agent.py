@@ -116,6 +116,9 @@ class LiveAgent:
             "log": {"level": "info"},
             "api": {"reader_queue": 1024},
             "kubernetes": {"enabled": False, "runtime_prefix": str(self.node_prefix)},
+            # every connect its own event: these tests count them (the default, folding
+            # repeats every second, has its tests in test_fold_repeats.py)
+            "sensor": {"fold_repeats": 0},
         }
         cfg.update(extra)
         return json.dumps(cfg)

@@ -192,10 +192,10 @@ for _ in range(20):
 
 
 def test_the_agent_folds_alerts_on_and_records_the_summary(tmp_path: Path) -> None:
-    """`netvigil run` with sensor.fold_repeats: the flood's summary alerts live, is in the
-    recording, and replays to the same alert."""
+    """`netvigil run` as configured by default (sensor.fold_repeats 1s): the flood's
+    summary alerts live, is in the recording, and replays to the same alert."""
     config, rules, record = tmp_path / "nv.yaml", tmp_path / "flood.yaml", tmp_path / "rec"
-    config.write_text("sensor:\n  fold_repeats: 1s\n")
+    config.write_text("sensor: {}\n")   # the default fold period
     rules.write_text(FLOOD_RULE)
     agent = subprocess.Popen(
         [NETVIGIL, "run", "--config", str(config), "--rules", str(rules), "--json", "--no-enforce",
@@ -228,3 +228,36 @@ def test_the_agent_folds_alerts_on_and_records_the_summary(tmp_path: Path) -> No
     fields = {k: v for k, v in live["output_fields"].items() if k != "netvigil.alert_id"}
     assert {k: v for k, v in replayed["output_fields"].items() if k != "netvigil.alert_id"} == fields
     assert replayed["time"] == live["time"]
+
+
+def test_fold_repeats_0_sends_every_event(tmp_path: Path) -> None:
+    """`sensor.fold_repeats: 0`: nothing is folded, each of the flood's connects alerts."""
+    config, rules = tmp_path / "nv.yaml", tmp_path / "each.yaml"
+    config.write_text("sensor:\n  fold_repeats: 0\n")
+    (port,) = _closed_ports(1)
+    rules.write_text(f"""
+- rule: Each connect
+  desc: every connect to the test's closed port
+  condition: evt.type = connect and fd.rport = {port}
+  output: "%proc.name connected to %fd.rip:%fd.rport"
+  priority: NOTICE
+""")
+    agent = subprocess.Popen(
+        [NETVIGIL, "run", "--config", str(config), "--rules", str(rules), "--json", "--no-enforce",
+         "--no-record", "--duration", "60", "--alert-set", "noise.aggregate.enabled=false",
+         "--alert-set", "noise.rate_limit.enabled=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert agent.stderr is not None
+        banner = agent.stderr.readline()
+        assert "sensor running" in banner and "repeats folded" not in banner, banner
+        subprocess.run([sys.executable, "-c", FLOOD, str(port)], check=True, timeout=30)
+        time.sleep(1.5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    alerts = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    each = [a for a in alerts if a["rule"] == "Each connect"]
+    assert len(each) == 20 and not any("evt.repeats" in a["output_fields"] for a in each)
+    assert "repeats_folded" not in err, err[-2000:]
