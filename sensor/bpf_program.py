@@ -322,6 +322,18 @@ def release_compiler_pages(smaps_file: str = "/proc/self/smaps") -> int:
     return released
 
 
+def release_free_heap() -> bool:
+    """Hand the malloc heap's free pages back to the kernel (glibc's malloc_trim): what
+    compiling freed stays resident otherwise, about 45 MB here. False where the C
+    library has no malloc_trim (musl)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim(0)
+    return True
+
+
 class SensorProgram:
     """Compiled and attached tracepoint programs plus their ring buffer.
 
@@ -390,6 +402,7 @@ class SensorProgram:
             self._folds = self.bpf[b"folds"] if self.fold_entries else None
             self.bpf.free_bcc_memory()  # the compiler's heap is not needed once loaded
             release_compiler_pages()
+            release_free_heap()
         except BaseException as exc:
             reader = self.__dict__.pop("reader", None)
             if reader is not None:
