@@ -8,7 +8,7 @@ import sys
 # blocks (below glibc's mmap threshold, so they come from the heap), free all but the
 # last (which pins the heap's top, as the agent's live objects do), then trim.
 CHILD = """
-import ctypes, sys
+import ctypes
 from sensor.bpf_program import release_free_heap
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
