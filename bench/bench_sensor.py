@@ -1,11 +1,11 @@
 """Sensor benchmark: figures a user cares about, each against a baseline from the same run.
 
-- workload overhead: connect/accept/close loop rate on loopback with the sensor running
-  (with the agent's default sensor.fold_repeats, and with --fold SECONDS), over the rate
-  without it, per wall-clock second and per CPU-second of the loop (the latter is robust
-  to other load on the machine); the floor: the same ratio with EMPTY programs on the
-  sensor's hooks, i.e. what attaching anything to those hooks costs before our programs
-  do any work; and with / floor (target >= 0.97);
+- workload overhead: connect/accept/close loop rate on loopback (pinned to one CPU) in
+  interleaved rounds without the sensor, with EMPTY programs on the sensor's hooks (the
+  floor: what attaching anything to those hooks costs before our programs do any work),
+  with the sensor (the agent's default sensor.fold_repeats) and with --fold SECONDS;
+  medians of each round's ratio, per wall-clock second and per CPU-second of the loop
+  (the latter is robust to other load on the machine); target: with / floor >= 0.97;
 - pipeline capacity: events/s decoded, enriched and handed to a consumer, draining a
   pre-filled ring buffer with zero lost, over the drain limit of BCC's ring buffer in
   Python (same records, a callback that does nothing) (targets: >= 150,000 events/s and
@@ -14,7 +14,7 @@
 - agent memory (RSS steady, and peak during start) and time from start to first event
   of `netvigil run` (targets: steady <= 150 MB, start <= 5 s).
 
-Run: .venv/bin/python bench/bench_sensor.py [--quick] [--only workload|pipeline|agent] [--fold SECONDS]   (as root)
+Run: .venv/bin/python bench/bench_sensor.py [--quick] [--only workload|pipeline|agent] [--fold SECONDS] [--rounds N]   (as root)
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,60 +65,74 @@ for i in range(n):
 """
 
 
-def loop_rate(seconds: float) -> tuple[float, float]:
+LOOP_CPU = max(os.sched_getaffinity(0))
+"""The loop runs pinned to this CPU (the last one allowed), so every round runs it alike."""
+Rate = tuple[float, float]   # (iterations per wall-clock second, per CPU-second of the loop)
+
+
+def loop_rate(seconds: float) -> Rate:
     """(iterations per wall-clock second, iterations per CPU-second of the loop process)."""
-    out = subprocess.run([PY, "-c", LOOP, str(seconds)], capture_output=True, text=True, check=True)
+    out = subprocess.run([PY, "-c", LOOP, str(seconds)], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {LOOP_CPU}))
     wall, cpu = out.stdout.split()
     return float(wall), float(cpu)
 
 
-def _ratios(without: list[tuple[float, float]], with_: list[tuple[float, float]]) -> tuple[float, float, float, float]:
-    """(median wall rate without, with, wall ratio, CPU-second ratio)."""
-    base, sensed = statistics.median(w for w, _ in without), statistics.median(w for w, _ in with_)
-    cpu_ratio = statistics.median(c for _, c in with_) / statistics.median(c for _, c in without)
-    return base, sensed, sensed / base, cpu_ratio
+@contextmanager
+def floor_loaded() -> Iterator[None]:
+    """Empty programs on every hook the sensor uses (bench/hook_floor.py), detached after."""
+    floor = load_floor()
+    try:
+        yield
+    finally:
+        floor.cleanup()
 
 
-def hook_floor(seconds: float, rounds: int) -> float:
-    """CPU-second ratio of the loop with empty programs on every tracepoint the sensor uses."""
-    without, with_ = [], []
-    for _ in range(rounds):
-        without.append(loop_rate(seconds))
-        bpf = load_floor()
-        try:
-            with_.append(loop_rate(seconds))
-        finally:
-            bpf.cleanup()
-    return _ratios(without, with_)[3]
+@contextmanager
+def sensor_running(fold_s: float) -> Iterator[None]:
+    """The sensor (folding repeats every `fold_s`; 0: every event sent), its ring buffer
+    drained by a thread as the agent's poll loop does; detached (not merely idle) after."""
+    sensor = Sensor(lambda _e: None, SensorOptions(fold_repeats_s=fold_s))
+    sensor.start()
+    stop = threading.Event()
 
+    def pump() -> None:
+        while not stop.is_set():
+            sensor.poll(50)
 
-def workload_overhead(seconds: float, rounds: int,
-                      fold_s: float = DEFAULT_FOLD_REPEATS_S) -> tuple[float, float, float, float]:
-    """(wall rate without, wall rate with, wall ratio, CPU-second ratio): alternating
-    rounds, medians. The sensor (folding repeats every `fold_s`, the agent's default
-    sensor.fold_repeats unless told; 0: every event sent) is detached
-    (not merely idle) for the rounds without it."""
-    without, with_sensor = [], []
-    for _ in range(rounds):
-        without.append(loop_rate(seconds))
-        sensor = Sensor(lambda _e: None, SensorOptions(fold_repeats_s=fold_s))
-        sensor.start()
-        stop = threading.Event()
-
-        def pump(s: Sensor = sensor) -> None:
-            while not stop.is_set():
-                s.poll(50)
-
-        t = threading.Thread(target=pump, daemon=True)
-        t.start()
-        with_sensor.append(loop_rate(seconds))
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
         stop.set()
         t.join()
         lost = sensor.stats().lost
         sensor.close()
         if lost:
             print(f"  (lost {lost} events during the loop)")
-    return _ratios(without, with_sensor)
+
+
+def workload_rounds(seconds: float, rounds: int, variant_fold: float | None) -> dict[str, list[Rate]]:
+    """The loop's rates per condition, one per round: without, the hook floor, the sensor
+    with the agent's default sensor.fold_repeats and (unless None) with `variant_fold`;
+    interleaved, every other round in reverse order (this VM's speed drifts)."""
+    conditions: dict[str, Callable[[], AbstractContextManager[None]]] = {
+        "without": nullcontext, "floor": floor_loaded,
+        "sensor": lambda: sensor_running(DEFAULT_FOLD_REPEATS_S)}
+    if variant_fold is not None:
+        conditions["variant"] = lambda: sensor_running(variant_fold)
+    rates: dict[str, list[Rate]] = {name: [] for name in conditions}
+    for i in range(rounds):
+        for name in (list(conditions) if i % 2 == 0 else list(conditions)[::-1]):
+            with conditions[name]():
+                rates[name].append(loop_rate(seconds))
+    return rates
+
+
+def round_ratio(a: list[Rate], b: list[Rate], part: int) -> float:
+    """The median over rounds of each round's a / b (part 0: wall-clock, 1: CPU-second)."""
+    return statistics.median(x[part] / y[part] for x, y in zip(a, b))
 
 
 def _burst(count: int) -> None:
@@ -253,25 +268,30 @@ def main() -> None:
                     help="workload: also measure the sensor with sensor.fold_repeats of SECONDS "
                          "(default 0: every event sent, against the agent's default "
                          f"{DEFAULT_FOLD_REPEATS_S:g}s; -1: not)")
+    ap.add_argument("--rounds", type=int, default=7, metavar="N",
+                    help="workload: interleaved rounds of each condition (default 7)")
     args = ap.parse_args()
     parts = set(args.only or PARTS)
     seconds, rounds, burst, footprint = (1.0, 1, 50_000, 6.0) if args.quick else (3.0, 3, 400_000, 12.0)
+    loop_rounds = 1 if args.quick else args.rounds
     print("netvigil sensor benchmark" + (" (quick)" if args.quick else ""))
     if "workload" in parts:
-        base, sensed, ratio, cpu_ratio = workload_overhead(seconds, rounds)
-        floor = hook_floor(seconds, rounds)
-        print(f"workload overhead: connect/accept/close loop {base:,.0f}/s without, {sensed:,.0f}/s with sensor"
-              f" (sensor.fold_repeats {DEFAULT_FOLD_REPEATS_S:g}s, the default) -> ratio {ratio:.3f} per"
-              f" wall-clock second, {cpu_ratio:.3f} per CPU-second; with / floor {cpu_ratio / floor:.3f}"
-              " per CPU-second (target >= 0.97)")
-        print(f"  hook floor: empty programs on the same hooks -> ratio {floor:.3f} per CPU-second"
-              " (the most any sensor on these hooks can reach here)")
-        if args.fold >= 0:
-            base, sensed, ratio, cpu_ratio = workload_overhead(seconds, rounds, args.fold)
-            every = " (every event sent)" if not args.fold else ""
-            print(f"  with sensor.fold_repeats {args.fold:g}s{every}: {base:,.0f}/s without, {sensed:,.0f}/s with sensor"
-                  f" -> ratio {ratio:.3f} per wall-clock second, {cpu_ratio:.3f} per CPU-second;"
-                  f" with / floor {cpu_ratio / floor:.3f}")
+        rates = workload_rounds(seconds, loop_rounds, args.fold if args.fold >= 0 else None)
+        without = statistics.median(w for w, _ in rates["without"])
+        print(f"workload overhead: connect/accept/close loop on CPU {LOOP_CPU}, {loop_rounds} interleaved rounds"
+              f" of {seconds:g} s, {without:,.0f}/s without; medians of each round's ratio"
+              " (wall-clock / per CPU-second of the loop):")
+        print(f"  hook floor (empty programs on the sensor's hooks) / without:"
+              f" {round_ratio(rates['floor'], rates['without'], 0):.3f} / {round_ratio(rates['floor'], rates['without'], 1):.3f}")
+        labels = {"sensor": f"sensor.fold_repeats {DEFAULT_FOLD_REPEATS_S:g}s (the default)",
+                  "variant": f"sensor.fold_repeats {args.fold:g}s" + (" (every event sent)" if not args.fold else "")}
+        for name in ("sensor", "variant"):
+            if name in rates:
+                mine = rates[name]
+                print(f"  {labels[name]}: with / without {round_ratio(mine, rates['without'], 0):.3f}"
+                      f" / {round_ratio(mine, rates['without'], 1):.3f};"
+                      f" with / floor {round_ratio(mine, rates['floor'], 0):.3f}"
+                      f" / {round_ratio(mine, rates['floor'], 1):.3f} (target >= 0.97)")
     if "pipeline" in parts:
         cap = pipeline_capacity(burst, rounds)
         print(f"pipeline capacity: {cap.full:,.0f} events/s decoded+enriched+consumed"
