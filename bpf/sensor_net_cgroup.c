@@ -51,6 +51,20 @@
 #define NV_NR_LISTEN 50
 #define NV_NR_SENDMMSG 307
 
+#ifdef NV_OFF_TASK_STACK
+/* The span of pt_regs from the lowest to the end of the highest of orig_ax, di, si
+ * (x86-64: si, di, orig_ax are adjacent, 24 bytes): read at once when it is small and
+ * 8-byte aligned, else one read per register. */
+#define NV_MIN2(a, b) ((a) < (b) ? (a) : (b))
+#define NV_MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define NV_REGS_LO NV_MIN2(NV_OFF_REGS_ORIG_AX, NV_MIN2(NV_OFF_REGS_DI, NV_OFF_REGS_SI))
+#define NV_REGS_HI (NV_MAX2(NV_OFF_REGS_ORIG_AX, NV_MAX2(NV_OFF_REGS_DI, NV_OFF_REGS_SI)) + 8)
+#if NV_REGS_HI - NV_REGS_LO <= 64 && NV_REGS_LO % 8 == 0 && NV_OFF_REGS_ORIG_AX % 8 == 0 && \
+    NV_OFF_REGS_DI % 8 == 0 && NV_OFF_REGS_SI % 8 == 0
+#define NV_REGS_BLOCK (NV_REGS_HI - NV_REGS_LO)
+#endif
+#endif
+
 /* The current syscall's number and first two arguments, from the user registers saved
  * at the top of the task's kernel stack (THREAD_SIZE 16 or 32 KiB, 0 or 16 bytes of
  * padding: each candidate is checked against the syscall number it must hold). Returns
@@ -67,12 +81,24 @@ static __always_inline u64 syscall_args(u64 want_a, u64 want_b, u64 *a0, u64 *a1
     for (int i = 0; i < 4; i++) {
         u64 regs = stack + tops[i] - NV_SIZE_PT_REGS;
         u64 nr = 0;
+#ifdef NV_REGS_BLOCK
+        /* orig_ax, di and si in one read of the block of pt_regs that holds them */
+        u64 blk[NV_REGS_BLOCK / 8];
+        if (bpf_probe_read_kernel(blk, sizeof(blk), (void *)(regs + NV_REGS_LO)))
+            continue;
+        __builtin_memcpy(&nr, (u8 *)blk + (NV_OFF_REGS_ORIG_AX - NV_REGS_LO), sizeof(nr));
+        if (nr != want_a && nr != want_b)
+            continue;
+        __builtin_memcpy(a0, (u8 *)blk + (NV_OFF_REGS_DI - NV_REGS_LO), sizeof(*a0));
+        __builtin_memcpy(a1, (u8 *)blk + (NV_OFF_REGS_SI - NV_REGS_LO), sizeof(*a1));
+#else
         if (NV_KREAD(nr, regs, NV_OFF_REGS_ORIG_AX))
             continue;
         if (nr != want_a && nr != want_b)
             continue;
         NV_KREAD(*a0, regs, NV_OFF_REGS_DI);
         NV_KREAD(*a1, regs, NV_OFF_REGS_SI);
+#endif
         return nr;
     }
 #endif
@@ -168,6 +194,32 @@ static __always_inline u64 sk_number(struct bpf_sock *bsk)
     return *(volatile u64 *)slot;
 }
 
+/* 1 when the socket's file is O_NONBLOCK (0 when unknown): sk->sk_socket->file->f_flags,
+ * by loads from the kernel's typed TCP socket pointer (bpf_skc_to_tcp_sock: no probe
+ * read), else (not a TCP socket, e.g. MPTCP) by three probe reads */
+static __always_inline u32 sock_nonblock(struct bpf_sock *bsk, u64 sk)
+{
+#ifndef NV_NO_BTF
+    char *tp = (char *)bpf_skc_to_tcp_sock(bsk);
+    if (tp) {
+        char *sock = *(char **)(tp + NV_OFF_SK_SOCKET);
+        if (!sock)
+            return 0;
+        char *file = *(char **)(sock + NV_OFF_SOCKET_FILE);
+        if (!file)
+            return 0;
+        u32 flags = *(u32 *)(file + NV_OFF_FILE_F_FLAGS);
+        return (flags & NV_O_NONBLOCK) ? 1 : 0;
+    }
+#endif
+    u64 sock = 0, file = 0;
+    u32 flags = 0;
+    if (!NV_KREAD(sock, sk, NV_OFF_SK_SOCKET) && sock && !NV_KREAD(file, sock, NV_OFF_SOCKET_FILE) && file &&
+        !NV_KREAD(flags, file, NV_OFF_FILE_F_FLAGS))
+        return (flags & NV_O_NONBLOCK) ? 1 : 0;
+    return 0;
+}
+
 static __always_inline int connect_hook(struct bpf_sock_addr *ctx, int v6)
 {
     u64 now = bpf_ktime_get_boot_ns();
@@ -188,11 +240,7 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, int v6)
     u64 sk = bsk ? sk_number(bsk) : 0;
     if (!sk)
         return 1;
-    u64 sock = 0, file = 0;
-    u32 flags = 0;
-    if (!NV_KREAD(sock, sk, NV_OFF_SK_SOCKET) && sock && !NV_KREAD(file, sock, NV_OFF_SOCKET_FILE) && file &&
-        !NV_KREAD(flags, file, NV_OFF_FILE_F_FLAGS))
-        o.nonblock = (flags & NV_O_NONBLOCK) ? 1 : 0;
+    o.nonblock = sock_nonblock(bsk, sk);
     fill_header(&o.h, NV_NET, now);
     owners.update(&sk, &o);
     return 1;   /* never a verdict: enforcement's own programs decide */
@@ -349,23 +397,24 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     if (oldstate == NV_TCP_SYN_SENT) {
         /* the outcome of an active open, in whatever context: for the owner */
-        struct nv_owner *found = owners.lookup(&sk);
-        if (!found)
+        struct nv_owner *o = owners.lookup(&sk);
+        if (!o)
             return 0;
-        struct nv_owner o = {};
-        __builtin_memcpy(&o, found, sizeof(o));
-        owners.delete(&sk);
         s32 result = 0;
         if (newstate != NV_TCP_ESTABLISHED) {
             s32 err = 0;
             NV_KREAD(err, sk, NV_OFF_SK_ERR);
-            if (err <= 0)
+            if (err <= 0) {
+                owners.delete(&sk);
                 return 0;   /* closed by its owner before any outcome */
+            }
             result = -err;
         }
-        o.s.lport = args->sport;
-        emit_sock(&o.h, result, o.fd, o.nonblock ? NV_OP_CONNECT_RESULT : NV_OP_CONNECT, 0, &o.s,
+        /* emitted from the map value (no copy of the owner), forgotten after */
+        o->s.lport = args->sport;
+        emit_sock(&o->h, result, o->fd, o->nonblock ? NV_OP_CONNECT_RESULT : NV_OP_CONNECT, 0, &o->s,
                   bpf_ktime_get_boot_ns());
+        owners.delete(&sk);
         return 0;
     }
     if (newstate == NV_TCP_LISTEN) {
