@@ -111,7 +111,7 @@ class Workload:
     unit: str
     without: list[Rate] = field(default_factory=list)
     hook_sets: dict[str, HookSetRounds] = field(default_factory=dict)
-    fold: str | None = None   # sensor.fold_repeats of the variant agent's rounds (--fold)
+    fold: str = ""   # how the variant agent's rounds are named (--fold)
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -315,8 +315,7 @@ def report(work: Workload) -> None:
         agent_lines(done.agent, done.floor, "    ")
         if done.folded.rates:
             folded = med(r[0] for r in done.folded.rates)
-            every = " (every event sent)" if not duration_ns(work.fold or "0", allow_zero=True) else ""
-            print(f"    with sensor.fold_repeats {work.fold}{every}: {fmt.format(folded)}")
+            print(f"    with {work.fold}: {fmt.format(folded)}")
             agent_lines(done.folded, done.floor, "      ")
 
 
@@ -336,9 +335,10 @@ def main() -> None:
                          "event sent, against the agent's default 1s; none: not)")
     args = ap.parse_args()
     if args.fold == "none":
-        args.fold = None
-    else:
-        duration_ns(args.fold, allow_zero=True)   # a bad period stops here, not in a round
+        args.fold, variant = None, ""
+    else:   # a bad period stops here, not in a round
+        every = "" if duration_ns(args.fold, allow_zero=True) else " (every event sent)"
+        variant = f"sensor.fold_repeats {args.fold}{every}"
     missing = [tool for tool in ("nginx", "wrk", "cc", "make", "taskset") if not shutil.which(tool)]
     if missing:
         sys.exit(f"bench_workloads: missing {', '.join(missing)} (run scripts/bootstrap.sh)")
@@ -356,14 +356,14 @@ def main() -> None:
                     if name not in parts:
                         continue
                     label = "keep-alive HTTP" if not close else "connection churn (Connection: close)"
-                    work = Workload(label, "requests/s", fold=args.fold)
+                    work = Workload(label, "requests/s", fold=variant)
                     measure(work, rounds, hook_sets, workdir, lambda c=close: wrk_rate(port, pid, seconds, c),
                             lambda rate: rate * seconds, args.fold)
                     report(work)
         if "exec" in parts:
             proj = make_project(workdir, files)
             build_rate(proj)  # warm the page cache
-            work = Workload(f"exec storm (make -j2, {files} files)", "builds/s", fold=args.fold)
+            work = Workload(f"exec storm (make -j2, {files} files)", "builds/s", fold=variant)
             measure(work, rounds, hook_sets, workdir, lambda: build_rate(proj), lambda _rate: 1.0, args.fold)
             report(work)
 

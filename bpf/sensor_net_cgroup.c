@@ -51,20 +51,6 @@
 #define NV_NR_LISTEN 50
 #define NV_NR_SENDMMSG 307
 
-#ifdef NV_OFF_TASK_STACK
-/* The span of pt_regs from the lowest to the end of the highest of orig_ax, di, si
- * (x86-64: si, di, orig_ax are adjacent, 24 bytes): read at once when it is small and
- * 8-byte aligned, else one read per register. */
-#define NV_MIN2(a, b) ((a) < (b) ? (a) : (b))
-#define NV_MAX2(a, b) ((a) > (b) ? (a) : (b))
-#define NV_REGS_LO NV_MIN2(NV_OFF_REGS_ORIG_AX, NV_MIN2(NV_OFF_REGS_DI, NV_OFF_REGS_SI))
-#define NV_REGS_HI (NV_MAX2(NV_OFF_REGS_ORIG_AX, NV_MAX2(NV_OFF_REGS_DI, NV_OFF_REGS_SI)) + 8)
-#if NV_REGS_HI - NV_REGS_LO <= 64 && NV_REGS_LO % 8 == 0 && NV_OFF_REGS_ORIG_AX % 8 == 0 && \
-    NV_OFF_REGS_DI % 8 == 0 && NV_OFF_REGS_SI % 8 == 0
-#define NV_REGS_BLOCK (NV_REGS_HI - NV_REGS_LO)
-#endif
-#endif
-
 /* The current syscall's number and first two arguments, from the user registers saved
  * at the top of the task's kernel stack (THREAD_SIZE 16 or 32 KiB, 0 or 16 bytes of
  * padding: each candidate is checked against the syscall number it must hold). Returns
@@ -81,8 +67,8 @@ static __always_inline u64 syscall_args(u64 want_a, u64 want_b, u64 *a0, u64 *a1
     for (int i = 0; i < 4; i++) {
         u64 regs = stack + tops[i] - NV_SIZE_PT_REGS;
         u64 nr = 0;
-#ifdef NV_REGS_BLOCK
-        /* orig_ax, di and si in one read of the block of pt_regs that holds them */
+        /* orig_ax, di and si in one read of the block of pt_regs that holds them
+         * (NV_REGS_LO/NV_REGS_BLOCK: sensor/bpf_program.py regs_block) */
         u64 blk[NV_REGS_BLOCK / 8];
         if (bpf_probe_read_kernel(blk, sizeof(blk), (void *)(regs + NV_REGS_LO)))
             continue;
@@ -91,14 +77,6 @@ static __always_inline u64 syscall_args(u64 want_a, u64 want_b, u64 *a0, u64 *a1
             continue;
         __builtin_memcpy(a0, (u8 *)blk + (NV_OFF_REGS_DI - NV_REGS_LO), sizeof(*a0));
         __builtin_memcpy(a1, (u8 *)blk + (NV_OFF_REGS_SI - NV_REGS_LO), sizeof(*a1));
-#else
-        if (NV_KREAD(nr, regs, NV_OFF_REGS_ORIG_AX))
-            continue;
-        if (nr != want_a && nr != want_b)
-            continue;
-        NV_KREAD(*a0, regs, NV_OFF_REGS_DI);
-        NV_KREAD(*a1, regs, NV_OFF_REGS_SI);
-#endif
         return nr;
     }
 #endif

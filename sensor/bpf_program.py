@@ -119,14 +119,32 @@ def kernel_offsets(use_btf: bool, btf_file: str = KERNEL_BTF) -> dict[str, int]:
 
 
 def net_offsets(btf_file: str = KERNEL_BTF) -> dict[str, int]:
-    """NET_BTF_OFFSETS (and on x86-64 SYSCALL_REGS_OFFSETS with NV_SIZE_PT_REGS) resolved
-    on the running kernel; BtfError when one is missing."""
+    """NET_BTF_OFFSETS (and on x86-64 SYSCALL_REGS_OFFSETS with NV_SIZE_PT_REGS and the
+    block of pt_regs holding the three registers, see regs_block) resolved on the running
+    kernel; BtfError when one is missing."""
     btf = KernelBtf.from_kernel(Path(btf_file))
     offsets = _resolve(btf, NET_BTF_OFFSETS)
     if os.uname().machine == "x86_64":
-        offsets |= _resolve(btf, SYSCALL_REGS_OFFSETS)
-        offsets["NV_SIZE_PT_REGS"] = btf.size("pt_regs")
+        regs = _resolve(btf, SYSCALL_REGS_OFFSETS)
+        block = regs_block(regs)
+        if block is not None:   # else fd numbers stay unknown (-1)
+            offsets |= regs | block
+            offsets["NV_SIZE_PT_REGS"] = btf.size("pt_regs")
     return offsets
+
+
+REGS_BLOCK_MAX = 64   # bytes of pt_regs read at once for orig_ax, di and si
+
+
+def regs_block(regs: dict[str, int]) -> dict[str, int] | None:
+    """NV_REGS_LO/NV_REGS_BLOCK: where the 8-byte registers orig_ax, di and si lie in
+    pt_regs, so the programs read them in one probe read (x86-64: si, di, orig_ax are
+    adjacent, 24 bytes); None when they are not aligned or not close together."""
+    at = [regs[name] for name in ("NV_OFF_REGS_ORIG_AX", "NV_OFF_REGS_DI", "NV_OFF_REGS_SI")]
+    low, size = min(at), max(at) + 8 - min(at)
+    if size > REGS_BLOCK_MAX or any(off % 8 for off in at):
+        return None
+    return {"NV_REGS_LO": low, "NV_REGS_BLOCK": size}
 
 
 ROOT_CGROUP_ID = 1   # the cgroup2 root directory's inode number (its cgroup id)
